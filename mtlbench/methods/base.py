@@ -69,3 +69,12 @@ def needs_same_input_shape(info: DataInfo, method: str) -> list[str]:
     shapes = sorted({t.input_shape for t in info.tasks})
     return [f"{method} shares its first layer across tasks, so every task needs the same input shape "
             f"(dataset {info.name!r} has {shapes}); use a per-task-stem method such as stl"]
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Trainable parameters, frozen parameters, and buffer entries (BatchNorm statistics, MRN precisions):
+    papers differ in which of these their "# of params" includes, so all three are reported."""
+    params = list(model.parameters())
+    return {"trainable": sum(p.numel() for p in params if p.requires_grad),
+            "frozen": sum(p.numel() for p in params if not p.requires_grad),
+            "buffers": sum(b.numel() for b in model.buffers())}

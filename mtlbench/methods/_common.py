@@ -1,0 +1,130 @@
+"""Pieces the baseline methods share: per-task copies of backbone blocks, running a slice of a trunk, row
+segments of a concatenated batch, the ``fidelity: taan_code`` switch and STL-checkpoint loading.
+
+(The leading underscore keeps the registry's discovery from importing this as a method module.)
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from mtlbench.data.base import DataInfo
+from mtlbench.methods.backbone import BackboneSpec, Block, Segments, init_shared
+
+
+# -- option handling ------------------------------------------------------------------------------------------
+def apply_fidelity(data: Any, taan_code_defaults: dict[str, Any]) -> Any:
+    """``fidelity: taan_code`` switches the *defaults* of the options where yingrliu/TAAN-MTL (the code behind
+    the TAAN tables) differs from the paper; options the spec names explicitly still win."""
+    if isinstance(data, dict) and data.get("fidelity") == "taan_code":
+        return {**taan_code_defaults, **data}
+    return data
+
+
+# -- compatibility checks (each returns one line per problem) --------------------------------------------------
+def same_input_problems(info: DataInfo, method: str, why: str) -> list[str]:
+    if info.same_input_shape:
+        return []
+    shapes = sorted({t.input_shape for t in info.tasks})
+    return [f"{method} {why}, so every task needs the same input shape (dataset {info.name!r} has {shapes})"]
+
+
+def mixed_kind_problems(info: DataInfo, method: str) -> list[str]:
+    if len(info.input_kinds) <= 1:
+        return []
+    return [f"{method} needs all tasks to be vectors or all images (dataset {info.name!r} mixes "
+            f"{sorted(info.input_kinds)})"]
+
+
+def raise_if_refused(cls: Any, info: DataInfo, backbone: BackboneSpec, params: Any) -> None:
+    """Constructors call this so that a method built without `validate` fails with the same lines."""
+    from mtlbench.errors import SpecError
+
+    problems = cls.check(info, backbone, params)
+    if problems:
+        raise SpecError(problems)
+
+
+# -- blocks ---------------------------------------------------------------------------------------------------
+def fresh_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with its own, freshly drawn weights (same init as the backbone's)."""
+    clone = copy.deepcopy(module)
+    init_shared(clone)
+    for m in clone.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.reset_parameters()
+    return clone
+
+
+def run_blocks(blocks: Iterable[Block], x: torch.Tensor, first: int, flatten_at: int, n_blocks: int,
+               segments: Segments | None) -> torch.Tensor:
+    """Apply blocks numbered ``first, first+1, ...`` of a trunk with ``n_blocks`` blocks whose conv part ends
+    at ``flatten_at`` -- the same flattening as ``Trunk.forward`` but for any slice of the trunk."""
+    blocks = list(blocks)
+    for i, block in enumerate(blocks, start=first):
+        if i == flatten_at:
+            x = x.flatten(1)
+        x = block(x, segments)
+    ends_trunk = first + len(blocks) == n_blocks
+    return x.flatten(1) if ends_trunk and flatten_at >= n_blocks else x
+
+
+def segments_of(xs: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
+    return [(t, len(x)) for t, x in enumerate(xs)]
+
+
+def row_task_index(segments: Segments, device: torch.device) -> torch.Tensor:
+    """Task index of every row of a concatenated batch."""
+    tasks = torch.tensor([t for t, _ in segments], device=device)
+    counts = torch.tensor([n for _, n in segments], device=device)
+    return tasks.repeat_interleave(counts)
+
+
+# -- STL checkpoints (DMTRL's `init: stl`, Cross-Stitch's `tower_init: stl`) -----------------------------------
+def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ValueError("not a state_dict")
+    return obj
+
+
+def stl_shapes(info: DataInfo, backbone: BackboneSpec) -> dict[str, torch.Size]:
+    """Shapes of every entry of an STL model's state_dict for this dataset and backbone (built on the meta
+    device: nothing is allocated or initialised)."""
+    from mtlbench.methods.stl import STL
+
+    with torch.device("meta"):
+        model = STL(info, backbone, STL.Params())
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def stl_checkpoint_problems(path: str | None, info: DataInfo, backbone: BackboneSpec, method: str,
+                            field: str) -> list[str]:
+    if not path:
+        return [f"{method}: {field} needs `stl_checkpoint: PATH` (the seed<k>.pt an `stl` run of the same "
+                f"dataset and backbone saved beside its JSON record)"]
+    p = Path(path)
+    if not p.is_file():
+        return [f"{method}: stl_checkpoint {path} does not exist (train the `stl` cell of this spec first)"]
+    try:
+        state = load_state(p)
+    except Exception as e:  # torch raises many kinds; the user needs the file and the reason
+        return [f"{method}: stl_checkpoint {path} cannot be read as a state_dict ({type(e).__name__}: {e})"]
+    want = stl_shapes(info, backbone)
+    missing = [k for k in want if k not in state]
+    if missing:
+        return [f"{method}: stl_checkpoint {path} is not an STL model of this spec (missing {missing[0]!r} "
+                f"and {len(missing) - 1} more keys)"]
+    wrong = [k for k, s in want.items() if tuple(state[k].shape) != tuple(s)]
+    if wrong:
+        k = wrong[0]
+        return [f"{method}: stl_checkpoint {path} has {k} of shape {tuple(state[k].shape)}, this spec needs "
+                f"{tuple(want[k])} (was it trained with another backbone or dataset?)"]
+    return []

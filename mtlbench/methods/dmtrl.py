@@ -1,0 +1,265 @@
+"""DMTRL -- Deep Multi-Task Representation Learning, a tensor factorisation approach (Yang & Hospedales,
+ICLR 2017). Registered as ``dmtrl_laf``, ``dmtrl_tucker`` and ``dmtrl_tt``.
+
+What it implements (baselines.md §B.3): every hidden layer is task-specific, and the T per-task weights of a
+layer are stacked with the task axis last -- dense: [in, out, T]; conv: [kH, kW, C_in, C_out, T] -- and the
+stacked tensor is *parametrised* by a factorisation (mtlbench/methods/_tensor_factors.py): LAF (W = L S),
+Tucker (core and one factor per mode, task mode included) or TT (a train of cores, task core last). The
+factorisation is initialised by decomposing an initial tensor, and the ranks come from that decomposition
+by the relative-error rule (``eps_or_k``, ``rank_rule``), not by hand. Biases (out x T) are task-specific and
+not factorised; the per-task output heads are ordinary linear layers (tasks have different class counts, so
+heads cannot be stacked). The full tensor is rebuilt once per training iteration and sliced per task;
+evaluation (``forward_task``) rebuilds only the requested task's slice.
+
+Initial tensor (``init``):
+- ``stl`` (paper): the weights of trained single-task networks of the same spec, read from
+  ``stl_checkpoint: PATH`` -- the ``seed<k>.pt`` state_dict that an ``stl`` run saves beside its JSON record
+  (e.g. ``stl_checkpoint: results/runs/<spec>/stl/seed0.pt``). Biases, BatchNorm layers and heads are taken
+  from the STL networks as well.
+- ``random``: T independent Kaiming (fan-in) draws per layer, or ``random_std`` times N(0, 1) (the TAAN code
+  uses 0.01); ranks then reflect noise, so a warning is logged and recorded in ``summary()``.
+- ``auto`` (default): ``stl`` when ``stl_checkpoint`` is given, else ``random`` (with the warning).
+
+Options: ``eps_or_k`` (default 0.1; scalar, or one value per SVD: LAF 1, Tucker N + 1, TT N), ``rank_rule``
+(``frobenius`` default | ``spectral`` | ``interpolative``; see _tensor_factors.py), ``activation`` (``relu``
+as in the paper | ``none``), ``bias_init`` (``zeros`` | ``ones``) for random init.
+``fidelity: taan_code`` = yingrliu/TAAN-MTL ``DMTRL_Linear``: random 0.01 N(0, 1) tensors, LAF rank 5,
+Tucker/TT relative error 0.5 by the interpolative rule, no nonlinearity between the layers, biases = 1.
+
+Chosen ranks, parameter counts (factor and total) and the initial reconstruction error are in ``summary()``.
+Known limits: with ``rank_rule: spectral`` or ``interpolative`` the tolerance holds per SVD, not for the whole
+tensor. BatchNorm (conv backbone) is per task. The TAAN code rebuilds the tensor once per task per iteration;
+here it is once per iteration (same values, T times less work).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import ClassVar, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from mtlbench.methods._common import (apply_fidelity, load_state, mixed_kind_problems, raise_if_refused,
+                                      same_input_problems, segments_of, stl_checkpoint_problems)
+from mtlbench.methods._tensor_factors import FACTORISATIONS
+from mtlbench.methods.backbone import build_trunk, make_heads
+from mtlbench.methods.base import MethodParams, MTLMethod, count_parameters
+from mtlbench.registry import METHODS
+
+log = logging.getLogger(__name__)
+RANDOM_WARNING = ("DMTRL factorises a random tensor (no STL checkpoint): the ranks reflect noise, not the "
+                  "paper's trained single-task weights")
+
+
+class DMTRLParams(MethodParams):
+    fidelity: Literal["paper", "taan_code"] = "paper"
+    init: Literal["auto", "stl", "random"] = "auto"
+    stl_checkpoint: str | None = None
+    eps_or_k: float | list[float] = Field(default=0.1, description="relative error (< 1) or rank (>= 1)")
+    rank_rule: Literal["frobenius", "spectral", "interpolative"] = "frobenius"
+    random_std: float | None = Field(default=None, gt=0, description="None = Kaiming fan-in std per layer")
+    activation: Literal["relu", "none"] = "relu"
+    bias_init: Literal["zeros", "ones"] = "zeros"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fidelity(cls, data):
+        return apply_fidelity(data, cls.taan_code_defaults())
+
+    @classmethod
+    def taan_code_defaults(cls) -> dict:
+        return {"init": "random", "random_std": 0.01, "eps_or_k": 0.5, "rank_rule": "interpolative",
+                "activation": "none", "bias_init": "ones"}
+
+
+class LAFParams(DMTRLParams):
+    @classmethod
+    def taan_code_defaults(cls) -> dict:
+        return {**super().taan_code_defaults(), "eps_or_k": 5}
+
+
+class LayerShape:
+    """What a backbone block looks like from DMTRL's side: dense or conv, weight shape, pooling."""
+
+    def __init__(self, block: nn.Module):
+        affine = block.affine
+        self.conv = isinstance(affine, nn.Conv2d)
+        self.padding = affine.padding if self.conv else 0
+        self.out = affine.out_channels if self.conv else affine.out_features
+        self.fan_in = affine.weight[0].numel()
+        w = affine.weight
+        self.shape = tuple(w.permute(2, 3, 1, 0).shape) if self.conv else tuple(w.T.shape)
+
+    def stack_layout(self, w: torch.Tensor) -> torch.Tensor:
+        """A torch weight ([out, in] or [out, in, kh, kw]) in the stacked layout ([in, out] / [kh, kw, in, out])."""
+        return w.permute(2, 3, 1, 0) if self.conv else w.T
+
+
+class DMTRL(MTLMethod):
+    Params = DMTRLParams
+    paper = "Yang & Hospedales, Deep Multi-task Representation Learning: A Tensor Factorisation Approach, ICLR 2017"
+    factorisation: ClassVar[str] = ""
+
+    def __init__(self, info, backbone, params: DMTRLParams):
+        super().__init__(info, backbone, params)
+        raise_if_refused(type(self), info, backbone, params)
+        with torch.device("meta"):  # only the layer shapes are needed
+            trunk = build_trunk(info.tasks[0].input_shape, backbone)
+        self.layer_shapes = [LayerShape(b) for b in trunk.blocks]
+        self.flatten_at = trunk.flatten_at
+        self.init_used = "stl" if params.init == "stl" or (params.init == "auto" and params.stl_checkpoint) \
+            else "random"
+        stl = load_state(params.stl_checkpoint) if self.init_used == "stl" else None
+        if stl is None:
+            log.warning(RANDOM_WARNING)
+        self._build(trunk, stl)
+
+    # -- construction ---------------------------------------------------------------------------------------
+    def _build(self, trunk, stl: dict | None) -> None:
+        T, spec = self.info.n_tasks, self.backbone_spec
+        build = FACTORISATIONS[self.factorisation]
+        stacks = [self._initial_stack(i, ls, stl) for i, ls in enumerate(self.layer_shapes)]
+        self.tensors = nn.ModuleList(build(w, self.params.eps_or_k, self.params.rank_rule) for w in stacks)
+        with torch.no_grad():
+            self.init_error = [float((f.full().double() - w).norm() / w.norm())
+                               for f, w in zip(self.tensors, stacks)]
+        self.biases = nn.ParameterList(nn.Parameter(self._initial_bias(i, ls, stl))
+                                       for i, ls in enumerate(self.layer_shapes))
+        self.norms = nn.ModuleList(
+            nn.ModuleList(_fresh(block.norm) for _ in range(T)) for block in trunk.blocks)
+        self.pools = nn.ModuleList(_fresh(block.pool) for block in trunk.blocks)
+        self.drop = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
+        self.heads = make_heads(trunk.out_features, self.info.tasks)
+        if stl is not None:
+            self._copy_from_stl(stl)
+
+    def _initial_stack(self, i: int, ls: LayerShape, stl: dict | None) -> torch.Tensor:
+        T = self.info.n_tasks
+        if stl is not None:
+            ws = [ls.stack_layout(stl[f"trunks.{t}.blocks.{i}.affine.weight"]) for t in range(T)]
+            return torch.stack(ws, dim=-1).double()
+        std = self.params.random_std or math.sqrt(2.0 / ls.fan_in)
+        return torch.randn(*ls.shape, T, dtype=torch.float64) * std
+
+    def _initial_bias(self, i: int, ls: LayerShape, stl: dict | None) -> torch.Tensor:
+        T = self.info.n_tasks
+        if stl is not None:
+            return torch.stack([stl[f"trunks.{t}.blocks.{i}.affine.bias"] for t in range(T)]).float()
+        fill = 1.0 if self.params.bias_init == "ones" else 0.0
+        return torch.full((T, ls.out), fill)
+
+    def _copy_from_stl(self, stl: dict) -> None:
+        for t in range(self.info.n_tasks):
+            self.heads[t].load_state_dict({k.split(".", 2)[2]: v for k, v in stl.items()
+                                           if k.startswith(f"heads.{t}.")})
+            for i, norms in enumerate(self.norms):
+                prefix = f"trunks.{t}.blocks.{i}.norm."
+                norms[t].load_state_dict({k[len(prefix):]: v for k, v in stl.items() if k.startswith(prefix)})
+
+    # -- forward --------------------------------------------------------------------------------------------
+    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        hs = list(xs)
+        for i, tensor in enumerate(self.tensors):
+            w = tensor.full()  # rebuilt once per iteration, sliced per task
+            hs = [self._layer(i, h, w[..., t], t) for t, h in enumerate(hs)]
+        return [self.heads[t](h.flatten(1)) for t, h in enumerate(hs)]
+
+    def forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        for i, tensor in enumerate(self.tensors):
+            x = self._layer(i, x, tensor.task(task), task)
+        return self.heads[task](x.flatten(1))
+
+    def _layer(self, i: int, x: torch.Tensor, w: torch.Tensor, t: int) -> torch.Tensor:
+        ls = self.layer_shapes[i]
+        if ls.conv:
+            z = F.conv2d(x, w.permute(3, 2, 0, 1), self.biases[i][t], padding=ls.padding)
+        else:
+            z = (x.flatten(1) if i == self.flatten_at else x) @ w + self.biases[i][t]
+        z = self.norms[i][t](z)
+        if self.params.activation == "relu":
+            z = torch.relu(z)
+        return self.pools[i](z) if ls.conv else self.drop(z)
+
+    # -- reporting ------------------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        layers = [{"shape": list(f.shape), "ranks": f.ranks, "params": f.n_params(), "init_rel_error": e}
+                  for f, e in zip(self.tensors, self.init_error)]
+        info = {"factorisation": self.factorisation, "init": self.init_used, "rank_rule": self.params.rank_rule,
+                "eps_or_k": self.params.eps_or_k, "layers": layers,
+                "factor_params": sum(f.n_params() for f in self.tensors), "total_params": count_parameters(self)}
+        if self.init_used == "random":
+            info["warning"] = RANDOM_WARNING
+        return {"dmtrl": info}
+
+    @classmethod
+    def check(cls, info, backbone, params) -> list[str]:
+        name = getattr(cls, "registry_name", "dmtrl")
+        problems = mixed_kind_problems(info, name)
+        if problems:
+            return problems
+        problems = same_input_problems(info, name, "stacks every task's layer into one tensor")
+        problems += eps_problems(name, cls.factorisation, params.eps_or_k, backbone, info)
+        if params.init == "stl" or (params.init == "auto" and params.stl_checkpoint):
+            field = "init: stl" if params.init == "stl" else "stl_checkpoint"
+            problems += stl_checkpoint_problems(params.stl_checkpoint, info, backbone, name, field)
+        if params.rank_rule == "interpolative":
+            try:
+                import scipy.linalg.interpolative  # noqa: F401
+            except ImportError:
+                problems.append(f"{name}: rank_rule: interpolative needs scipy (pip install scipy)")
+        return problems
+
+
+def eps_problems(name: str, factorisation: str, eps_or_k, backbone, info) -> list[str]:
+    values = eps_or_k if isinstance(eps_or_k, list) else [eps_or_k]
+    problems = [f"{name}: eps_or_k values must be > 0 (got {v})" for v in values if v <= 0]
+    problems += [f"{name}: eps_or_k value {v} >= 1 must be a whole rank" for v in values
+                 if v >= 1 and v != int(v)]
+    if not isinstance(eps_or_k, list) or problems:
+        return problems
+    with torch.device("meta"):
+        trunk = build_trunk(info.tasks[0].input_shape, backbone)
+    for i, block in enumerate(trunk.blocks):
+        modes = len(LayerShape(block).shape) + 1  # + the task axis
+        n_svd = {"LAF": 1, "Tucker": modes, "TT": modes - 1}[factorisation]
+        if len(eps_or_k) != n_svd:
+            problems.append(f"{name}: eps_or_k lists {len(eps_or_k)} values but layer {i} ({modes}-mode tensor) "
+                            f"needs {n_svd} for {factorisation} -- give one value per SVD or a single value")
+            break
+    return problems
+
+
+def _fresh(module: nn.Module) -> nn.Module:
+    """A real (non-meta) copy of a parameter-free or BatchNorm module from the meta-device trunk."""
+    if isinstance(module, nn.BatchNorm2d):
+        return nn.BatchNorm2d(module.num_features, momentum=module.momentum)
+    if isinstance(module, nn.BatchNorm1d):
+        return nn.BatchNorm1d(module.num_features, momentum=module.momentum)
+    if isinstance(module, nn.MaxPool2d):
+        return nn.MaxPool2d(module.kernel_size)
+    return nn.Identity()
+
+
+@METHODS.register("dmtrl_laf")
+class DMTRLLAF(DMTRL):
+    """DMTRL with last-axis flattening: W = L S."""
+
+    Params = LAFParams
+    factorisation = "LAF"
+
+
+@METHODS.register("dmtrl_tucker")
+class DMTRLTucker(DMTRL):
+    """DMTRL with a Tucker factorisation (core and one factor per mode)."""
+
+    factorisation = "Tucker"
+
+
+@METHODS.register("dmtrl_tt")
+class DMTRLTT(DMTRL):
+    """DMTRL with a tensor-train factorisation (task core last)."""
+
+    factorisation = "TT"

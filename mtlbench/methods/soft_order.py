@@ -1,0 +1,201 @@
+"""Soft-Order -- soft layer ordering (Meyerson & Miikkulainen, "Beyond Shared Hierarchies: Deep Multitask
+Learning through Soft Layer Ordering", ICLR 2018).
+
+What it implements (paper, eqs. of Sec. 3): L shared layers F_1..F_L of equal input and output size, a task
+encoder E_t and decoder D_t, and a learnable scaling tensor sigma in R^{T x D x L}:
+
+    y_0 = E_t(x);   s_{t,d,:} = softmax_l(sigma_{t,d,:});   y_d = sum_l s_{t,d,l} F_l(y_{d-1});   yhat = D_t(y_D)
+
+so every shared layer may be applied at every depth and each task learns its own soft order.
+
+Mapping onto mtlbench backbones:
+- MLP (``hidden = [h, h, ..., h]``): the first hidden block (input -> h, ReLU) is the encoder; the remaining
+  ``len(hidden) - 1`` blocks are the shared layers F_l (linear + [BN] + ReLU + [dropout], as the paper's
+  core layers); the per-task linear heads are the decoders D_t. With ``encoder: task`` each task may have its
+  own input dimension (the paper's point: tasks from different input spaces).
+- Conv (``channels = [c, c, ..., c]`` with shape-preserving ``padding = (kernel_size - 1) / 2``): the first
+  conv block (with its pooling) is the encoder; the other conv blocks, *without* their pooling, are the F_l;
+  the pooling is applied once per depth to the mixed output (it has no parameters, so it belongs to the
+  depth rather than to a layer). The dense layers after the conv part are shared, the heads are the D_t.
+
+Options:
+- ``depth`` D (default L); ``encoder: task`` (paper) or ``shared``; ``sigma_init: zeros`` (uniform mixing,
+  as in the first author's tom-release code) or ``normal`` (0.01 N(0,1)).
+- ``fidelity: taan_code`` = the variant of the TAAN tables (yingrliu/TAAN-MTL ``SoftOrderNet``): a shared
+  first layer (``encoder: shared``) and ``sigma_init: normal``; with the paper backbone 1152 -> 3 x 1024 this
+  gives D = L = 2 (the TAAN code hard-codes 16 tasks, this does not).
+
+Known limits: the TAAN Omniglot Soft-Order net is not published, so the conv mapping above is ours (the
+backbone must be given equal channels and shape-preserving padding; ``check`` says so otherwise). A training
+step costs D x L shared-layer applications (L times a plain network), all tasks' rows in one call each.
+Shared layers that contain BatchNorm share its statistics across the depths they are applied at.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from mtlbench.methods._common import (apply_fidelity, mixed_kind_problems, raise_if_refused,
+                                      row_task_index, same_input_problems, segments_of)
+from mtlbench.methods.backbone import Block, ReLU, conv_out, dense_block, init_shared, make_heads
+from mtlbench.methods.base import MethodParams, MTLMethod
+from mtlbench.registry import METHODS
+
+TAAN_CODE = {"encoder": "shared", "sigma_init": "normal"}
+
+
+class SoftOrderParams(MethodParams):
+    fidelity: Literal["paper", "taan_code"] = "paper"
+    depth: int | None = Field(default=None, ge=1, description="D; default L (the number of shared layers)")
+    encoder: Literal["task", "shared"] = "task"
+    sigma_init: Literal["zeros", "normal"] = "zeros"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fidelity(cls, data):
+        return apply_fidelity(data, TAAN_CODE)
+
+
+def conv_layer(c_in: int, c_out: int, spec, pool: bool) -> Block:
+    conv = nn.Conv2d(c_in, c_out, spec.kernel_size, padding=spec.padding)
+    norm = nn.BatchNorm2d(c_out) if spec.conv_batch_norm else nn.Identity()
+    pooling = nn.MaxPool2d(spec.pool) if pool and spec.pool > 1 else nn.Identity()
+    return Block(conv, norm, ReLU(), pooling, 0.0)
+
+
+@METHODS.register("soft_order")
+class SoftOrder(MTLMethod):
+    Params = SoftOrderParams
+    paper = "Meyerson & Miikkulainen, Beyond Shared Hierarchies: Deep MTL through Soft Layer Ordering, ICLR 2018"
+
+    def __init__(self, info, backbone, params: SoftOrderParams):
+        super().__init__(info, backbone, params)
+        raise_if_refused(type(self), info, backbone, params)
+        self.conv = backbone.resolved_kind(info.tasks[0].input_shape) == "conv"
+        self.n_layers = (len(backbone.channels) if self.conv else len(backbone.hidden)) - 1
+        self.depth = params.depth or self.n_layers
+        build = self._build_conv if self.conv else self._build_mlp
+        encoders, self.layers, self.post, width = build()
+        init_shared(nn.ModuleList([encoders, self.layers, self.post]))
+        self.encoders = encoders  # one per task, or a single shared one
+        self.pool = nn.MaxPool2d(backbone.pool) if self.conv and backbone.pool > 1 else nn.Identity()
+        sigma = torch.zeros(info.n_tasks, self.depth, self.n_layers)
+        if params.sigma_init == "normal":
+            sigma.normal_(0.0, 0.01)
+        self.sigma = nn.Parameter(sigma)
+        self.heads = make_heads(width, info.tasks)
+
+    # -- construction ---------------------------------------------------------------------------------------
+    def _n_encoders(self) -> int:
+        return self.info.n_tasks if self.params.encoder == "task" else 1
+
+    def _build_mlp(self):
+        spec, width = self.backbone_spec, self.backbone_spec.hidden[0]
+        dims = [math.prod(t.input_shape) for t in self.info.tasks][: self._n_encoders()]
+        encoders = nn.ModuleList(dense_block(d, width, spec, ReLU()) for d in dims)
+        layers = nn.ModuleList(dense_block(width, width, spec, ReLU()) for _ in range(self.n_layers))
+        return encoders, layers, nn.ModuleList(), width
+
+    def _build_conv(self):
+        spec = self.backbone_spec
+        c_in, h, w = self.info.tasks[0].input_shape
+        c = spec.channels[0]
+        encoders = nn.ModuleList(conv_layer(c_in, c, spec, pool=True) for _ in range(self._n_encoders()))
+        layers = nn.ModuleList(conv_layer(c, c, spec, pool=False) for _ in range(self.n_layers))
+        h, w = conv_spatial(h, spec, self.depth), conv_spatial(w, spec, self.depth)
+        dims = [c * h * w, *spec.dense]
+        post = nn.ModuleList(dense_block(a, b, spec, ReLU()) for a, b in zip(dims, dims[1:]))
+        return encoders, layers, post, dims[-1]
+
+    # -- forward --------------------------------------------------------------------------------------------
+    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        segments = segments_of(xs)
+        features = self._features(xs, segments)
+        return [self.heads[t](f) for t, f in enumerate(features.split([n for _, n in segments]))]
+
+    def forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        return self.heads[task](self._features([x], [(task, len(x))]))
+
+    def mixing(self) -> torch.Tensor:
+        """s = softmax over the layer axis of sigma, [T, D, L]."""
+        return torch.softmax(self.sigma, dim=-1)
+
+    def _features(self, xs: Sequence[torch.Tensor], segments) -> torch.Tensor:
+        y = self._encode(xs, segments)
+        weights = self.mixing()[row_task_index(segments, y.device)]  # [rows, D, L]
+        shape = (len(y),) + (1,) * (y.dim() - 1)
+        for d in range(self.depth):
+            y = sum(weights[:, d, l].view(shape) * layer(y, segments) for l, layer in enumerate(self.layers))
+            y = self.pool(y)
+        y = y.flatten(1)
+        for block in self.post:
+            y = block(y, segments)
+        return y
+
+    def _encode(self, xs: Sequence[torch.Tensor], segments) -> torch.Tensor:
+        if len(self.encoders) == 1:
+            return self.encoders[0](torch.cat(list(xs)), segments)
+        return torch.cat([self.encoders[t](x.flatten(1) if not self.conv else x, [(t, len(x))])
+                          for (t, _), x in zip(segments, xs)])
+
+    def summary(self) -> dict:
+        return {"soft_order": {"layers": self.n_layers, "depth": self.depth, "encoder": self.params.encoder,
+                               "mixing": self.mixing().detach().cpu().tolist()}}
+
+    # -- what this method cannot run ------------------------------------------------------------------------
+    @classmethod
+    def check(cls, info, backbone, params) -> list[str]:
+        problems = mixed_kind_problems(info, "soft_order")
+        if problems:
+            return problems
+        if backbone.resolved_kind(info.tasks[0].input_shape) == "conv":
+            return conv_problems(info, backbone, params)
+        return mlp_problems(info, backbone, params)
+
+
+def conv_spatial(size: int, spec, depth: int) -> int:
+    """Height (or width) after the encoder block and ``depth`` pooled soft depths."""
+    size = conv_out(size, spec)
+    for _ in range(depth):
+        size //= spec.pool
+    return size
+
+
+def mlp_problems(info, backbone, params) -> list[str]:
+    hidden = backbone.hidden
+    problems = []
+    if len(hidden) < 2:
+        problems.append(f"soft_order needs at least 2 hidden layers (an encoder and >= 1 shared layer); "
+                        f"backbone.hidden = {hidden}")
+    elif len(set(hidden)) != 1:
+        problems.append(f"soft_order applies every shared layer at every depth, so all hidden widths must be "
+                        f"equal; backbone.hidden = {hidden}")
+    if params.encoder == "shared":
+        problems += same_input_problems(info, "soft_order", "with `encoder: shared` shares its first layer")
+    return problems
+
+
+def conv_problems(info, backbone, params) -> list[str]:
+    ch, k = backbone.channels, backbone.kernel_size
+    problems = same_input_problems(info, "soft_order", "shares its conv layers and dense layers")
+    if len(ch) < 2:
+        problems.append(f"soft_order needs at least 2 conv blocks (an encoder and >= 1 shared layer); "
+                        f"backbone.channels = {ch}")
+    elif len(set(ch)) != 1:
+        problems.append(f"soft_order applies every shared conv layer at every depth, so all conv channels must "
+                        f"be equal; backbone.channels = {ch}")
+    if k % 2 == 0 or backbone.padding != (k - 1) // 2:
+        problems.append(f"soft_order's shared conv layers must keep the feature-map size: use an odd "
+                        f"backbone.kernel_size with backbone.padding = (kernel_size - 1) / 2 (have "
+                        f"kernel_size {k}, padding {backbone.padding})")
+    if problems:
+        return problems
+    depth = params.depth or len(ch) - 1
+    _, h, w = info.tasks[0].input_shape
+    if min(conv_spatial(h, backbone, depth), conv_spatial(w, backbone, depth)) < 1:
+        problems.append(f"soft_order: input {info.tasks[0].input_shape} is too small for {depth} pooled depths")
+    return problems

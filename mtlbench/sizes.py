@@ -1,0 +1,46 @@
+"""Parameter counts at the papers' sizes, without data: build a method for the shapes of TAAN Table 1
+(YouTube-8M: 1152-d input, MLP 1152 -> 3 x 1024, 16 vertical tasks with the class counts of datasets.md) and
+count. Building is cheap for every method (DMTRL factorises a random tensor of that size, a few seconds).
+
+    >>> from mtlbench.sizes import count_at_paper_size
+    >>> count_at_paper_size("hard_share")["trainable"]
+    6925797
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mtlbench.data.base import DataInfo, TaskInfo
+from mtlbench.methods.backbone import BackboneSpec
+from mtlbench.methods.base import parameter_counts
+from mtlbench.registry import METHODS
+
+# Vertical1 counts of vocabulary.csv, in the TAAN code's task order (datasets.md)
+YOUTUBE8M_CLASSES = (525, 734, 466, 167, 278, 302, 259, 150, 132, 86, 116, 26, 120, 116, 48, 32)
+YOUTUBE8M_INPUT = 1152
+
+
+def youtube8m_paper_info() -> DataInfo:
+    tasks = [TaskInfo(f"vertical{i + 1}", c, "multilabel", (YOUTUBE8M_INPUT,))
+             for i, c in enumerate(YOUTUBE8M_CLASSES)]
+    return DataInfo("youtube8m_paper_shapes", tasks, "shared", "map_at10_sample")
+
+
+def paper_backbone() -> BackboneSpec:
+    return BackboneSpec(kind="mlp", hidden=[1024, 1024, 1024])
+
+
+def count_at_paper_size(method: str, params: dict[str, Any] | None = None,
+                        backbone: BackboneSpec | None = None, info: DataInfo | None = None) -> dict[str, int]:
+    """{"trainable": ..., "frozen": ..., "buffers": ...} of ``method`` built for TAAN Table 1's shapes."""
+    cls = METHODS.get(method)
+    info, backbone = info or youtube8m_paper_info(), backbone or paper_backbone()
+    p = cls.Params(**(params or {}))
+    problems = cls.check(info, backbone, p)
+    if problems:
+        raise ValueError("; ".join(problems))
+    with torch.no_grad():
+        model = cls(info, backbone, p)
+    return parameter_counts(model)
