@@ -171,5 +171,7 @@ def block_width(block: nn.Module) -> int:
 def stitch(alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """x~_t = sum_s alpha[t, s] x_s for h [T, rows, C, ...]; a per-channel alpha is [C, T, T]."""
     if alpha.dim() == 2:
-        return torch.einsum("ts,sn...->tn...", alpha, h)
-    return torch.einsum("cts,snc...->tnc...", alpha, h)
+        mixed = torch.einsum("ts,sn...->tn...", alpha, h)
+    else:
+        mixed = torch.einsum("cts,snc...->tnc...", alpha, h)
+    return mixed.contiguous()  # einsum may return a permuted layout; the next conv must see the usual one

@@ -1,0 +1,217 @@
+"""DMTRL (Yang & Hospedales 2017): factorisations reconstruct within tolerance, counts match the closed forms of
+baselines.md §B.3, STL initialisation reproduces the STL networks, and bad inputs are refused."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mtlbench.data.base import DataInfo, TaskInfo
+from mtlbench.methods._tensor_factors import LAF, TensorTrain, Tucker
+from mtlbench.methods.backbone import BackboneSpec
+from mtlbench.methods.base import count_parameters
+from mtlbench.registry import METHODS
+
+NAMES = ["dmtrl_laf", "dmtrl_tucker", "dmtrl_tt"]
+FACTORS = {"LAF": LAF, "Tucker": Tucker, "TT": TensorTrain}
+
+
+def low_rank_tensor(shape=(12, 10, 6), ranks=(3, 4, 2), noise=0.05, seed=0) -> torch.Tensor:
+    """A Tucker-structured tensor plus noise: its ranks are well below full, so rank selection matters."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(*ranks, generator=gen, dtype=torch.float64)
+    for n, (d, k) in enumerate(zip(shape, ranks)):
+        u = torch.randn(d, k, generator=gen, dtype=torch.float64)
+        w = (w.movedim(n, -1) @ u.T).movedim(-1, n)
+    return w + noise * w.norm() / math.sqrt(w.numel()) * torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+
+def closed_form(kind: str, shape, ranks) -> int:
+    """baselines.md §B.3: LAF K(prod D + T); Tucker prod K + sum Dn Kn + T K_T; TT sum r_{n-1} Dn r_n."""
+    if kind == "LAF":
+        return ranks[0] * (math.prod(shape[:-1]) + shape[-1])
+    if kind == "Tucker":
+        return math.prod(ranks) + sum(d * k for d, k in zip(shape, ranks))
+    r = [1, *ranks, 1]
+    return sum(r[n] * d * r[n + 1] for n, d in enumerate(shape))
+
+
+@pytest.mark.parametrize("kind", list(FACTORS))
+@pytest.mark.parametrize("eps", [0.05, 0.2, 0.5])
+@pytest.mark.parametrize("shape", [(12, 10, 6), (3, 3, 4, 5, 6)])
+def test_frobenius_rule_reconstructs_within_tolerance(kind, eps, shape):
+    w = low_rank_tensor(shape, ranks=tuple(min(3, d) for d in shape))
+    f = FACTORS[kind](w, eps, "frobenius")
+    with torch.no_grad():
+        err = float((f.full().double() - w).norm() / w.norm())
+    assert err <= eps * (1 + 1e-5), (f.ranks, err)
+    assert f.n_params() == f.closed_form_params() == closed_form(kind, shape, f.ranks)
+    full = FACTORS[kind](w, 1e-9, "frobenius")
+    assert sum(f.ranks) < sum(full.ranks)  # the tolerance really truncated something
+
+
+@pytest.mark.parametrize("kind", list(FACTORS))
+def test_task_slice_equals_the_full_tensor(kind):
+    w = low_rank_tensor()
+    f = FACTORS[kind](w, 0.1, "frobenius")
+    with torch.no_grad():
+        full = f.full()
+        for t in range(w.shape[-1]):
+            torch.testing.assert_close(f.task(t), full[..., t])
+
+
+def test_spectral_rule_bounds_each_svd_in_the_spectral_norm():
+    w = low_rank_tensor()
+    flat = w.reshape(-1, w.shape[-1])
+    s = torch.linalg.svdvals(flat)
+    for eps in (0.05, 0.3):
+        f = LAF(w, eps, "spectral")
+        k = f.ranks[0]
+        with torch.no_grad():
+            resid = torch.linalg.matrix_norm(flat - (f.L @ f.S).double(), ord=2)
+        assert resid <= eps * s[0] * (1 + 1e-6)
+        assert s[k - 1] > eps * s[0]  # the smallest k that does it
+
+
+def test_explicit_ranks_and_exact_full_rank_reconstruction():
+    w = low_rank_tensor(noise=0.3)
+    assert LAF(w, 2, "frobenius").ranks == [2]
+    assert Tucker(w, [2, 3, 1], "frobenius").ranks == [2, 3, 1]
+    assert TensorTrain(w, [4, 2], "frobenius").ranks == [4, 2]
+    for kind, k in (("LAF", 6), ("Tucker", [12, 10, 6]), ("TT", [12, 6])):
+        f = FACTORS[kind](w, k, "frobenius")
+        torch.testing.assert_close(f.full().double(), w, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="makes 3 SVDs"):
+        Tucker(w, [2, 3], "frobenius")
+
+
+def test_interpolative_rule_matches_the_toolbox_rank():
+    interpolative = pytest.importorskip("scipy.linalg.interpolative")
+    w = low_rank_tensor()
+    flat = w.reshape(-1, w.shape[-1]).numpy()
+    _, s, _ = interpolative.svd(flat, 0.1, rand=False)
+    assert LAF(w, 0.1, "interpolative").ranks == [len(s)]
+
+
+# -- the method ------------------------------------------------------------------------------------------------
+def info_of(shape, n_tasks=3, name="toy") -> DataInfo:
+    tasks = [TaskInfo(f"t{t}", 2 + t, "multiclass", shape) for t in range(n_tasks)]
+    return DataInfo(name, tasks, "per_task", "accuracy")
+
+
+def stl_checkpoint(tmp_path, info, spec, seed=0):
+    torch.manual_seed(seed)
+    stl = METHODS.get("stl")(info, spec, METHODS.get("stl").Params())
+    with torch.no_grad():  # non-trivial biases and BN statistics, so that copying them is tested
+        for name, p in stl.named_parameters():
+            if name.endswith("bias"):
+                p.normal_()
+        for name, b in stl.named_buffers():
+            if "running" in name:
+                b.uniform_(0.5, 1.5)
+    path = tmp_path / "stl" / "seed0.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(stl.state_dict(), path)
+    return stl.eval(), path
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("shape, spec", [
+    ((7,), BackboneSpec(hidden=[6, 5])),
+    ((1, 10, 10), BackboneSpec(channels=[3, 4], dense=[5])),
+])
+def test_stl_init_at_full_rank_reproduces_the_stl_networks(tmp_path, name, shape, spec):
+    info = info_of(shape)
+    stl, path = stl_checkpoint(tmp_path, info, spec)
+    cls = METHODS.get(name)
+    model = cls(info, spec, cls.Params(init="stl", stl_checkpoint=str(path), eps_or_k=1e-9)).eval()
+    assert model.summary()["dmtrl"]["init"] == "stl"
+    xs = [torch.randn(4, *shape) for _ in range(3)]
+    with torch.no_grad():
+        for t, (mine, ref) in enumerate(zip(model(xs), stl(xs))):
+            torch.testing.assert_close(mine, ref, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(model.forward_task(xs[t], t), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_init_uses_the_checkpoint_when_given_and_warns_without(tmp_path, caplog):
+    info, spec = info_of((7,)), BackboneSpec(hidden=[6, 5])
+    _, path = stl_checkpoint(tmp_path, info, spec)
+    cls = METHODS.get("dmtrl_tucker")
+    assert cls(info, spec, cls.Params(stl_checkpoint=str(path))).init_used == "stl"
+    with caplog.at_level("WARNING"):
+        model = cls(info, spec, cls.Params())
+    assert model.init_used == "random" and "random tensor" in caplog.text
+    assert "random tensor" in model.summary()["dmtrl"]["warning"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_summary_reports_ranks_and_closed_form_counts(name):
+    info, spec = info_of((7,), n_tasks=4), BackboneSpec(hidden=[6, 5])
+    cls = METHODS.get(name)
+    model = cls(info, spec, cls.Params(eps_or_k=0.3))
+    s = model.summary()["dmtrl"]
+    kind = cls.factorisation
+    for layer in s["layers"]:
+        assert layer["params"] == closed_form(kind, layer["shape"], layer["ranks"])
+        assert layer["init_rel_error"] <= 0.3 * (1 + 1e-5)
+    heads = sum(6 * 0 + 5 * c + c for c in (2, 3, 4, 5))
+    biases = 4 * (6 + 5)
+    assert s["total_params"] == count_parameters(model) == s["factor_params"] + heads + biases
+
+
+def test_tensor_is_rebuilt_once_per_iteration_not_once_per_task(monkeypatch):
+    cls = METHODS.get("dmtrl_tt")
+    model = cls(info_of((7,), n_tasks=5), BackboneSpec(hidden=[6, 5]), cls.Params())
+    calls = []
+    original = TensorTrain.full
+    monkeypatch.setattr(TensorTrain, "full", lambda self: calls.append(1) or original(self))
+    model([torch.randn(2, 7) for _ in range(5)])
+    assert len(calls) == 2  # one per layer, for all 5 tasks
+
+
+def test_taan_code_fidelity_options():
+    laf, tucker = METHODS.get("dmtrl_laf").Params, METHODS.get("dmtrl_tucker").Params
+    p = laf(fidelity="taan_code")
+    assert (p.init, p.random_std, p.eps_or_k, p.activation, p.bias_init) == ("random", 0.01, 5, "none", "ones")
+    assert tucker(fidelity="taan_code").eps_or_k == 0.5
+    assert tucker(fidelity="taan_code", activation="relu").activation == "relu"
+    cls = METHODS.get("dmtrl_laf")
+    model = cls(info_of((7,)), BackboneSpec(hidden=[6, 5]), p)
+    assert all(torch.equal(b, torch.ones_like(b)) for b in model.biases)
+    assert [f.ranks for f in model.tensors] == [[3], [3]]  # K = 5 capped by T = 3 tasks
+
+
+def test_no_activation_makes_the_trunk_linear():
+    cls = METHODS.get("dmtrl_laf")
+    model = cls(info_of((7,)), BackboneSpec(hidden=[6, 5]), cls.Params(activation="none"))
+    x = torch.randn(3, 7)
+    f = lambda v: model.forward_task(v, 0) - model.forward_task(torch.zeros(1, 7), 0)  # noqa: E731
+    torch.testing.assert_close(f(2 * x), 2 * f(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"init": "stl"}, "needs `stl_checkpoint: PATH`"),
+    ({"init": "stl", "stl_checkpoint": "/nonexistent/seed0.pt"}, "does not exist"),
+    ({"stl_checkpoint": "/nonexistent/seed0.pt"}, "does not exist"),
+    ({"eps_or_k": [0.1, 0.1]}, "needs 3 for Tucker"),
+    ({"eps_or_k": 2.5}, "whole rank"),
+    ({"eps_or_k": 0}, "must be > 0"),
+])
+def test_check_refuses_bad_options(params, needle):
+    cls = METHODS.get("dmtrl_tucker")
+    problems = cls.check(info_of((7,)), BackboneSpec(hidden=[6, 5]), cls.Params(**params))
+    assert any(needle in p for p in problems), problems
+
+
+def test_check_refuses_a_checkpoint_of_another_spec_and_heterogeneous_inputs(tmp_path):
+    info = info_of((7,))
+    _, path = stl_checkpoint(tmp_path, info, BackboneSpec(hidden=[6, 5]))
+    cls = METHODS.get("dmtrl_laf")
+    problems = cls.check(info, BackboneSpec(hidden=[6, 4]), cls.Params(init="stl", stl_checkpoint=str(path)))
+    assert any("of shape (5, 6)" in p and "(4, 6)" in p for p in problems), problems
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    problems = cls.check(info, BackboneSpec(hidden=[6, 5]), cls.Params(stl_checkpoint=str(tmp_path / "junk.pt")))
+    assert any("cannot be read" in p for p in problems), problems
+    mixed = DataInfo("m", [TaskInfo("a", 2, "multiclass", (7,)), TaskInfo("b", 2, "multiclass", (8,))], "per_task", "a")
+    assert any("same input shape" in p for p in cls.check(mixed, BackboneSpec(hidden=[6]), cls.Params()))
