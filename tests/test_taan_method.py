@@ -55,7 +55,8 @@ def test_alpha_zero_computes_exactly_hard_share(info, backbone):
     taan = build("taan", info, backbone, M=16)
     missing, unexpected = taan.load_state_dict(hard.state_dict(), strict=False)
     assert not unexpected and all(k.endswith(("act.alpha", "act.b")) for k in missing)
-    assert len(taan.adaptive_layers()) == len(backbone.hidden if backbone is MLP else backbone.channels + backbone.dense)
+    n_hidden = len(backbone.hidden) if backbone is MLP else len(backbone.channels + backbone.dense)
+    assert len(taan.adaptive_layers()) == n_hidden
     hard.eval(), taan.eval()
     xs = [torch.randn(5 + t, *info.tasks[t].input_shape) for t in range(info.n_tasks)]
     for a, b in zip(taan(xs), hard(xs)):
@@ -65,8 +66,9 @@ def test_alpha_zero_computes_exactly_hard_share(info, backbone):
     # ... and the same gradients for the shared weights
     sum(o.sum() for o in taan(xs)).backward()
     sum(o.sum() for o in hard(xs)).backward()
-    for (name, p), q in zip(hard.named_parameters(), [dict(taan.named_parameters())[n] for n, _ in hard.named_parameters()]):
-        assert torch.equal(p.grad, q.grad), name
+    taan_params = dict(taan.named_parameters())
+    for name, p in hard.named_parameters():
+        assert torch.equal(p.grad, taan_params[name].grad), name
 
 
 def test_nonzero_alpha_makes_tasks_differ_and_trains():
@@ -124,7 +126,8 @@ def test_summary_has_matrices_per_layer():
 
 
 def test_layers_are_adaptive_activations_with_options():
-    taan = build("taan", image_info(), CONV, M=5, b_mode="learned", b_init={"kind": "grid", "lo": -1, "hi": 2})
+    taan = build("taan", image_info(), CONV, M=5, b_mode="learned",
+                 b_init={"kind": "grid", "lo": -1, "hi": 2})
     layers = taan.adaptive_layers()
     assert all(isinstance(a, AdaptiveActivation) and isinstance(a.b, torch.nn.Parameter) for a in layers)
     assert layers[0].b.tolist() == pytest.approx([-1.0, -0.25, 0.5, 1.25, 2.0])

@@ -85,7 +85,8 @@ def test_cdf_difference_uses_upper_tails_far_right():
     hi, lo = torch.tensor(9.0, dtype=F64), torch.tensor(8.5, dtype=F64)
     want = stats.norm.sf(8.5) - stats.norm.sf(9.0)  # ~ 9.5e-18: 1 - 1 in float64 would give 0
     assert cdf_difference(hi, lo).item() == pytest.approx(want, rel=1e-9)
-    assert cdf_difference(torch.tensor(0.5, dtype=F64), torch.tensor(-1.0, dtype=F64)).item() == pytest.approx(
+    mixed = cdf_difference(torch.tensor(0.5, dtype=F64), torch.tensor(-1.0, dtype=F64))
+    assert mixed.item() == pytest.approx(
         stats.norm.cdf(0.5) - stats.norm.cdf(-1.0), rel=1e-12)
 
 
@@ -113,14 +114,16 @@ def test_inner_and_distance_match_quadrature(gmm):
 def test_regularizers_match_quadrature_and_definitions():
     b, a = torch.tensor(HINGES, dtype=F64), alphas(4, seed=3)
     g = [(1.0, 0.0, 1.0)]
-    k = np.array([[quad_under(lambda x: apl_value(x, a[s].tolist(), HINGES) * apl_value(x, a[t].tolist(), HINGES), g)
+    rows = [a[s].tolist() for s in range(4)]
+    k = np.array([[quad_under(lambda x: apl_value(x, rows[s], HINGES) * apl_value(x, rows[t], HINGES), g)
                    for t in range(4)] for s in range(4)])
     dq = np.diag(k)[:, None] + np.diag(k)[None, :] - 2 * k
     cos = k / np.sqrt(np.outer(np.diag(k), np.diag(k)))
     assert cosine_reg(a, b).item() == pytest.approx(-cos.sum() / 16, rel=1e-8)
     assert distance_reg(a, b).item() == pytest.approx(dq.sum() / 16, rel=1e-7)
     assert distance_reg(a, b, None, 2).item() == pytest.approx((dq ** 2).sum() / 16, rel=1e-7)
-    assert trace_norm_reg(a).item() == pytest.approx(np.linalg.svd(a.numpy(), compute_uv=False).sum(), rel=1e-12)
+    singular_values = np.linalg.svd(a.numpy(), compute_uv=False)
+    assert trace_norm_reg(a).item() == pytest.approx(singular_values.sum(), rel=1e-12)
     assert trace_norm_reg(a, fidelity="taan_code").item() == pytest.approx(
         np.linalg.norm(a.numpy(), axis=1).sum(), rel=1e-12)
 

@@ -32,7 +32,8 @@ from pydantic import Field, field_validator
 from mtlbench.methods.backbone import build_trunk, make_heads
 from mtlbench.methods.base import MethodParams, MTLMethod, needs_same_input_shape
 from mtlbench.registry import METHODS
-from mtlbench.taan import AdaptiveActivation, cosine_matrix, cosine_reg, distance_matrix, distance_reg, trace_norm_reg
+from mtlbench.taan import (AdaptiveActivation, cosine_matrix, cosine_reg, distance_matrix, distance_reg,
+                           trace_norm_reg)
 from mtlbench.taan.options import AlphaInit, BInit, GridInit, ZeroInit
 
 
@@ -42,7 +43,7 @@ class TAANParams(MethodParams):
     b_init: BInit = GridInit()
     alpha_init: AlphaInit = ZeroInit()
     gmm: Optional[list[tuple[float, float, float]]] = Field(
-        default=None, description="measure of the functional metric: null = N(0,1), else [[pi, mu, sigma], ...]")
+        default=None, description="measure of the metric: null = N(0,1), else [[pi, mu, sigma], ...]")
     reg: Literal["none", "tn", "cos", "dis"] = "none"
     reg_coef: float = Field(default=0.1, ge=0.0, description="regularization coefficient c")
     dis_power: Literal[1, 2] = 1

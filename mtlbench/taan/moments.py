@@ -30,7 +30,7 @@ def normal_cdf(z: torch.Tensor) -> torch.Tensor:
 
 def cdf_difference(hi: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
     """Phi(hi) - Phi(lo). When both arguments are positive both cdfs are close to 1 and their difference
-    cancels catastrophically; the upper tails Phi(-lo) - Phi(-hi) carry the same value without cancellation."""
+    cancels catastrophically; the upper tails Phi(-lo) - Phi(-hi) carry the same value without it."""
     upper = normal_cdf(-lo) - normal_cdf(-hi)
     lower = normal_cdf(hi) - normal_cdf(lo)
     return torch.where(torch.minimum(hi, lo) > 0, upper, lower)
@@ -72,7 +72,8 @@ def _ebb(b: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor
     """E[(b_i - X)+ (b_j - X)+] for every pair; valid for any signs and for b_i = b_j."""
     bi, bj = b[:, None], b[None, :]
     u = (torch.minimum(bi, bj) - mu) / sigma
-    return ((bi - mu) * (bj - mu) + sigma * sigma) * normal_cdf(u) + sigma * (torch.maximum(bi, bj) - mu) * normal_pdf(u)
+    return (((bi - mu) * (bj - mu) + sigma * sigma) * normal_cdf(u)
+            + sigma * (torch.maximum(bi, bj) - mu) * normal_pdf(u))
 
 
 def mixture_components(gmm: GMM) -> list[tuple[float, float, float]]:
