@@ -46,7 +46,7 @@ TINY_SPEC = """
 name: tiny
 data:
   dataset: synthetic_vector
-  options: {n_groups: 2, tasks_per_group: 2, input_dim: 64, n_examples: 1200, n_classes: 8}
+  options: {n_groups: 2, tasks_per_group: 2, input_dim: 64, n_examples: 2000, input_noise: 0.3}
 backbone:
   hidden: [64, 64]
 methods:
@@ -54,10 +54,11 @@ methods:
     label: STL
   - name: hard_share
     label: Hard-Share
+optimizer: {lr: 0.003}
 training:
-  iterations: 60
+  iterations: 300
   batch_per_task: 32
-  eval_every: 20
+  eval_every: 50
   threads: 1
 output:
   dir: {out}
