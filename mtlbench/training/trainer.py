@@ -130,6 +130,7 @@ def train_run(resolved: ResolvedSpec, method: ResolvedMethod, seed: int, data: M
               progress: Progress | None = None) -> tuple[dict, MTLMethod]:
     """Train one method with one seed; return the result record (see results.py) and the best model."""
     spec, tr = resolved.spec, resolved.spec.training
+    wall_start = time.perf_counter()
     if tr.threads:
         torch.set_num_threads(tr.threads)
     seed_everything(seed, tr.deterministic)
@@ -180,6 +181,7 @@ def train_run(resolved: ResolvedSpec, method: ResolvedMethod, seed: int, data: M
         "paper_faithful": tr.select_on == "test", "metrics": scores,
         "best_iteration": best["iteration"], "iterations_run": it, "history": history,
         "n_params": count_parameters(model), "train_time_s": train_time,
+        "wall_time_s": time.perf_counter() - wall_start,
         "data_checksum": data.info.checksum, "env": fingerprint(device), "summary": model.summary(),
     }
     return record, model
