@@ -151,6 +151,36 @@ def compare(target: str = typer.Argument(..., help="a run spec (YAML) or a paper
     print_table(table_for(target, results, metric, split), fmt)
 
 
+@app.command()
+@user_errors
+def timing(spec: Path = typer.Argument(..., help="a run spec (YAML); every method in it is timed"),
+           vs: Optional[str] = typer.Option("hard_share", help="reference method for the ratio columns "
+                                            "(added to the run if the spec lacks it); '' for none"),
+           iterations: int = typer.Option(10, min=1, help="iterations per timed block"),
+           blocks: int = typer.Option(5, min=1, help="timed blocks (median and range are reported)"),
+           warmup: int = typer.Option(3, min=0, help="discarded warm-up iterations per method and mode"),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
+           fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv")):
+    """Seconds per 100 training and inference iterations for each method of SPEC (protocol.md "Timing"),
+    with each method's ratio to the reference measured in the same run. Writes <out>/<spec name>/timing.json."""
+    from mtlbench.config.loader import load_spec
+    from mtlbench.io import atomic_write_json
+    from mtlbench.report.tables import build_timing_table, get_paper_table
+    from mtlbench.timing import time_spec, with_reference
+    from mtlbench.training.run import load_data
+    check_format(fmt)
+    resolved = load_spec(spec)
+    if vs:
+        resolved = with_reference(resolved, vs)
+    result = time_spec(resolved, load_data(resolved), warmup, iterations, blocks, vs or None,
+                       progress=lambda row: err.print(f"timing {row} ...", highlight=False))
+    path = Path(out_dir or resolved.spec.output.dir) / resolved.spec.name / "timing.json"
+    atomic_write_json(path, result)
+    paper = get_paper_table(resolved.spec.table) if resolved.spec.table == "taan_table2_timing" else None
+    print_table(build_timing_table(result, paper), fmt)
+    err.print(f"written {path}")
+
+
 def spec_table(resolved, out_dir):
     from mtlbench.report.compare import table_for_spec
     return table_for_spec(resolved.spec, resolved.file, out_dir, None, "test")
