@@ -181,6 +181,23 @@ def timing(spec: Path = typer.Argument(..., help="a run spec (YAML); every metho
     err.print(f"written {path}")
 
 
+@app.command()
+@user_errors
+def report(run: Path = typer.Argument(..., help="a result record, a method's run folder, or a spec's results folder"),
+           plots: bool = typer.Option(True, help="write one heat-map PNG per layer and matrix (needs matplotlib)"),
+           figures: Optional[Path] = typer.Option(None, help="folder for the PNGs (default: <run folder>/figures)"),
+           matrix: str = typer.Option("distance", help="which matrices: distance | cosine | both")):
+    """Print the per-layer task-distance and cosine matrices stored with finished runs (TAAN Figures 2 and 4)
+    and, on planted synthetic data, how well they recover the planted task groups."""
+    from mtlbench.report.analysis import KINDS, records_at
+    from mtlbench.report.render_analysis import print_record_analysis
+    kinds = KINDS if matrix == "both" else (matrix,)
+    if any(k not in KINDS for k in kinds):
+        raise UsageError(f"--matrix: expected distance, cosine or both (got {matrix!r})")
+    for record in records_at(run):
+        print_record_analysis(out, record, kinds, plots, figures)
+
+
 def spec_table(resolved, out_dir):
     from mtlbench.report.compare import table_for_spec
     return table_for_spec(resolved.spec, resolved.file, out_dir, None, "test")
