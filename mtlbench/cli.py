@@ -68,7 +68,7 @@ def progress_bars(enabled: bool):
 
 @app.command()
 @user_errors
-def train(spec: Path = typer.Argument(..., help="a run spec (YAML), e.g. benchmarks/quickstart.yaml"),
+def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML), e.g. benchmarks/quickstart.yaml"),
           seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's, e.g. 0,1,2"),
           out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
           progress: bool = typer.Option(True, help="show progress bars"),
@@ -98,7 +98,7 @@ def plain_progress():
 
 @app.command()
 @user_errors
-def validate(spec: Path = typer.Argument(..., help="a run spec (YAML)")):
+def validate(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML)")):
     """Check SPEC without training: keys, types, method and dataset names, method options, data paths, and
     whether each method can run on the dataset. Exit 2 with one line per problem."""
     from mtlbench.config.loader import load_spec
@@ -116,7 +116,7 @@ class ListWhat(str, Enum):
 
 @app.command("list")
 @user_errors
-def list_(what: ListWhat = typer.Argument(..., help="methods | datasets | tables"),
+def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables", help="methods | datasets | tables"),
           pattern: str = typer.Option("*", help="glob filter on names, e.g. 'dmtrl*'")):
     """List registered methods, registered datasets, or the paper tables `compare` can render."""
     from rich.table import Table
@@ -139,7 +139,7 @@ def list_(what: ListWhat = typer.Argument(..., help="methods | datasets | tables
 
 @app.command()
 @user_errors
-def compare(target: str = typer.Argument(..., help="a run spec (YAML) or a paper table name (mtlbench list tables)"),
+def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a run spec (YAML) or a paper table name (mtlbench list tables)"),
             fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv"),
             results: Optional[Path] = typer.Option(None, help="results directory (default: the spec's output.dir)"),
             metric: Optional[str] = typer.Option(None, help="metric to show (default: the dataset's primary metric)"),
@@ -153,7 +153,7 @@ def compare(target: str = typer.Argument(..., help="a run spec (YAML) or a paper
 
 @app.command()
 @user_errors
-def timing(spec: Path = typer.Argument(..., help="a run spec (YAML); every method in it is timed"),
+def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML); every method in it is timed"),
            vs: Optional[str] = typer.Option("hard_share", help="reference method for the ratio columns "
                                             "(added to the run if the spec lacks it); '' for none"),
            iterations: int = typer.Option(10, min=1, help="iterations per timed block"),
@@ -183,7 +183,7 @@ def timing(spec: Path = typer.Argument(..., help="a run spec (YAML); every metho
 
 @app.command()
 @user_errors
-def report(run: Path = typer.Argument(..., help="a result record, a method's run folder, or a spec's results folder"),
+def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record, a method's run folder, or a spec's results folder"),
            plots: bool = typer.Option(True, help="write one heat-map PNG per layer and matrix (needs matplotlib)"),
            figures: Optional[Path] = typer.Option(None, help="folder for the PNGs (default: <run folder>/figures)"),
            matrix: str = typer.Option("distance", help="which matrices: distance | cosine | both")):
