@@ -5,21 +5,6 @@ activation F_t(x) = max(0, x) + sum_i alpha[t, i] max(0, b_i - x) with hinges b 
 (mtlbench.taan.AdaptiveActivation, computed by the exact fast algorithm). Optional functional regularizers
 (trace norm, cosine, distance) are evaluated once per step from closed forms (mtlbench.taan.functional),
 summed over layers and multiplied by ``reg_coef``. Specification: shared/spec/taan.md, baselines.md B.1.
-
-Params (YAML)::
-
-    M: 64                                 # hinges per layer (paper: YouTube-8M 64, Omniglot 32)
-    b_mode: fixed                         # fixed (buffer) | learned (parameter, kept sorted)
-    b_init: {kind: grid, lo: -3, hi: 3}   # or {kind: uniform, lo: -0.5, hi: 0.5} (authors' code)
-    alpha_init: {kind: zero}              # or {kind: normal, std: 0.01} (authors' code)
-    gmm: null                             # metric measure: null = N(0,1), or [[pi, mu, sigma], ...]
-    reg: none                             # none | tn | cos | dis
-    reg_coef: 0.1                         # c
-    dis_power: 1                          # D_st = d(F_s, F_t)^dis_power (paper's "d^2" read literally: 2)
-    fidelity: paper                       # paper | taan_code (row-norm "trace norm", relu(b) cosine)
-
-A bare kind is accepted for the inits (``b_init: uniform``, ``alpha_init: normal``) with default numbers.
-With alpha_init zero and reg none the network computes exactly what Hard-Share computes.
 """
 from __future__ import annotations
 
@@ -38,6 +23,8 @@ from mtlbench.taan.options import AlphaInit, BInit, GridInit, ZeroInit
 
 
 class TAANParams(MethodParams):
+    """The options of taan.md "Defaults and options"; YAML layout in ``TAAN``'s docstring."""
+
     M: int = Field(default=64, ge=1, le=32767, description="hinges (basis functions) per layer")
     b_mode: Literal["fixed", "learned"] = "fixed"
     b_init: BInit = GridInit()
@@ -67,6 +54,25 @@ class TAANParams(MethodParams):
 
 @METHODS.register("taan")
 class TAAN(MTLMethod):
+    """Shared layers, per-task adaptive activations, per-task heads; optional functional regularizer.
+
+    Params (YAML)::
+
+        M: 64                                 # hinges per layer (paper: YouTube-8M 64, Omniglot 32)
+        b_mode: fixed                         # fixed (buffer) | learned (parameter, kept sorted)
+        b_init: {kind: grid, lo: -3, hi: 3}   # or {kind: uniform, lo: -0.5, hi: 0.5} (authors' code)
+        alpha_init: {kind: zero}              # or {kind: normal, std: 0.01} (authors' code)
+        gmm: null                             # metric measure: null = N(0,1), or [[pi, mu, sigma], ...]
+        reg: none                             # none | tn | cos | dis
+        reg_coef: 0.1                         # c (the authors' README uses 0.1; their code defaults to 1.0)
+        dis_power: 1                          # D_st = d(F_s, F_t)^dis_power (paper's "d^2" read literally: 2)
+        fidelity: paper                       # paper | taan_code (row-norm "trace norm", relu(b) cosine)
+
+    A bare kind is accepted for the inits (``b_init: uniform``, ``alpha_init: normal``) with default numbers.
+    With alpha_init zero and reg none the network computes exactly what Hard-Share computes. BatchNorm before
+    the activation is the backbone's option (``conv_batch_norm``, ``dense_batch_norm``), as for every method.
+    """
+
     Params = TAANParams
     paper = "Liu et al., Learning Task-Adaptive Activation Functions for Multi-Task Learning, AAAI 2020"
 

@@ -16,6 +16,11 @@ from mtlbench.taan.moments import GMM, mixture_moments
 FIDELITIES = ("paper", "taan_code")
 
 
+def _tensor(v) -> torch.Tensor:
+    """Tensors pass through (keeping autograd); lists and arrays from a notebook become float64 tensors."""
+    return v if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=torch.float64)
+
+
 def _check_fidelity(fidelity: str) -> None:
     if fidelity not in FIDELITIES:
         raise ValueError(f"fidelity must be one of {FIDELITIES}, got {fidelity!r}")
@@ -24,6 +29,7 @@ def _check_fidelity(fidelity: str) -> None:
 def activation_inner(alpha_s: torch.Tensor, alpha_t: torch.Tensor, b: torch.Tensor, gmm: GMM = None, *,
                      fidelity: str = "paper") -> torch.Tensor:
     """<F_s, F_t> in L2(G) for coefficient vectors [..., M] (broadcast) sharing the hinges b [M]."""
+    alpha_s, alpha_t = _tensor(alpha_s), _tensor(alpha_t)
     e00, e0b, ebb = mixture_moments(b, gmm, fidelity=fidelity)
     a_s, a_t = alpha_s.to(torch.float64), alpha_t.to(torch.float64)
     value = e00 + (a_s + a_t) @ e0b + ((a_s @ ebb) * a_t).sum(-1)
@@ -34,6 +40,7 @@ def activation_distance(alpha_s: torch.Tensor, alpha_t: torch.Tensor, b: torch.T
                         ) -> torch.Tensor:
     """d(F_s, F_t) = integral of (F_s - F_t)^2 dG: the ReLU part cancels, leaving a quadratic form in the
     coefficient difference. It is already the squared L2(G) distance."""
+    alpha_s, alpha_t = _tensor(alpha_s), _tensor(alpha_t)
     _, _, ebb = mixture_moments(b, gmm)
     diff = (alpha_s - alpha_t).to(torch.float64)
     return ((diff @ ebb) * diff).sum(-1).to(alpha_s.dtype)
@@ -42,6 +49,7 @@ def activation_distance(alpha_s: torch.Tensor, alpha_t: torch.Tensor, b: torch.T
 def inner_matrix(alpha: torch.Tensor, b: torch.Tensor, gmm: GMM = None, *, fidelity: str = "paper"
                  ) -> torch.Tensor:
     """K[s, t] = <F_s, F_t> for every pair of tasks (alpha [T, M]), in float64."""
+    alpha = _tensor(alpha)
     _check_fidelity(fidelity)
     e00, e0b, ebb = mixture_moments(b, gmm, fidelity=fidelity)
     if fidelity == "taan_code":  # the released code detaches the moments in its cosine loss
@@ -65,6 +73,7 @@ def cosine_matrix(alpha: torch.Tensor, b: torch.Tensor, gmm: GMM = None, *, fide
 def distance_matrix(alpha: torch.Tensor, b: torch.Tensor, gmm: GMM = None, *, power: int = 1) -> torch.Tensor:
     """D[s, t] = d(F_s, F_t) ** power, float64 [T, T]. Rows are centred first (d only depends on
     differences), which keeps the Gram-matrix form Q_ss + Q_tt - 2 Q_st from cancelling badly."""
+    alpha = _tensor(alpha)
     _, _, ebb = mixture_moments(b, gmm)
     a = alpha.to(torch.float64)
     a = a - a.mean(0, keepdim=True)
@@ -78,6 +87,7 @@ def trace_norm_reg(alpha: torch.Tensor, *, fidelity: str = "paper") -> torch.Ten
     """L_tn: the nuclear norm of alpha [T, M] (sum of singular values). ``svdvals``' backward is U V^T, which
     is finite at alpha = 0 (an eigh-then-sqrt route gives NaN there). ``taan_code``: sum of row norms, as the
     released code computes it (a group lasso, not a trace norm)."""
+    alpha = _tensor(alpha)
     _check_fidelity(fidelity)
     a = alpha.to(torch.float64)
     if fidelity == "taan_code":
@@ -90,6 +100,7 @@ def trace_norm_reg(alpha: torch.Tensor, *, fidelity: str = "paper") -> torch.Ten
 def cosine_reg(alpha: torch.Tensor, b: torch.Tensor, gmm: GMM = None, *, fidelity: str = "paper"
                ) -> torch.Tensor:
     """L_cos = -(1/T^2) sum_{s,t} C[s, t]; minimal (= -1) exactly when every task has the same activation."""
+    alpha = _tensor(alpha)
     t = alpha.shape[0]
     return (-cosine_matrix(alpha, b, gmm, fidelity=fidelity).sum() / (t * t)).to(alpha.dtype)
 
@@ -98,6 +109,7 @@ def distance_reg(alpha: torch.Tensor, b: torch.Tensor, gmm: GMM = None, power: i
     """L_dis = (1/T^2) sum_{s,t} d(F_s, F_t)^power (power 1 by default, as the released code; the paper's
     "d^2" read literally is power 2). Minimal (= 0) exactly when all alpha rows are equal (for positive-
     definite Ebb, i.e. distinct hinges)."""
+    alpha = _tensor(alpha)
     if power not in (1, 2):
         raise ValueError(f"power must be 1 or 2, got {power}")
     t = alpha.shape[0]
