@@ -107,6 +107,7 @@ def row_blocks(segments: Segments, n_rows: int, n_tasks: int) -> tuple[tuple[int
 # Elements per chunk: large enough that per-op overhead vanishes, small enough that the int64 temporaries
 # stay in cache (measured on CPU: whole-tensor passes over 4M elements ~3x slower than 128K-256K chunks).
 CHUNK_ELEMENTS = 1 << 18
+CUDA_CHUNK_ELEMENTS = 1 << 22  # on a GPU, kernel launches cost more than the temporaries' traffic
 
 
 def row_codes_offset(blocks, n_codes_per_task: int, device) -> torch.Tensor:
@@ -116,8 +117,8 @@ def row_codes_offset(blocks, n_codes_per_task: int, device) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0, 1, dtype=torch.int64, device=device)
 
 
-def row_chunks(n_rows: int, row_size: int) -> list[tuple[int, int]]:
-    step = max(1, CHUNK_ELEMENTS // max(row_size, 1))
+def row_chunks(n_rows: int, row_size: int, cuda: bool = False) -> list[tuple[int, int]]:
+    step = max(1, (CUDA_CHUNK_ELEMENTS if cuda else CHUNK_ELEMENTS) // max(row_size, 1))
     return [(r, min(r + step, n_rows)) for r in range(0, n_rows, step)]
 
 
@@ -137,7 +138,7 @@ class _FastAdaptiveActivation(torch.autograd.Function):
         offsets = row_codes_offset(blocks, 2 * (m + 1), x2.device)
         out = torch.empty_like(x2)
         codes = torch.empty(x2.shape, dtype=index_dtype(a_tab.numel()), device=x2.device)
-        for r0, r1 in row_chunks(x2.shape[0], x2.shape[1]):
+        for r0, r1 in row_chunks(x2.shape[0], x2.shape[1], x2.is_cuda):
             xs, o = x2[r0:r1], out[r0:r1]
             c = torch.bucketize(xs, b_x, right=True) if grid is None else _grid_bucket(xs, nearest, grid, m)
             c.add_(xs > 0, alpha=m + 1).add_(offsets[r0:r1])
@@ -158,7 +159,7 @@ class _FastAdaptiveActivation(torch.autograd.Function):
         g = g.contiguous()
         d_tab = code_tables(alpha, b, x2.dtype)[1].reshape(-1)
         dx = torch.empty_like(x2) if need_x else None
-        chunks = row_chunks(x2.shape[0], x2.shape[1])
+        chunks = row_chunks(x2.shape[0], x2.shape[1], x2.is_cuda)
         partial = x2.new_zeros(len(chunks), 2, n_codes) if (need_alpha or need_b) else None
         for i, (r0, r1) in enumerate(chunks):
             c, gs = codes[r0:r1].reshape(-1).to(torch.int64), g[r0:r1].reshape(-1)
