@@ -143,6 +143,8 @@ def test_auto_init_uses_the_checkpoint_when_given_and_warns_without(tmp_path, ca
         model = cls(info, spec, cls.Params())
     assert model.init_used == "random" and "random tensor" in caplog.text
     assert "random tensor" in model.summary()["dmtrl"]["warning"]
+    missing = cls.Params(stl_checkpoint=str(tmp_path / "not_yet.pt"))  # auto: not refused, random at build
+    assert cls.check(info, spec, missing) == [] and cls(info, spec, missing).init_used == "random"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -193,7 +195,6 @@ def test_no_activation_makes_the_trunk_linear():
 @pytest.mark.parametrize("params, needle", [
     ({"init": "stl"}, "needs `stl_checkpoint: PATH`"),
     ({"init": "stl", "stl_checkpoint": "/nonexistent/seed0.pt"}, "does not exist"),
-    ({"stl_checkpoint": "/nonexistent/seed0.pt"}, "does not exist"),
     ({"eps_or_k": [0.1, 0.1]}, "needs 3 for Tucker"),
     ({"eps_or_k": 2.5}, "whole rank"),
     ({"eps_or_k": 0}, "must be > 0"),

@@ -79,6 +79,20 @@ def initial_alpha(n_tasks: int, width: int | None, params: CrossStitchParams) ->
 
 @METHODS.register("cross_stitch")
 class CrossStitch(MTLMethod):
+    """One tower per task; T x T cross-stitch units mix the towers' activations after chosen blocks.
+
+    Params (YAML)::
+
+        fidelity: paper          # paper | taan_code (= init: random_rownorm)
+        init: convex             # convex (alpha_S on the diagonal) | random_rownorm (TAAN code) | ones (LibMTL)
+        alpha_s: 0.9             # diagonal of the convex init; off-diagonal (1 - alpha_s) / (T - 1)
+        granularity: scalar      # scalar | channel (one unit per feature / channel)
+        positions: all           # all | [block indices] after which a unit is placed
+        alpha_lr_mult: 1.0       # learning-rate multiplier of the units
+        tower_init: scratch      # scratch | stl (needs stl_checkpoint)
+        stl_checkpoint: null
+    """
+
     Params = CrossStitchParams
     paper = "Misra, Shrivastava, Gupta & Hebert, Cross-stitch Networks for Multi-task Learning, CVPR 2016"
 

@@ -18,7 +18,11 @@ Initial tensor (``init``):
   from the STL networks as well.
 - ``random``: T independent Kaiming (fan-in) draws per layer, or ``random_std`` times N(0, 1) (the TAAN code
   uses 0.01); ranks then reflect noise, so a warning is logged and recorded in ``summary()``.
-- ``auto`` (default): ``stl`` when ``stl_checkpoint`` is given, else ``random`` (with the warning).
+- ``auto`` (default): ``stl`` when the ``stl_checkpoint`` file exists when the model is built, else ``random``
+  (with the warning). Validation runs before training, so ``init: stl`` needs the file to exist already, while
+  ``auto`` also works in one spec that lists ``stl`` before the DMTRL methods and points ``stl_checkpoint``
+  at the STL run's checkpoint (``<output.dir>/<spec name>/<STL row label>/seed<k>.pt``): the STL run is
+  trained, saved, then factorised. ``summary()`` records which init was used.
 
 Options: ``eps_or_k`` (default 0.1; scalar, or one value per SVD: LAF 1, Tucker N + 1, TT N), ``rank_rule``
 (``frobenius`` default | ``spectral`` | ``interpolative``; see _tensor_factors.py), ``activation`` (``relu``
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import ClassVar, Literal, Sequence
 
 import torch
@@ -43,7 +48,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from mtlbench.methods._common import (apply_fidelity, load_state, mixed_kind_problems, raise_if_refused,
-                                      same_input_problems, segments_of, stl_checkpoint_problems)
+                                      same_input_problems, stl_checkpoint_problems)
 from mtlbench.methods._tensor_factors import FACTORISATIONS
 from mtlbench.methods.backbone import build_trunk, make_heads
 from mtlbench.methods.base import MethodParams, MTLMethod, count_parameters
@@ -99,6 +104,21 @@ class LayerShape:
 
 
 class DMTRL(MTLMethod):
+    """Every hidden layer's task-stacked weight tensor parametrised by a factorisation with data-driven ranks.
+
+    Params (YAML)::
+
+        fidelity: paper          # paper | taan_code (random 0.01 N(0,1), LAF K=5 / eps 0.5 interpolative,
+                                 #   no activation, biases 1)
+        init: auto               # auto (stl if the stl_checkpoint file exists, else random + warning) | stl | random
+        stl_checkpoint: null     # e.g. results/runs/<spec>/stl/seed0.pt (an stl run's saved state_dict)
+        eps_or_k: 0.1            # < 1: relative error; >= 1: rank; or a list, one per SVD
+        rank_rule: frobenius     # frobenius (whole-tensor error) | spectral | interpolative (toolbox, scipy)
+        random_std: null         # random init: null = Kaiming fan-in std per layer, else std * N(0, 1)
+        activation: relu         # relu (paper) | none (TAAN code)
+        bias_init: zeros         # zeros | ones (TAAN code); with init stl the STL biases are used
+    """
+
     Params = DMTRLParams
     paper = "Yang & Hospedales, Deep Multi-task Representation Learning: A Tensor Factorisation Approach, ICLR 2017"
     factorisation: ClassVar[str] = ""
@@ -110,8 +130,7 @@ class DMTRL(MTLMethod):
             trunk = build_trunk(info.tasks[0].input_shape, backbone)
         self.layer_shapes = [LayerShape(b) for b in trunk.blocks]
         self.flatten_at = trunk.flatten_at
-        self.init_used = "stl" if params.init == "stl" or (params.init == "auto" and params.stl_checkpoint) \
-            else "random"
+        self.init_used = "stl" if params.init == "stl" or checkpoint_exists(params) else "random"
         stl = load_state(params.stl_checkpoint) if self.init_used == "stl" else None
         if stl is None:
             log.warning(RANDOM_WARNING)
@@ -188,7 +207,7 @@ class DMTRL(MTLMethod):
         layers = [{"shape": list(f.shape), "ranks": f.ranks, "params": f.n_params(), "init_rel_error": e}
                   for f, e in zip(self.tensors, self.init_error)]
         info = {"factorisation": self.factorisation, "init": self.init_used, "rank_rule": self.params.rank_rule,
-                "eps_or_k": self.params.eps_or_k, "layers": layers,
+                "eps_or_k": self.params.eps_or_k, "stl_checkpoint": self.params.stl_checkpoint, "layers": layers,
                 "factor_params": sum(f.n_params() for f in self.tensors), "total_params": count_parameters(self)}
         if self.init_used == "random":
             info["warning"] = RANDOM_WARNING
@@ -202,15 +221,18 @@ class DMTRL(MTLMethod):
             return problems
         problems = same_input_problems(info, name, "stacks every task's layer into one tensor")
         problems += eps_problems(name, cls.factorisation, params.eps_or_k, backbone, info)
-        if params.init == "stl" or (params.init == "auto" and params.stl_checkpoint):
-            field = "init: stl" if params.init == "stl" else "stl_checkpoint"
-            problems += stl_checkpoint_problems(params.stl_checkpoint, info, backbone, name, field)
+        if params.init == "stl" or checkpoint_exists(params):  # auto + a missing file = random, decided at build
+            problems += stl_checkpoint_problems(params.stl_checkpoint, info, backbone, name, "init: stl")
         if params.rank_rule == "interpolative":
             try:
                 import scipy.linalg.interpolative  # noqa: F401
             except ImportError:
                 problems.append(f"{name}: rank_rule: interpolative needs scipy (pip install scipy)")
         return problems
+
+
+def checkpoint_exists(params: DMTRLParams) -> bool:
+    return params.init == "auto" and bool(params.stl_checkpoint) and Path(params.stl_checkpoint).is_file()
 
 
 def eps_problems(name: str, factorisation: str, eps_or_k, backbone, info) -> list[str]:
@@ -245,7 +267,7 @@ def _fresh(module: nn.Module) -> nn.Module:
 
 @METHODS.register("dmtrl_laf")
 class DMTRLLAF(DMTRL):
-    """DMTRL with last-axis flattening: W = L S."""
+    """DMTRL with last-axis flattening: W = L S. Options: see ``DMTRL``."""
 
     Params = LAFParams
     factorisation = "LAF"
@@ -253,13 +275,13 @@ class DMTRLLAF(DMTRL):
 
 @METHODS.register("dmtrl_tucker")
 class DMTRLTucker(DMTRL):
-    """DMTRL with a Tucker factorisation (core and one factor per mode)."""
+    """DMTRL with a Tucker factorisation (core and one factor per mode). Options: see ``DMTRL``."""
 
     factorisation = "Tucker"
 
 
 @METHODS.register("dmtrl_tt")
 class DMTRLTT(DMTRL):
-    """DMTRL with a tensor-train factorisation (task core last)."""
+    """DMTRL with a tensor-train factorisation (task core last). Options: see ``DMTRL``."""
 
     factorisation = "TT"

@@ -36,6 +36,15 @@ class MMoEParams(MethodParams):
 
 @METHODS.register("mmoe")
 class MMoE(MTLMethod):
+    """Shared experts (full trunks) mixed per task by a softmax gate on the raw input, then per-task heads.
+
+    Params (YAML)::
+
+        num_experts: 6     # as the TAAN code
+        gate_std: 0.01     # gate weights ~ gate_std N(0, 1); 0 = uniform gates at the start
+        gate_bias: false   # the paper's gate is softmax(W_t x), no bias
+    """
+
     Params = MMoEParams
     paper = "Ma et al., Modeling Task Relationships in Multi-task Learning with Multi-gate Mixture-of-Experts, KDD 2018"
 

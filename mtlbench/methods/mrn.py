@@ -134,6 +134,21 @@ def official_precision(raw: torch.Tensor) -> torch.Tensor:
 
 
 class MRN(MTLMethod):
+    """Task-specific layers under a tensor-normal prior whose precisions are re-estimated every interval.
+
+    Params (YAML)::
+
+        fidelity: paper        # paper | taan_code (= update_rule: official, update_interval: 50)
+        task_layers: all       # all (TAAN tables: no shared trunk) | k (the last k hidden layers)
+        prior_on_heads: false  # also put the prior on the output layers (MRN paper's fc8; equal class counts)
+        c: 1.0e-3              # weight of the prior term (TAAN's --mrn_constant)
+        update_rule: paper     # paper (normalised MLE, exact inverse) | official (thuml/MTlearn + TAAN)
+        update_interval: 100   # optimizer steps between covariance updates (official 100, TAAN 50)
+        eps: 1.0e-5            # ridge added to each covariance by the paper rule
+
+    ``mrn_t`` learns the task covariance only; ``mrn_full`` learns task, output and input covariances.
+    """
+
     Params = MRNParams
     paper = "Long, Cao, Wang & Yu, Learning Multiple Tasks with Multilinear Relationship Networks, NIPS 2017"
     covariances: ClassVar[tuple[str, ...]] = ()
@@ -230,13 +245,14 @@ def n_task_layers(params: MRNParams, n_blocks: int) -> int:
 
 @METHODS.register("mrn_t")
 class MRNTask(MRN):
-    """MRN_t: only the task covariance is learned (Omega_out = Omega_in = I), the official code's only mode."""
+    """MRN_t: only the task covariance is learned (Omega_out = Omega_in = I), the official code's only mode.
+    Options: see ``MRN``."""
 
     covariances = ("task",)
 
 
 @METHODS.register("mrn_full")
 class MRNFull(MRN):
-    """MRN_full: task, output-feature and input-feature covariances are all learned."""
+    """MRN_full: task, output-feature and input-feature covariances are all learned. Options: see ``MRN``."""
 
     covariances = ("task", "out", "in")

@@ -69,6 +69,18 @@ def conv_layer(c_in: int, c_out: int, spec, pool: bool) -> Block:
 
 @METHODS.register("soft_order")
 class SoftOrder(MTLMethod):
+    """Encoder, L shared layers mixed at each of D depths by a per-task softmax over layers, decoders (heads).
+
+    Params (YAML)::
+
+        fidelity: paper        # paper | taan_code (= encoder: shared, sigma_init: normal; the TAAN tables)
+        depth: null            # D; null = L = (number of hidden layers or conv blocks) - 1
+        encoder: task          # task (paper: E_t per task) | shared (TAAN code: shared first layer)
+        sigma_init: zeros      # zeros (uniform mixing, first author's code) | normal (0.01 N(0,1), TAAN code)
+
+    Needs equal hidden widths (conv: equal channels and shape-preserving padding) and >= 2 shared layers.
+    """
+
     Params = SoftOrderParams
     paper = "Meyerson & Miikkulainen, Beyond Shared Hierarchies: Deep MTL through Soft Layer Ordering, ICLR 2018"
 
@@ -168,9 +180,9 @@ def conv_spatial(size: int, spec, depth: int) -> int:
 def mlp_problems(info, backbone, params) -> list[str]:
     hidden = backbone.hidden
     problems = []
-    if len(hidden) < 2:
-        problems.append(f"soft_order needs at least 2 hidden layers (an encoder and >= 1 shared layer); "
-                        f"backbone.hidden = {hidden}")
+    if len(hidden) < 3:
+        problems.append(f"soft_order needs at least 3 hidden layers (an encoder and >= 2 shared layers to "
+                        f"order; with one the ordering is constant); backbone.hidden = {hidden}")
     elif len(set(hidden)) != 1:
         problems.append(f"soft_order applies every shared layer at every depth, so all hidden widths must be "
                         f"equal; backbone.hidden = {hidden}")
@@ -182,9 +194,9 @@ def mlp_problems(info, backbone, params) -> list[str]:
 def conv_problems(info, backbone, params) -> list[str]:
     ch, k = backbone.channels, backbone.kernel_size
     problems = same_input_problems(info, "soft_order", "shares its conv layers and dense layers")
-    if len(ch) < 2:
-        problems.append(f"soft_order needs at least 2 conv blocks (an encoder and >= 1 shared layer); "
-                        f"backbone.channels = {ch}")
+    if len(ch) < 3:
+        problems.append(f"soft_order needs at least 3 conv blocks (an encoder and >= 2 shared layers to "
+                        f"order; with one the ordering is constant); backbone.channels = {ch}")
     elif len(set(ch)) != 1:
         problems.append(f"soft_order applies every shared conv layer at every depth, so all conv channels must "
                         f"be equal; backbone.channels = {ch}")
