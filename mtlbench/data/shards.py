@@ -1,0 +1,256 @@
+"""Prepared-dataset directories: HDF5 shards plus a JSON manifest, written atomically and verified on load.
+
+Layout of a prepared directory::
+
+    manifest.json      format version, sources (+ sha256), split (scheme, seed, sizes), tasks, shards (+ sha256)
+    <shard>.h5         HDF5, every dataset chunked along examples, gzip + shuffle, fletcher32 checksums
+
+Writing happens in ``<out>.partial/``: each shard is written under a temporary name and renamed when closed,
+and ``progress.json`` records the finished shards (with their sha256) and the exact request. Only when every
+shard is written does the manifest appear and ``<out>.partial`` become ``<out>`` by one rename, so a killed
+``prepare`` never leaves a directory that loads as complete. Re-running the same request resumes from the
+finished shards; a different request (other sources, seed or options) starts the partial directory afresh.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import h5py
+import numpy as np
+
+from mtlbench.errors import DataError
+
+FORMAT = "mtlbench-prepared"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PROGRESS = "progress.json"
+PARTIAL_SUFFIX = ".partial"
+CHUNK_BYTES = 1 << 20  # ~1 MiB chunks: big enough to compress well, small enough for random row access
+GZIP_LEVEL = 1  # level 1 + byte shuffle: ~3x faster to write than level 4 and within 1% of its size here
+
+
+def sha256_file(path: Path, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def partial_dir(out: Path) -> Path:
+    return out.with_name(out.name + PARTIAL_SUFFIX)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def chunk_rows(shape: tuple[int, ...], itemsize: int) -> int:
+    row_bytes = itemsize * int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else itemsize
+    return max(1, min(max(shape[0], 1), CHUNK_BYTES // max(row_bytes, 1)))
+
+
+def write_array(h5: h5py.File, name: str, arr: np.ndarray) -> None:
+    """One dataset with the project's storage policy (chunked along rows, compressed, fletcher32)."""
+    arr = np.asarray(arr)
+    chunks = (chunk_rows(arr.shape, arr.dtype.itemsize), *arr.shape[1:]) if arr.ndim else None
+    h5.create_dataset(name, data=arr, chunks=chunks, compression="gzip", compression_opts=GZIP_LEVEL,
+                      shuffle=arr.ndim > 0 and arr.dtype.itemsize > 1, fletcher32=arr.ndim > 0)
+
+
+class PreparedWriter:
+    """Writes one prepared dataset. ``request`` identifies the job (dataset, source checksums, options): a
+    partial directory left by the same request is resumed, one left by another request is discarded."""
+
+    def __init__(self, out: Path, request: dict[str, Any], force: bool = False):
+        self.out, self.request, self.force = Path(out), request, force
+        self.partial = partial_dir(self.out)
+        self._refuse_to_clobber()
+        self.done: dict[str, dict[str, Any]] = self._resume_or_restart()
+
+    def _refuse_to_clobber(self) -> None:
+        if not self.out.exists():
+            return
+        if not self.out.is_dir():
+            raise DataError(f"{self.out} exists and is not a directory")
+        is_ours = (self.out / MANIFEST).exists()
+        if is_ours and not self.force:
+            raise DataError(f"{self.out} already holds a prepared dataset; pass --force to rebuild it")
+        if not is_ours and any(self.out.iterdir()):
+            raise DataError(f"{self.out} exists, is not empty and holds no {MANIFEST}; "
+                            f"choose another --out (mtlbench only replaces directories it wrote)")
+
+    def _resume_or_restart(self) -> dict[str, dict[str, Any]]:
+        progress = self.partial / PROGRESS
+        if progress.exists():
+            try:
+                state = json.loads(progress.read_text())
+            except (OSError, ValueError):
+                state = {}
+            if state.get("request") == self.request:
+                return self._verified_shards(state.get("shards", {}))
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True)
+        write_json_atomic(progress, {"request": self.request, "shards": {}})
+        return {}
+
+    def _verified_shards(self, shards: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Keep the shards of an interrupted run whose bytes still match what was recorded."""
+        kept = {}
+        for name, entry in shards.items():
+            p = self.partial / name
+            if p.exists() and p.stat().st_size == entry["bytes"] and sha256_file(p) == entry["sha256"]:
+                kept[name] = entry
+        for p in self.partial.iterdir():  # half-written temporaries and unrecorded files
+            if p.name != PROGRESS and p.name not in kept:
+                p.unlink()
+        return kept
+
+    @property
+    def resumed(self) -> int:
+        return len(self.done)
+
+    def has(self, name: str) -> bool:
+        return name in self.done
+
+    def write_shard(self, name: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any] | None = None,
+                    info: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write ``name`` (an .h5 file) from ``arrays``. ``info`` (e.g. the task's counts) is kept in the
+        progress record, so a resumed run knows it without re-reading the shard."""
+        final, tmp = self.partial / name, self.partial / (name + ".tmp")
+        with h5py.File(tmp, "w") as h5:
+            for key, arr in arrays.items():
+                write_array(h5, key, arr)
+            for key, value in (attrs or {}).items():
+                h5.attrs[key] = value
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        entry = {"file": name, "bytes": final.stat().st_size, "sha256": sha256_file(final), "info": info or {}}
+        self.done[name] = entry
+        write_json_atomic(self.partial / PROGRESS, {"request": self.request, "shards": self.done})
+        return entry
+
+    def shard_info(self, name: str) -> dict[str, Any]:
+        return self.done[name]
+
+    def finish(self, manifest: dict[str, Any], shard_order: list[str]) -> Path:
+        """Write the manifest (listing ``shard_order`` with their checksums) and publish the directory."""
+        missing = [n for n in shard_order if n not in self.done]
+        if missing:
+            raise DataError(f"internal error: shards {missing} were never written")
+        full = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest,
+                "shards": [{k: v for k, v in self.done[n].items() if k != "info"} for n in shard_order]}
+        write_json_atomic(self.partial / MANIFEST, full)
+        (self.partial / PROGRESS).unlink()
+        old = self.out.with_name(self.out.name + ".old")
+        if self.out.exists():  # --force, or an empty directory the user created
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(self.out, old)
+        os.replace(self.partial, self.out)
+        if old.exists():
+            shutil.rmtree(old)
+        return self.out
+
+
+# -- reading and verification ---------------------------------------------------------------------------------
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of a complete prepared dataset (structure checked), or DataError saying why not."""
+    path = Path(path)
+    if not path.exists():
+        if partial_dir(path).exists():
+            raise DataError(f"{path} does not exist; an interrupted prepare left {partial_dir(path)}: "
+                            f"run the same prepare command again to finish it")
+        raise DataError(f"{path} does not exist")
+    if not path.is_dir():
+        raise DataError(f"{path} is not a directory (expected a prepared dataset directory)")
+    mf = path / MANIFEST
+    if not mf.exists():
+        raise DataError(f"{path} has no {MANIFEST}: not a complete prepared dataset")
+    try:
+        manifest = json.loads(mf.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{mf}: unreadable manifest ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{mf}: not an mtlbench manifest (no \"format\": \"{FORMAT}\")")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"{mf}: format version {manifest.get('format_version')} is not {FORMAT_VERSION}, "
+                        f"the one this mtlbench reads; re-run prepare")
+    for key in ("dataset", "tasks", "shards", "split"):
+        if key not in manifest:
+            raise DataError(f"{mf}: manifest lacks the {key!r} entry")
+    return manifest
+
+
+def verify_shards(path: Path, manifest: dict[str, Any], deep: bool = True) -> None:
+    """Every shard the manifest lists exists with its recorded size and (``deep``) sha256."""
+    for entry in manifest["shards"]:
+        p = Path(path) / entry["file"]
+        if not p.exists():
+            raise DataError(f"{p}: shard listed in the manifest is missing; re-run prepare with --force")
+        if p.stat().st_size != entry["bytes"]:
+            raise DataError(f"{p}: shard is {p.stat().st_size} bytes, the manifest says {entry['bytes']} "
+                            f"(truncated or replaced); re-run prepare with --force")
+        if deep and sha256_file(p) != entry["sha256"]:
+            raise DataError(f"{p}: shard sha256 does not match the manifest (corrupt); re-run prepare with --force")
+
+
+def start_verification(path: Path, manifest: dict[str, Any]) -> Callable[[], None]:
+    """Check every shard's sha256 in a background thread (hashlib releases the GIL, so this overlaps with
+    decompressing the shards); call the returned function before handing out any data -- it raises the
+    DataError, if any."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtlbench-verify")
+    future = pool.submit(verify_shards, path, manifest, True)
+    pool.shutdown(wait=False)
+    return future.result
+
+
+def open_prepared(path: Path, dataset: str | tuple[str, ...], deep: bool = True) -> dict[str, Any]:
+    """Read and verify a prepared dataset of kind ``dataset``; returns the manifest. Without ``deep`` only
+    presence and sizes of the shards are checked (their sha256 is then checked by ``start_verification``)."""
+    manifest = read_manifest(path)
+    kinds = (dataset,) if isinstance(dataset, str) else dataset
+    if manifest["dataset"] not in kinds:
+        raise DataError(f"{path} holds a prepared {manifest['dataset']!r} dataset, not {' or '.join(kinds)}")
+    verify_shards(path, manifest, deep=deep)
+    return manifest
+
+
+def check_prepared(path: Path, dataset: str | tuple[str, ...]) -> str | None:
+    try:
+        open_prepared(Path(path), dataset, deep=True)
+    except DataError as e:
+        return str(e)
+    return None
+
+
+def read_arrays(file: Path, names: list[str] | None = None,
+                into: dict[str, Callable[[h5py.Dataset], np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+    """Read whole datasets from a shard; a failed fletcher32 check or a damaged file becomes a DataError
+    naming the shard and the dataset."""
+    out: dict[str, np.ndarray] = {}
+    current = "(file header)"
+    try:
+        with h5py.File(file, "r") as h5:
+            for current in names or list(h5.keys()):
+                ds = h5[current]
+                out[current] = into[current](ds) if into and current in into else ds[()]
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        raise DataError(f"{file}: dataset {current!r} cannot be read: corrupt shard ({_first_line(e)}); "
+                        f"re-run prepare with --force") from None
+    return out
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
