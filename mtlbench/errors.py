@@ -19,3 +19,9 @@ class SpecError(MTLBenchError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+class UsageError(MTLBenchError):
+    """A bad command-line value (exit 2, nothing was run)."""
+
+    exit_code = 2

@@ -53,8 +53,8 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(self.names())})"
 
     def names(self, pattern: str = "*") -> list[str]:

@@ -105,6 +105,11 @@ class DatasetSource:
         raise NotImplementedError
 
     @classmethod
+    def describe(cls, options: BaseModel, split_seed: int, path: Path | None) -> DataInfo:
+        """The task list without the examples; prepared datasets override this to read only the manifest."""
+        return cls.load(options, split_seed, path).info
+
+    @classmethod
     def check_path(cls, path: Path) -> str | None:
         """Return why ``path`` cannot be loaded (None when it can). Prepared datasets override this to
         check the manifest."""

@@ -14,6 +14,11 @@ from mtlbench.registry import METHODS
 
 @METHODS.register("hard_share")
 class HardShare(MTLMethod):
+    """Every hidden layer shared by all tasks, a linear head per task.
+
+    Options: none beyond the backbone. Limits: needs the same input shape for every task (refused otherwise);
+    BatchNorm layers (conv backbone) see the concatenation of all tasks' batches."""
+
     paper = "Caruana, Multitask Learning, Machine Learning 28 (1997)"
 
     def __init__(self, info, backbone, params):

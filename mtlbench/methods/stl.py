@@ -15,6 +15,11 @@ from mtlbench.registry import METHODS
 
 @METHODS.register("stl")
 class STL(MTLMethod):
+    """One trunk and one head per task, nothing shared; tasks may have different input shapes.
+
+    Options: none beyond the backbone. Limits: parameters grow linearly with the number of tasks (56.1M at
+    TAAN Table 1's size)."""
+
     paper = "single-task baseline (one network per task)"
 
     def __init__(self, info, backbone, params):

@@ -1,0 +1,176 @@
+"""The ``mtlbench`` command line. Only argument parsing and printing live here; the work is in the library.
+Exit codes: 0 success, 1 a failure while running (bad data, missing file), 2 bad input (a spec or an option)."""
+from __future__ import annotations
+
+import functools
+import sys
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from mtlbench.errors import MTLBenchError, UsageError
+
+app = typer.Typer(
+    help="Benchmark multi-task-learning methods on the TAAN and MTAL papers' data and render their tables.\n\n"
+         "Typical flow: `mtlbench validate SPEC.yaml`, `mtlbench train SPEC.yaml`, `mtlbench compare SPEC.yaml`.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+# Wide enough for a 16-task table when writing to a file or a CI log (a terminal keeps its own width).
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def user_errors(fn):
+    """Turn MTLBenchError into its message on stderr (one line per problem) and its exit code."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MTLBenchError as e:
+            for line in str(e).splitlines():
+                err.print(f"[red]error:[/red] {line}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; finished runs are saved, the interrupted one left nothing behind")
+            raise typer.Exit(130) from None
+    return wrapper
+
+
+def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers such as 0,1,2 (got {text!r})") from None
+
+
+@contextmanager
+def progress_bars(enabled: bool):
+    if not enabled:
+        yield None
+        return
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
+    with Progress(*columns, console=err, transient=False) as bars:
+        def factory(row: str, seed: int, total: int):
+            task = bars.add_task(f"{row} seed {seed}", total=total, status="")
+            def update(it: int, _total: int, info: dict) -> None:
+                status = f"loss {info['loss']:.4f}" + (f"  sel {info['select']:.4f}" if "select" in info else "")
+                bars.update(task, completed=it, status=status)
+            return update
+        yield factory
+
+
+@app.command()
+@user_errors
+def train(spec: Path = typer.Argument(..., help="a run spec (YAML), e.g. benchmarks/quickstart.yaml"),
+          seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's, e.g. 0,1,2"),
+          out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
+          progress: bool = typer.Option(True, help="show progress bars"),
+          fmt: str = typer.Option("rich", "--format", help="table format after training: rich|markdown|latex|csv")):
+    """Train every method of SPEC for every seed, write one result record per run, and print the table."""
+    from mtlbench.config.loader import load_spec
+    from mtlbench.training.run import run_spec
+    check_format(fmt)
+    seed_list = parse_seeds(seeds)
+    resolved = load_spec(spec)
+    with progress_bars(progress and err.is_terminal) as factory:
+        records = run_spec(resolved, seed_list, out_dir, factory or plain_progress())
+    print_table(spec_table(resolved, out_dir), fmt)
+    err.print(f"{len(records)} run(s) written under {Path(out_dir or resolved.spec.output.dir) / resolved.spec.name}")
+
+
+def plain_progress():
+    """Without a terminal (CI logs), one line per evaluation instead of a redrawn bar."""
+    def factory(row: str, seed: int, total: int):
+        def update(it: int, _total: int, info: dict) -> None:
+            if "select" in info:
+                err.print(f"{row} seed {seed}: iteration {it}/{total} loss {info['loss']:.4f} "
+                          f"selection score {info['select']:.4f}", highlight=False)
+        return update
+    return factory
+
+
+@app.command()
+@user_errors
+def validate(spec: Path = typer.Argument(..., help="a run spec (YAML)")):
+    """Check SPEC without training: keys, types, method and dataset names, method options, data paths, and
+    whether each method can run on the dataset. Exit 2 with one line per problem."""
+    from mtlbench.config.loader import load_spec
+    r = load_spec(spec)
+    s = r.spec
+    out.print(f"{spec}: ok -- {len(s.methods)} method(s) x {len(s.seeds)} seed(s) on {s.data.dataset} "
+              f"({r.info.n_tasks} tasks, {r.info.input_mode} inputs, metric {r.info.primary_metric})")
+
+
+class ListWhat(str, Enum):
+    methods = "methods"
+    datasets = "datasets"
+    tables = "tables"
+
+
+@app.command("list")
+@user_errors
+def list_(what: ListWhat = typer.Argument(..., help="methods | datasets | tables"),
+          pattern: str = typer.Option("*", help="glob filter on names, e.g. 'dmtrl*'")):
+    """List registered methods, registered datasets, or the paper tables `compare` can render."""
+    from rich.table import Table
+    table = Table(show_header=True)
+    if what == ListWhat.tables:
+        from mtlbench.report.tables import paper_tables
+        table.add_column("table"), table.add_column("title")
+        for name, t in paper_tables().items():
+            table.add_row(name, t["title"])
+    else:
+        from mtlbench.registry import DATASETS, METHODS
+        reg = METHODS if what == ListWhat.methods else DATASETS
+        table.add_column(what.value[:-1]), table.add_column("description")
+        for name in reg.names(pattern):
+            obj = reg.get(name)
+            doc = getattr(obj, "paper", "") or getattr(obj, "description", "") or (obj.__doc__ or "").strip().split("\n")[0]
+            table.add_row(name, doc)
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def compare(target: str = typer.Argument(..., help="a run spec (YAML) or a paper table name (mtlbench list tables)"),
+            fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv"),
+            results: Optional[Path] = typer.Option(None, help="results directory (default: the spec's output.dir)"),
+            metric: Optional[str] = typer.Option(None, help="metric to show (default: the dataset's primary metric)"),
+            split: str = typer.Option("test", help="split to show: test | val")):
+    """Render a table from stored result records (never retrains): mean ± std over seeds per method and task,
+    with the paper's printed numbers beside ours when the spec names a paper table."""
+    from mtlbench.report.compare import table_for
+    check_format(fmt)
+    print_table(table_for(target, results, metric, split), fmt)
+
+
+def spec_table(resolved, out_dir):
+    from mtlbench.report.compare import table_for_spec
+    return table_for_spec(resolved.spec, resolved.file, out_dir, None, "test")
+
+
+FORMATS = ("rich", "markdown", "latex", "csv")
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"--format: expected one of {', '.join(FORMATS)} (got {fmt!r})")
+
+
+def print_table(table, fmt: str) -> None:
+    from mtlbench.report.tables import RENDERERS, to_rich
+    if fmt == "rich":
+        out.print(to_rich(table))
+    else:
+        sys.stdout.write(RENDERERS[fmt](table))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,237 @@
+"""YAML -> validated spec, with every problem reported as ``FILE:LINE: field: what was expected``.
+
+Problems are collected, not raised one by one, so a user fixes a spec in one pass. Checks, in order: YAML
+syntax and duplicate keys; the RunSpec schema (unknown keys with "did you mean"); registered dataset and
+method names; each dataset's and method's own options; the prepared-data path; whether each method can run
+on the dataset (``MTLMethod.check``). Nothing is trained before all of them pass.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from mtlbench.config.schema import RunSpec
+from mtlbench.data.base import DataInfo, DatasetSource
+from mtlbench.errors import MTLBenchError, SpecError
+from mtlbench.methods.base import MethodParams, MTLMethod
+from mtlbench.metrics import get_metric
+from mtlbench.registry import DATASETS, METHODS, UnknownNameError
+
+Loc = tuple[Any, ...]
+
+
+@dataclass
+class ResolvedMethod:
+    entry: Any  # MethodEntry
+    cls: type[MTLMethod]
+    params: MethodParams
+
+
+@dataclass
+class ResolvedSpec:
+    spec: RunSpec
+    file: Path
+    dataset: type[DatasetSource]
+    options: BaseModel
+    methods: list[ResolvedMethod]
+    info: DataInfo | None  # None when the data could not be described (then validation failed)
+
+
+# -- YAML with line numbers -----------------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _no_duplicates(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise SpecError([f"{{file}}:{key_node.start_mark.line + 1}: duplicate key {key!r} "
+                             f"(first at line {seen[key]})"])
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def line_map(node: yaml.Node, loc: Loc = ()) -> dict[Loc, int]:
+    """Every path of the document -> the line it starts on (1-based); keys map to their key's line."""
+    lines = {loc: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            sub = loc + (k.value,)
+            lines.update(line_map(v, sub))
+            lines[sub] = k.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            lines.update(line_map(v, loc + (i,)))
+    return lines
+
+
+def read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError([f"{path}: cannot read the spec ({e.strerror})"]) from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except SpecError as e:
+        raise SpecError([p.replace("{file}", str(path)) for p in e.problems]) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise SpecError([f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})"]) from None
+    if not isinstance(data, dict):
+        raise SpecError([f"{path}:1: the spec must be a mapping of keys (name, data, methods, ...)"])
+    return data, line_map(node)
+
+
+# -- error formatting -------------------------------------------------------------------------------------------
+def dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class Problems:
+    def __init__(self, file: Path, lines: dict[Loc, int]):
+        self.file, self.lines, self.items = file, lines, []
+
+    def add(self, loc: Loc, message: str) -> None:
+        line = next((self.lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in self.lines), 1)
+        self.items.append(f"{self.file}:{line}: {dotted(loc) or '(top level)'}: {message}")
+
+    def add_validation(self, err: ValidationError, prefix: Loc, model: type[BaseModel]) -> None:
+        for e in err.errors():
+            loc = prefix + tuple(e["loc"])
+            self.add(loc, describe_error(e, model, tuple(e["loc"])))
+
+
+def describe_error(e: dict, model: type[BaseModel], loc: Loc) -> str:
+    if e["type"] == "extra_forbidden":
+        known = fields_at(model, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown key{hint} (allowed: {', '.join(known)})"
+    if e["type"] == "missing":
+        return "required key is missing"
+    got = e.get("input")
+    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+    return f"expected: {e['msg'][0].lower() + e['msg'][1:]}{shown}"
+
+
+def fields_at(model: Any, loc: Loc) -> list[str]:
+    """Field names of the (nested) pydantic model at ``loc`` within ``model`` -- for "did you mean"."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = nested_model(field.annotation)
+    return list(getattr(model, "model_fields", {}))
+
+
+def nested_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = nested_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+# -- the checks ----------------------------------------------------------------------------------------------------
+def load_spec(path: str | Path, check_data: bool = True) -> ResolvedSpec:
+    """Read, validate and resolve a spec; raise SpecError listing every problem found."""
+    path = Path(path)
+    raw, lines = read_yaml(path)
+    problems = Problems(path, lines)
+    try:
+        spec = RunSpec.model_validate(raw)
+    except ValidationError as err:
+        problems.add_validation(err, (), RunSpec)
+        raise SpecError(problems.items) from None
+    dataset, options, info = resolve_data(spec, problems, check_data)
+    methods = [m for i, entry in enumerate(spec.methods) if (m := resolve_method(i, entry, problems))]
+    if info is not None:
+        check_methods(spec, methods, info, problems)
+        check_metrics(spec, info, problems)
+    if problems.items:
+        raise SpecError(problems.items)
+    return ResolvedSpec(spec, path, dataset, options, methods, info)
+
+
+def resolve_data(spec: RunSpec, problems: Problems, check_data: bool):
+    if spec.data.dataset not in DATASETS:
+        problems.add(("data", "dataset"), DATASETS.unknown_message(spec.data.dataset))
+        return None, None, None
+    dataset = DATASETS.get(spec.data.dataset)
+    try:
+        options = dataset.Options.model_validate(spec.data.options)
+    except ValidationError as err:
+        problems.add_validation(err, ("data", "options"), dataset.Options)
+        return dataset, None, None
+    if dataset.needs_path and not path_ok(spec, dataset, problems):
+        return dataset, options, None
+    if not check_data:
+        return dataset, options, None
+    try:
+        return dataset, options, dataset.describe(options, spec.data.split_seed, spec.data.path)
+    except MTLBenchError as e:
+        problems.add(("data", "path"), str(e))
+        return dataset, options, None
+
+
+def path_ok(spec: RunSpec, dataset: type[DatasetSource], problems: Problems) -> bool:
+    path = spec.data.path
+    how = f"; create it with `{dataset.prepare_command}`" if dataset.prepare_command else ""
+    if path is None:
+        problems.add(("data",), f"dataset {spec.data.dataset!r} reads prepared data: set data.path{how}")
+        return False
+    reason = dataset.check_path(path)
+    if reason:
+        problems.add(("data", "path"), reason + (how if not path.exists() else ""))
+    return reason is None
+
+
+def resolve_method(i: int, entry, problems: Problems) -> ResolvedMethod | None:
+    if entry.name not in METHODS:
+        problems.add(("methods", i, "name"), METHODS.unknown_message(entry.name))
+        return None
+    cls = METHODS.get(entry.name)
+    try:
+        return ResolvedMethod(entry, cls, cls.Params.model_validate(entry.params))
+    except ValidationError as err:
+        problems.add_validation(err, ("methods", i, "params"), cls.Params)
+        return None
+
+
+def check_methods(spec: RunSpec, methods: list[ResolvedMethod], info: DataInfo, problems: Problems) -> None:
+    for m in methods:
+        i = spec.methods.index(m.entry)
+        for reason in m.cls.check(info, spec.backbone_for(m.entry), m.params):
+            problems.add(("methods", i, "name"), reason)
+
+
+def check_metrics(spec: RunSpec, info: DataInfo, problems: Problems) -> None:
+    targets = {t.target for t in info.tasks}
+    for i, name in enumerate(spec.evaluation.metrics or []):
+        try:
+            metric = get_metric(name)
+        except UnknownNameError as e:
+            problems.add(("evaluation", "metrics", i), str(e))
+            continue
+        if metric.targets != "any" and targets != {metric.targets}:
+            problems.add(("evaluation", "metrics", i),
+                         f"{name} scores {metric.targets} tasks; dataset {info.name!r} has {', '.join(sorted(targets))} tasks")

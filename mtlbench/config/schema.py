@@ -1,0 +1,93 @@
+"""The run spec: what a YAML file under benchmarks/ may say. Every model forbids unknown keys.
+
+A spec names one dataset and one or more methods; each (method, seed) pair is one run and one result record.
+A method entry is ``{name: taan, label: "TAAN+L_cos", backbone: {...}?, <the method's own params>}``: the
+params are validated by the ``Params`` model declared in the method's file (see loader.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mtlbench.methods.backbone import BackboneSpec
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(Strict):
+    dataset: str = Field(description="a registered dataset (mtlbench list datasets)")
+    path: Path | None = Field(default=None, description="directory written by `mtlbench prepare` (relative to the working directory)")
+    split_seed: int = Field(default=0, description="seed of the train/val/test split")
+    options: dict[str, Any] = Field(default_factory=dict, description="the dataset's own options")
+
+
+class MethodEntry(Strict):
+    name: str = Field(description="a registered method (mtlbench list methods)")
+    label: str | None = Field(default=None, description="row name in tables (default: the method name)")
+    backbone: BackboneSpec | None = Field(default=None, description="overrides the spec's backbone for this method")
+    params: dict[str, Any] = Field(default_factory=dict, description="the method's own options")
+
+    @property
+    def row(self) -> str:
+        return self.label or self.name
+
+
+class OptimizerSpec(Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(default=1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = Field(default=0.9, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+
+
+class TrainingSpec(Strict):
+    iterations: int = Field(default=1000, ge=1, description="optimizer steps; one step = one batch per task")
+    batch_per_task: int = Field(default=64, ge=1)
+    eval_every: int = Field(default=100, ge=1, description="iterations between validation evaluations")
+    patience: int | None = Field(default=None, ge=1, description="stop after this many evaluations without improvement")
+    eval_batch: int = Field(default=2048, ge=1)
+    select_on: Literal["val", "test"] = Field(
+        default="val", description="'test' is the labelled paper_faithful mode of code that selected on test")
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: torch's choice)")
+    deterministic: bool = True
+
+
+class EvaluationSpec(Strict):
+    metrics: list[str] | None = Field(default=None, description="default: the dataset's primary metric and extras")
+    split: Literal["val", "test"] = "test"
+
+
+class OutputSpec(Strict):
+    dir: Path = Field(default=Path("results/runs"), description="result records go to DIR/<spec name>/")
+    save_checkpoint: bool = True
+
+
+class RunSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="names the results folder")
+    description: str = ""
+    table: str | None = Field(default=None, description="paper table (mtlbench list tables) rendered beside ours")
+    data: DataSpec
+    backbone: BackboneSpec = Field(default_factory=BackboneSpec)
+    methods: list[MethodEntry] = Field(min_length=1)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    seeds: list[int] = Field(default=[0], min_length=1)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @field_validator("methods")
+    @classmethod
+    def rows_unique(cls, methods: list[MethodEntry]) -> list[MethodEntry]:
+        rows = [m.row for m in methods]
+        dup = sorted({r for r in rows if rows.count(r) > 1})
+        if dup:
+            raise ValueError(f"two methods have the row name {dup[0]!r}; give them distinct 'label's")
+        return methods
+
+    def backbone_for(self, entry: MethodEntry) -> BackboneSpec:
+        return entry.backbone or self.backbone

@@ -1,0 +1,54 @@
+"""`mtlbench compare`: find the records of a spec (or of the benchmark spec behind a paper table) and build
+its table."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from mtlbench.errors import MTLBenchError
+from mtlbench.report.tables import Table, build_table, get_paper_table, paper_tables
+from mtlbench.results import load_records
+
+BENCHMARKS = Path("benchmarks")
+
+
+def table_for(target: str, results: Path | None, metric: str | None, split: str) -> Table:
+    path = Path(target)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        from mtlbench.config.loader import load_spec
+        resolved = load_spec(path, check_data=False)
+        return table_for_spec(resolved.spec, path, results, metric, split)
+    if target in paper_tables():
+        return table_for_paper(target, results, metric, split)
+    get_paper_table(target)  # raises the "did you mean" error for a near-miss table name
+    raise MTLBenchError(f"{target}: neither a spec file nor a paper table")
+
+
+def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, split: str) -> Table:
+    root = Path(results or spec.output.dir) / spec.name
+    records = load_records(root) if root.exists() else []
+    rows = [m.row for m in spec.methods]
+    records = [r for r in records if r["row"] in rows]
+    paper = get_paper_table(spec.table) if spec.table else None
+    return build_table(records, metric, split, paper, rows, spec_hint=str(file))
+
+
+def table_for_paper(name: str, results: Path | None, metric: str | None, split: str) -> Table:
+    """Render a paper table from the benchmark specs that name it; paper numbers alone when none has run."""
+    specs = [p for p in sorted(BENCHMARKS.rglob("*.y*ml")) if spec_table_name(p) == name]
+    if not specs:
+        table = build_table([], metric, split, get_paper_table(name), [], "")
+        table.notes.append(f"no spec under {BENCHMARKS}/ names table {name!r} yet")
+        return table
+    from mtlbench.config.loader import load_spec
+    resolved = load_spec(specs[0], check_data=False)
+    return table_for_spec(resolved.spec, specs[0], results, metric, split)
+
+
+def spec_table_name(path: Path) -> str | None:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data.get("table") if isinstance(data, dict) else None

@@ -1,0 +1,188 @@
+"""Paper-style tables from stored result records: one row per method, one column per task, a mean column,
+mean ± std over seeds, and -- where the spec names a paper table -- the paper's printed row beside ours.
+
+Rendering never trains and never imports torch. A cell we have no result for renders as "—" and a footnote
+says which spec fills it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from mtlbench.errors import MTLBenchError
+from mtlbench.results import tidy
+
+PAPER_TABLES = Path(__file__).with_name("paper_tables.yaml")
+DASH = "—"
+
+
+@lru_cache(maxsize=1)
+def paper_tables() -> dict:
+    return yaml.safe_load(PAPER_TABLES.read_text())
+
+
+def get_paper_table(name: str) -> dict:
+    tables = paper_tables()
+    if name not in tables:
+        import difflib
+        close = difflib.get_close_matches(name, tables, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise MTLBenchError(f"unknown paper table {name!r}{hint} (mtlbench list tables)")
+    return tables[name]
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    best: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells to emphasise
+    notes: list[str] = field(default_factory=list)
+
+
+def fmt_params(n: float) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:,.0f}K"
+
+
+def fmt_cell(mean: float, std: float, n: int, scale: float) -> str:
+    if n > 1:
+        return f"{mean * scale:.3f} ± {std * scale:.3f}" if scale == 1 else f"{mean * scale:.2f} ± {std * scale:.2f}"
+    return f"{mean * scale:.3f}" if scale == 1 else f"{mean * scale:.2f}"
+
+
+def aggregate(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Index (row, column) -> mean, std (sample std over seeds; 0 for one seed), n seeds."""
+    sub = df[df.metric == metric]
+    agg = sub.groupby(["row", "column"], sort=False)["value"].agg(["mean", "std", "count"])
+    return agg.fillna({"std": 0.0})
+
+
+def our_column(paper_col: str, tasks: list[str]) -> str:
+    """Which of our columns a paper column shows: a task of the same name, the i-th task for 't<i>', the mean,
+    or the pooled accuracy for the Omniglot table's single 'accuracy' column."""
+    if paper_col in tasks:
+        return paper_col
+    if paper_col[:1] == "t" and paper_col[1:].isdigit() and int(paper_col[1:]) <= len(tasks):
+        return tasks[int(paper_col[1:]) - 1]
+    return {"accuracy": "pooled"}.get(paper_col, paper_col)
+
+
+def build_table(records: list[dict], metric: str | None = None, split: str = "test",
+                paper: dict | None = None, rows: list[str] | None = None, spec_hint: str = "") -> Table:
+    df = tidy(records, split)
+    tasks = records[0]["tasks"] if records else []
+    metric = metric or (records[0]["primary_metric"] if records else "")
+    agg = aggregate(df, metric) if len(df) else pd.DataFrame()
+    params = df.groupby("row")["n_params"].first().to_dict() if len(df) else {}
+    seeds = df.groupby("row")["seed"].nunique().to_dict() if len(df) else {}
+    ours = rows or list(dict.fromkeys(r["row"] for r in records))
+    if paper:
+        return paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint)
+    cols = tasks + ["mean"] + (["pooled"] if (not agg.empty and "pooled" in agg.index.get_level_values(1)) else [])
+    table = Table(f"{metric} on {split}", ["method", *cols, "params", "seeds"], [])
+    for row in ours:
+        table.rows.append([row, *[cell(agg, row, c, 1.0) for c in cols],
+                           fmt_params(params[row]) if row in params else DASH, str(seeds.get(row, 0))])
+    mark_best(table, agg, ours, cols, offset=1)
+    missing = [r for r in ours if r not in seeds]
+    if missing:
+        table.notes.append(f"no result yet for {', '.join(missing)}: run `mtlbench train {spec_hint}`")
+    return table
+
+
+def cell(agg: pd.DataFrame, row: str, col: str, scale: float) -> str:
+    if (row, col) not in agg.index:
+        return DASH
+    m = agg.loc[(row, col)]
+    return fmt_cell(m["mean"], m["std"], int(m["count"]), scale)
+
+
+def mark_best(table: Table, agg: pd.DataFrame, rows: list[str], cols: list[str], offset: int,
+              row_index: dict[str, int] | None = None) -> None:
+    for j, c in enumerate(cols):
+        vals = {r: agg.loc[(r, c), "mean"] for r in rows if (r, c) in agg.index}
+        if len(vals) > 1:
+            best = max(vals, key=vals.get)
+            table.best.add(((row_index or {r: i for i, r in enumerate(rows)})[best], j + offset))
+
+
+def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint) -> Table:
+    cols = [c for c in paper["columns"]]
+    scale = 100.0 if "(%)" in paper.get("metric", "") else 1.0
+    mapped = [our_column(c, tasks) for c in cols]
+    table = Table(paper["title"], ["method", "source", *cols], [], notes=[f"metric: {paper.get('metric', metric)}"])
+    order = list(dict.fromkeys([*ours, *paper["rows"]]))
+    index = {}
+    for row in order:
+        if row in ours:
+            index[row] = len(table.rows)
+            table.rows.append([row, f"ours (n={seeds.get(row, 0)})",
+                               *[fmt_params(params[row]) if c == "params" and row in params
+                                 else (DASH if c == "params" else cell(agg, row, m, scale)) for c, m in zip(cols, mapped)]])
+        if row in paper["rows"]:
+            table.rows.append([row, "paper", *[DASH if v is None else str(v) for v in paper["rows"][row]]])
+    mark_best(table, agg, [r for r in ours if r in seeds], mapped, offset=2, row_index=index)
+    missing = [r for r in ours if r not in seeds]
+    if missing:
+        table.notes.append(f"no result yet for {', '.join(missing)}: run `mtlbench train {spec_hint}`")
+    absent = [r for r in paper["rows"] if r not in ours]
+    if absent:
+        table.notes.append(f"paper rows not in this spec: {', '.join(absent)}")
+    if "setup" in paper:
+        table.notes.append(f"paper setup: {paper['setup']}")
+    return table
+
+
+# -- renderers --------------------------------------------------------------------------------------------------------
+def to_markdown(t: Table) -> str:
+    def fmt(i, j, v):
+        return f"**{v}**" if (i, j) in t.best else v
+    lines = [f"**{t.title}**", "", "| " + " | ".join(t.header) + " |", "|" + "---|" * len(t.header)]
+    lines += ["| " + " | ".join(fmt(i, j, v) for j, v in enumerate(r)) + " |" for i, r in enumerate(t.rows)]
+    lines += [""] + [f"- {n}" for n in t.notes]
+    return "\n".join(lines) + "\n"
+
+
+def latex_escape(s: str) -> str:
+    for a, b in [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("±", r"$\pm$"), ("—", "--")]:
+        s = s.replace(a, b)
+    return s
+
+
+def to_latex(t: Table) -> str:
+    def fmt(i, j, v):
+        return rf"\textbf{{{latex_escape(v)}}}" if (i, j) in t.best else latex_escape(v)
+    out = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(t.title)}}}",
+           r"\begin{tabular}{" + "l" * 1 + "c" * (len(t.header) - 1) + "}", r"\toprule",
+           " & ".join(latex_escape(h) for h in t.header) + r" \\", r"\midrule"]
+    out += [" & ".join(fmt(i, j, v) for j, v in enumerate(r)) + r" \\" for i, r in enumerate(t.rows)]
+    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+def to_csv(t: Table) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(t.header)
+    w.writerows(t.rows)
+    return buf.getvalue()
+
+
+def to_rich(t: Table):
+    from rich.table import Table as RichTable
+    rt = RichTable(title=t.title, caption="\n".join(t.notes) or None, caption_justify="left")
+    for h in t.header:
+        rt.add_column(h, justify="left" if h in ("method", "source") else "right", no_wrap=True)
+    for i, r in enumerate(t.rows):
+        rt.add_row(*[f"[bold]{v}[/bold]" if (i, j) in t.best else v for j, v in enumerate(r)])
+    return rt
+
+
+RENDERERS = {"markdown": to_markdown, "latex": to_latex, "csv": to_csv}
