@@ -172,5 +172,10 @@ def print_table(table, fmt: str) -> None:
         sys.stdout.write(RENDERERS[fmt](table))
 
 
+from mtlbench.cli_prepare import prepare_app  # noqa: E402  (its sub-commands import their work lazily)
+
+app.add_typer(prepare_app, name="prepare")
+
+
 if __name__ == "__main__":
     app()

@@ -94,8 +94,10 @@ def youtube8m(src: Path = typer.Option(..., help="folder of video-level *.tfreco
                                         "both partitions are present"),
               force: bool = typer.Option(False, help=FORCE_HELP),
               progress: bool = typer.Option(True, help=PROGRESS_HELP)):
-    """YouTube-8M video-level TFRecords -> 16 multi-label vertical tasks (TAAN Table 1). Every record's two
-    CRC32C checksums are verified; a damaged record stops with its file, record number and byte offset."""
+    """YouTube-8M video-level TFRecords -> 16 multi-label vertical tasks (TAAN Table 1).
+
+    Every record's two CRC32C checksums are verified; a damaged record stops with its file, record number and
+    byte offset. Inputs are mean_rgb ++ mean_audio (1152 floats), stored once per video."""
     from mtlbench.prepare.youtube8m import prepare_youtube8m
     cmd = command_line("youtube8m", src=src, vocabulary=vocabulary, out=out, seed=seed, split=split)
     with bars(progress and err.is_terminal) as factory:
@@ -112,8 +114,10 @@ def omniglot(src: Path = typer.Option(..., help="folder with images_background.n
              seed: int = typer.Option(0, help=SEED_HELP),
              force: bool = typer.Option(False, help=FORCE_HELP),
              progress: bool = typer.Option(True, help=PROGRESS_HELP)):
-    """Omniglot -> 50 alphabet tasks, 105x105 images (TAAN Table 3). Splits: 'default' (per character
-    14/2/4 drawings, seeded) and 'paper_faithful' (p = 0.9 to train, selection on test, as TAAN's code)."""
+    """Omniglot -> 50 alphabet tasks, 105x105 images (TAAN Table 3).
+
+    Splits: 'default' (per character 14/2/4 drawings, seeded) and 'paper_faithful' (p = 0.9 to train,
+    selection on test, as TAAN's code did); a spec picks one with data.options.split."""
     from mtlbench.prepare.omniglot import prepare_omniglot
     cmd = command_line("omniglot", src=src, out=out, seed=seed)
     with bars(progress and err.is_terminal) as factory:
@@ -131,8 +135,10 @@ def chars74k(src: Path = typer.Option(..., help="folder with hnd_64x64.npz and f
              val_fraction: float = typer.Option(0.1, help="share of the remaining examples for validation"),
              force: bool = typer.Option(False, help=FORCE_HELP),
              progress: bool = typer.Option(True, help=PROGRESS_HELP)):
-    """Chars74K -> MTAL tasks HD (handwritten digits), A, a (10 letters each) and Typographic* (font digits,
-    a stand-in for MTAL's typographic set). Split 70/30 train/test, 10% of train for validation."""
+    """Chars74K -> MTAL tasks HD, A, a and Typographic* (MTAL Tables 2-3).
+
+    HD: handwritten digits; A / a: 10 seeded upper / lower-case letters; Typographic*: computer-font digits, a
+    stand-in for MTAL's typographic set. Per class 70/30 train/test, 10% of train for validation."""
     from mtlbench.prepare.chars74k import prepare_chars74k
     cmd = command_line("chars74k", src=src, out=out, seed=seed, letter_seed=letter_seed, letters=letters,
                        test_fraction=test_fraction, val_fraction=val_fraction)
@@ -156,7 +162,9 @@ def coil20(src: Path = typer.Option(..., help="COIL20_32x32.mat / coil20_unproc.
            val_fraction: float = typer.Option(0.1, help="share of the remaining examples for validation"),
            force: bool = typer.Option(False, help=FORCE_HELP),
            progress: bool = typer.Option(True, help=PROGRESS_HELP)):
-    """COIL-20 -> one MTAL task 'COIL-20' over 10 seeded objects (MTAL Tables 4-5)."""
+    """COIL-20 -> one task 'COIL-20' over 10 seeded objects (MTAL Tables 4-5).
+
+    Per class 70/30 train/test, 10% of train for validation; images kept at their size."""
     from mtlbench.prepare.coil20 import prepare_coil20
     cmd = command_line("coil20", src=src, out=out, variant=variant, objects=objects, object_seed=object_seed,
                        seed=seed, test_fraction=test_fraction, val_fraction=val_fraction)
@@ -177,7 +185,9 @@ def office_caltech(src: Path = typer.Option(..., help="folder of Office-Caltech1
                    val_fraction: float = typer.Option(0.1, help="share of the remaining examples for validation"),
                    force: bool = typer.Option(False, help=FORCE_HELP),
                    progress: bool = typer.Option(True, help=PROGRESS_HELP)):
-    """Office-Caltech10 SURF features -> one 10-class task per domain, 800-d vectors (MTAL uses Amazon)."""
+    """Office-Caltech10 SURF features -> one 10-class task per domain (MTAL uses Amazon).
+
+    Inputs are 800-d visual-word histograms, normalised at load time (row sum, then z-score on train rows)."""
     from mtlbench.prepare.office_caltech import prepare_office_caltech
     cmd = command_line("office-caltech", src=src, out=out, domain=domain, seed=seed,
                        test_fraction=test_fraction, val_fraction=val_fraction)
@@ -201,8 +211,10 @@ def image_folder(src: Path = typer.Option(..., help="folder with one sub-folder 
                  val_fraction: float = typer.Option(0.1, help="share of the remaining examples for validation"),
                  force: bool = typer.Option(False, help=FORCE_HELP),
                  progress: bool = typer.Option(True, help=PROGRESS_HELP)):
-    """Any image collection laid out <src>/<task>/<class>/<image> -> one classification task per folder
-    (how Office-Home Art joins MTAL's unrelated set). Split 70/30 train/test, 10% of train for validation."""
+    """A folder per task, a sub-folder per class -> one classification task per folder.
+
+    How Office-Home Art joins MTAL's unrelated set: --src OfficeHomeDataset --task Art --size 64
+    --out prepared/office_home. Per class 70/30 train/test, 10% of train for validation."""
     from mtlbench.prepare.image_folder import prepare_image_folder
     cmd = command_line("image-folder", src=src, out=out, task=task, size=size, mode=mode, seed=seed,
                        test_fraction=test_fraction, val_fraction=val_fraction)
@@ -210,6 +222,28 @@ def image_folder(src: Path = typer.Option(..., help="folder with one sub-folder 
         done(prepare_image_folder(src, out, tasks=task or None, size=size, mode=mode, seed=seed,
                                   test_fraction=test_fraction, val_fraction=val_fraction, force=force,
                                   progress=factory, command=cmd))
+
+
+@prepare_app.command("verify")
+@user_errors
+def verify(path: Path = typer.Argument(..., help="a prepared dataset directory")):
+    """Check a prepared directory: manifest, every shard's sha256 and every HDF5 chunk's checksum.
+
+    Prints the tasks and their split sizes; exit 1 with the reason when anything is missing or corrupt."""
+    from rich.table import Table
+
+    from mtlbench.data.shards import verify_prepared
+    manifest = verify_prepared(path)
+    table = Table(title=f"{path}: {manifest['dataset']}, {len(manifest['tasks'])} tasks, split seed "
+                        f"{manifest['split']['seed']}")
+    for col in ("task", "classes", "examples", "train", "val", "test"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for t in manifest["tasks"]:
+        c = t["counts"]["default"]
+        table.add_row(t["name"], str(t["n_classes"]), str(c.get("all", sum(c.values()))), str(c["train"]),
+                      str(c["val"]), str(c["test"]))
+    Console().print(table)
+    err.print(f"{path}: ok ({len(manifest['shards'])} shards verified)", highlight=False)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from mtlbench.data.base import SPLITS, DataInfo, DatasetSource, MTLData
 from mtlbench.data.prepared import PreparedOptions, input_bytes, load_task, split_scheme, task_info, use_stream
-from mtlbench.data.shards import MANIFEST, open_prepared, start_verification
+from mtlbench.data.shards import MANIFEST, open_prepared, verifying
 from mtlbench.errors import DataError
 from mtlbench.registry import DATASETS
 
@@ -99,11 +99,9 @@ class MTALSet(DatasetSource):
         parts, missing = cls.resolve(path, options.tasks, deep=False)
         info = cls.info(parts, missing, options, split_seed)
         folders = {sub: m for sub, m, _ in parts}
-        checks = [start_verification(sub, m) for sub, m in folders.items()] if options.verify else []
         stream = use_stream(options, sum(input_bytes(m) for m in folders.values()))
-        per_task = [load_task(sub, m, t, options, split_seed, stream) for sub, m, t in parts]
-        for check in checks:
-            check()
+        with verifying(list(folders.items()), options.verify):
+            per_task = [load_task(sub, m, t, options, split_seed, stream) for sub, m, t in parts]
         return MTLData(info, {s: [p[s] for p in per_task] for s in SPLITS})
 
 

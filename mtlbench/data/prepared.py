@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from mtlbench.data.base import SPLITS, DataInfo, DatasetSource, MTLData, TaskInfo, TaskSplit
-from mtlbench.data.shards import MANIFEST, check_prepared, open_prepared, read_arrays, start_verification
+from mtlbench.data.shards import MANIFEST, check_prepared, open_prepared, read_arrays, verifying
 from mtlbench.data.splits import CODES, TEST, compute_split
 from mtlbench.data.stored import H5Rows, ScaledTaskSplit
 from mtlbench.errors import DataError
@@ -56,20 +56,13 @@ class PreparedSource(DatasetSource):
         return data_info(cls, cls.manifest(path, deep=False), Path(path), options, split_seed)
 
     @classmethod
-    def open(cls, path: Path | None, options: PreparedOptions) -> tuple[dict[str, Any], Callable[[], None]]:
-        """The manifest (shards present, sizes right) and a function that raises if any shard's sha256 is
-        wrong -- checked in the background while the caller reads the shards."""
-        manifest = cls.manifest(path, deep=False)
-        return manifest, (start_verification(Path(path), manifest) if options.verify else lambda: None)
-
-    @classmethod
     def load(cls, options: PreparedOptions, split_seed: int, path: Path | None) -> MTLData:
-        manifest, verified = cls.open(path, options)
+        manifest = cls.manifest(path, deep=False)
         info = data_info(cls, manifest, Path(path), options, split_seed)
         stream = use_stream(options, input_bytes(manifest))
-        per_task = [load_task(Path(path), manifest, t, options, split_seed, stream)
-                    for t in range(len(manifest["tasks"]))]
-        verified()
+        with verifying([(Path(path), manifest)], options.verify):
+            per_task = [load_task(Path(path), manifest, t, options, split_seed, stream)
+                        for t in range(len(manifest["tasks"]))]
         return MTLData(info, {s: [p[s] for p in per_task] for s in SPLITS})
 
 
@@ -116,7 +109,7 @@ def split_codes(stored: dict[str, np.ndarray], manifest: dict[str, Any], scheme_
     scheme = manifest["split"]["schemes"][scheme_name]
     if split_seed == manifest["split"]["seed"]:
         return stored[f"split/{scheme_name}"]
-    return compute_split(scheme, split_seed, task, keys=keys, labels=labels)
+    return compute_split(scheme, split_seed, manifest["tasks"][task]["name"], keys=keys, labels=labels)
 
 
 def load_task(path: Path, manifest: dict[str, Any], t: int, options: PreparedOptions, split_seed: int,

@@ -19,7 +19,8 @@ import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
@@ -216,6 +217,21 @@ def start_verification(path: Path, manifest: dict[str, Any]) -> Callable[[], Non
     return future.result
 
 
+@contextmanager
+def verifying(folders: list[tuple[Path, dict[str, Any]]], enabled: bool = True) -> Iterator[None]:
+    """Run the body (reading the shards) while their sha256 is checked in the background; a checksum
+    mismatch is reported in preference to the read error it explains."""
+    checks = [start_verification(path, manifest) for path, manifest in folders] if enabled else []
+    try:
+        yield
+    except DataError:
+        for check in checks:
+            check()
+        raise
+    for check in checks:
+        check()
+
+
 def open_prepared(path: Path, dataset: str | tuple[str, ...], deep: bool = True) -> dict[str, Any]:
     """Read and verify a prepared dataset of kind ``dataset``; returns the manifest. Without ``deep`` only
     presence and sizes of the shards are checked (their sha256 is then checked by ``start_verification``)."""
@@ -224,6 +240,23 @@ def open_prepared(path: Path, dataset: str | tuple[str, ...], deep: bool = True)
     if manifest["dataset"] not in kinds:
         raise DataError(f"{path} holds a prepared {manifest['dataset']!r} dataset, not {' or '.join(kinds)}")
     verify_shards(path, manifest, deep=deep)
+    return manifest
+
+
+def verify_prepared(path: Path) -> dict[str, Any]:
+    """The most thorough check: manifest, sha256 of every shard, and every dataset of every shard read in
+    full (so HDF5 verifies each chunk's fletcher32). Returns the manifest."""
+    manifest = read_manifest(Path(path))
+    verify_shards(Path(path), manifest, deep=True)
+    for entry in manifest["shards"]:
+        file = Path(path) / entry["file"]
+        names: list[str] = []
+        try:
+            with h5py.File(file, "r") as h5:
+                h5.visititems(lambda n, obj: names.append(n) if isinstance(obj, h5py.Dataset) else None)
+        except OSError as e:
+            raise DataError(f"{file}: not a readable HDF5 file ({_first_line(e)})") from None
+        read_arrays(file, names)
     return manifest
 
 

@@ -7,6 +7,7 @@ arguments -- never on global random state -- so a seed gives the same split on e
 """
 from __future__ import annotations
 
+import zlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,14 +18,25 @@ TRAIN, VAL, TEST = 0, 1, 2
 CODES = {"train": TRAIN, "val": VAL, "test": TEST}
 
 
+def task_stream(name: str) -> int:
+    """A task's random stream is keyed by its name, so its split is the same in every set it joins (an
+    alphabet prepared alone or with the other 49, HD inside mtal_related or mtal_unrelated)."""
+    return zlib.crc32(name.encode("utf-8"))
+
+
 def _rng(seed: int, *stream: int) -> np.random.Generator:
     # A separate stream per task, so a task's split does not depend on how many tasks precede it.
     return np.random.default_rng([int(seed), *map(int, stream)])
 
 
+def _round(x: float) -> int:
+    """Half up (Python's round() goes half to even, which would make 16.5 and 17.5 both 16 and 18)."""
+    return int(np.floor(x + 0.5 + 1e-9))
+
+
 def _sizes(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
-    n_train = int(round(fractions[0] * n))
-    n_val = min(n - n_train, int(round(fractions[1] * n)))
+    n_train = _round(fractions[0] * n)
+    n_val = min(n - n_train, _round(fractions[1] * n))
     return n_train, n_val, n - n_train - n_val
 
 
@@ -83,8 +95,8 @@ def stratified_split(labels: np.ndarray, seed: int, test_fraction: float, val_fr
     for c in np.unique(labels):
         rows = np.flatnonzero(labels == c)
         perm = rows[rng.permutation(len(rows))]
-        n_test = int(round(test_fraction * len(rows)))
-        n_val = int(round(val_fraction * (len(rows) - n_test)))
+        n_test = _round(test_fraction * len(rows))
+        n_val = _round(val_fraction * (len(rows) - n_test))
         codes[perm] = TRAIN
         codes[perm[:n_test]] = TEST
         codes[perm[n_test:n_test + n_val]] = VAL
@@ -97,18 +109,18 @@ def bernoulli_split(n: int, seed: int, p_train: float, stream: int = 0) -> np.nd
     return np.where(_rng(seed, stream).random(n) < p_train, TRAIN, TEST).astype(np.int8)
 
 
-def compute_split(scheme: dict[str, Any], seed: int, task: int = 0, *, keys: np.ndarray | None = None,
+def compute_split(scheme: dict[str, Any], seed: int, task: str = "", *, keys: np.ndarray | None = None,
                   labels: np.ndarray | None = None, partition: np.ndarray | None = None) -> np.ndarray:
     """Re-derive a split recorded in a manifest (``{"scheme": name, "params": {...}}``) for another seed."""
-    name, params = scheme["scheme"], scheme.get("params", {})
+    name, params, stream = scheme["scheme"], scheme.get("params", {}), task_stream(task)
     if name == "by_key":
         return by_key_split(keys, seed, params["fractions"])
     if name == "partition":
         return partition_split(keys, partition, seed)
     if name == "per_group_count":
-        return per_group_count_split(labels, seed, params["counts"], stream=task)
+        return per_group_count_split(labels, seed, params["counts"], stream=stream)
     if name == "stratified":
-        return stratified_split(labels, seed, params["test_fraction"], params["val_fraction"], stream=task)
+        return stratified_split(labels, seed, params["test_fraction"], params["val_fraction"], stream=stream)
     if name == "bernoulli":
-        return bernoulli_split(len(labels), seed, params["p_train"], stream=task)
+        return bernoulli_split(len(labels), seed, params["p_train"], stream=stream)
     raise DataError(f"unknown split scheme {name!r} in the manifest (this mtlbench cannot re-derive it)")

@@ -16,7 +16,7 @@ import torch
 
 from mtlbench.data.base import SPLITS, MTLData, TaskSplit
 from mtlbench.data.prepared import PreparedOptions, PreparedSource, data_info, split_scheme, use_stream
-from mtlbench.data.shards import read_arrays
+from mtlbench.data.shards import read_arrays, verifying
 from mtlbench.data.splits import CODES, TEST, compute_split
 from mtlbench.data.stored import H5Rows, ScaledTaskSplit
 from mtlbench.errors import DataError
@@ -35,25 +35,32 @@ class YouTube8M(PreparedSource):
 
     @classmethod
     def load(cls, options: PreparedOptions, split_seed: int, path: Path | None) -> MTLData:
-        manifest, verified = cls.open(path, options)
+        manifest = cls.manifest(path, deep=False)
         path = Path(path)
         info = data_info(cls, manifest, path, options, split_seed)
-        files = [path / s for s in manifest["inputs"]["shards"]]
-        meta = read_video_meta(files)
-        x = (H5Rows(files, "x") if use_stream(options, int(manifest["input_bytes"]))
-             else torch.from_numpy(read_inputs(files, manifest)))
-        codes = video_split(path, manifest, options.split, split_seed, meta)
-        val_code = TEST if split_scheme(manifest, options.split, path).get("val_is_test") else CODES["val"]
-        splits: dict[str, list[TaskSplit]] = {s: [] for s in SPLITS}
-        for task in manifest["tasks"]:
-            rows, targets = task_rows_targets(meta, task)
-            for s in SPLITS:
-                keep = codes[rows] == (val_code if s == "val" else CODES[s])
-                index, y = torch.from_numpy(rows[keep]), torch.from_numpy(targets[keep])
-                splits[s].append(TaskSplit(x=x, y=y, index=index) if isinstance(x, torch.Tensor)
-                                 else ScaledTaskSplit(x=x, y=y, index=index))
-        verified()
+        with verifying([(path, manifest)], options.verify):
+            splits = load_splits(path, manifest, options, split_seed)
         return MTLData(info, splits)
+
+
+def load_splits(path: Path, manifest: dict[str, Any], options: PreparedOptions,
+                split_seed: int) -> dict[str, list[TaskSplit]]:
+    """One input tensor for all videos; per task and split, the indices of its videos and their targets."""
+    files = [path / s for s in manifest["inputs"]["shards"]]
+    meta = read_video_meta(files)
+    x = (H5Rows(files, "x") if use_stream(options, int(manifest["input_bytes"]))
+         else torch.from_numpy(read_inputs(files, manifest)))
+    codes = video_split(path, manifest, options.split, split_seed, meta)
+    val_code = TEST if split_scheme(manifest, options.split, path).get("val_is_test") else CODES["val"]
+    splits: dict[str, list[TaskSplit]] = {s: [] for s in SPLITS}
+    for task in manifest["tasks"]:
+        rows, targets = task_rows_targets(meta, task)
+        for s in SPLITS:
+            keep = codes[rows] == (val_code if s == "val" else CODES[s])
+            index, y = torch.from_numpy(rows[keep]), torch.from_numpy(targets[keep])
+            splits[s].append(TaskSplit(x=x, y=y, index=index) if isinstance(x, torch.Tensor)
+                             else ScaledTaskSplit(x=x, y=y, index=index))
+    return splits
 
 
 def read_inputs(files: list[Path], manifest: dict[str, Any]) -> np.ndarray:

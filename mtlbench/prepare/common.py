@@ -106,7 +106,7 @@ def write_per_task(out: Path, dataset: str, jobs: list[TaskJob], schemes: dict[s
             continue
         ta = job.build()
         ta.check()
-        codes = {name: compute_split(s, seed, t, keys=ta.key, labels=ta.y) for name, s in schemes.items()}
+        codes = {name: compute_split(s, seed, ta.name, keys=ta.key, labels=ta.y) for name, s in schemes.items()}
         arrays = {"x": ta.x, "y": ta.y.astype(np.int64), "key": ta.key.astype(np.int64),
                   **{f"split/{name}": c for name, c in codes.items()}}
         entry = task_entry(ta, shard, {name: split_counts(c) for name, c in codes.items()})
