@@ -66,11 +66,13 @@ def test_flipped_byte_inside_a_chunk_is_caught_both_ways(toy):
     flip_byte(shard, chunk_offset(shard) + 7)
     assert check_prepared(toy, "image_folder") == (f"{shard}: shard sha256 does not match the manifest "
                                                    f"(corrupt); re-run prepare with --force")
-    with pytest.raises(DataError, match="sha256 does not match"):
+    with pytest.raises(DataError, match="task-01.h5: shard CRC32C does not match the manifest"):
         load(toy)
-    # without the sha256 pass, HDF5's fletcher32 still refuses the chunk: never wrong data
+    with pytest.raises(DataError, match="task-01.h5: shard sha256 does not match the manifest"):
+        load(toy, verify="sha256")
+    # without the whole-file checksum, HDF5's fletcher32 still refuses the chunk: never wrong data
     with pytest.raises(DataError, match=r"task-01.h5: dataset 'x' cannot be read: corrupt shard"):
-        load(toy, verify=False)
+        load(toy, verify="none")
     result = runner.invoke(prepare_app, ["verify", str(toy)])
     assert result.exit_code == 1 and "sha256 does not match" in result.output
 
@@ -78,7 +80,7 @@ def test_flipped_byte_inside_a_chunk_is_caught_both_ways(toy):
 def test_fletcher32_is_checked_when_streaming(toy):
     shard = toy / "task-00.h5"
     flip_byte(shard, chunk_offset(shard) + 3)
-    data = load(toy, verify=False, memory="stream")
+    data = load(toy, verify="none", memory="stream")
     with pytest.raises(DataError, match=r"task-00.h5: dataset 'x' cannot be read: corrupt shard"):
         data.split("train")[0].batch(torch.arange(len(data.split("train")[0])))
 
@@ -91,6 +93,13 @@ def test_deleted_shard_is_named(toy):
         load(toy)
     result = runner.invoke(prepare_app, ["verify", str(toy)])
     assert result.exit_code == 1 and "task-02.h5: shard listed in the manifest is missing" in result.output
+
+
+def test_flipped_metadata_byte_is_caught(toy):
+    shard = toy / "task-00.h5"
+    flip_byte(shard, 60)  # inside the superblock / root object header, not a data chunk
+    with pytest.raises(DataError, match="task-00.h5"):
+        load(toy, verify="none")
 
 
 def test_truncated_shard_and_missing_manifest(toy):
@@ -199,3 +208,31 @@ def test_split_seed_redraws_and_splits_are_disjoint_and_stratified(toy):
         # 20 per class: 6 test, 1 val (10% of 14), 13 train
         assert torch.bincount(a.split("test")[t].y).tolist() == [6, 6, 6]
         assert torch.bincount(a.split("val")[t].y).tolist() == [1, 1, 1]
+
+
+def test_a_flipped_byte_anywhere_never_gives_wrong_data(toy, tmp_path):
+    """Even with the whole-file checksum off, HDF5's own checksums (fletcher32 on chunks, checksummed
+    metadata of the latest file format) leave two outcomes for any flipped byte: a DataError, or the
+    same data (the byte was unused padding)."""
+    import shutil
+
+    def everything(path):
+        data = load(path, verify="none")
+        return [torch.cat([s.batch(torch.arange(len(s)))[0].flatten() for s in data.split(k)]) for k in
+                ("train", "val", "test")] + [torch.cat([s.y for s in data.split(k)]) for k in ("train", "val", "test")]
+
+    reference = everything(toy)
+    size = (toy / "task-00.h5").stat().st_size
+    outcomes = {"error": 0, "same": 0}
+    for offset in np.linspace(0, size - 1, 41).astype(int):
+        copy = tmp_path / f"flip{offset}"
+        shutil.copytree(toy, copy)
+        flip_byte(copy / "task-00.h5", int(offset))
+        try:
+            got = everything(copy)
+        except DataError:
+            outcomes["error"] += 1
+            continue
+        assert all(torch.equal(a, b) for a, b in zip(reference, got)), f"wrong data after flipping byte {offset}"
+        outcomes["same"] += 1
+    assert outcomes["error"] >= 10  # the flips did hit checked bytes

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -57,7 +57,7 @@ class MTALSet(DatasetSource):
                 missing.append(task)
                 continue
             if folder not in manifests:
-                manifests[folder] = open_prepared(sub, KINDS, deep=deep)
+                manifests[folder] = open_prepared(sub, KINDS, "sha256" if deep else "size")
             names = [t["name"] for t in manifests[folder]["tasks"]]
             if task not in names:
                 raise DataError(f"{sub} has no task {task!r} (has: {', '.join(names)})")

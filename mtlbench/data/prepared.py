@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from mtlbench.data.base import SPLITS, DataInfo, DatasetSource, MTLData, TaskInfo, TaskSplit
-from mtlbench.data.shards import MANIFEST, check_prepared, open_prepared, read_arrays, verifying
+from mtlbench.data.shards import MANIFEST, Check, check_prepared, open_prepared, read_arrays, verifying
 from mtlbench.data.splits import CODES, TEST, compute_split
 from mtlbench.data.stored import H5Rows, ScaledTaskSplit
 from mtlbench.errors import DataError
@@ -29,7 +29,9 @@ class PreparedOptions(BaseModel):
     memory: Literal["auto", "memory", "stream"] = Field(
         default="auto", description="hold shards in memory, stream rows from disk, or decide by memory_limit_mb")
     memory_limit_mb: int = Field(default=4096, gt=0, description="largest input size 'auto' holds in memory")
-    verify: bool = Field(default=True, description="check every shard's sha256 against the manifest first")
+    verify: Literal["crc32c", "sha256", "none"] = Field(
+        default="crc32c", description="whole-file checksum of every shard checked against the manifest while "
+                                      "loading (HDF5 checks each chunk's fletcher32 in any case)")
 
 
 class PreparedSource(DatasetSource):
@@ -45,19 +47,19 @@ class PreparedSource(DatasetSource):
         return check_prepared(Path(path), cls.kind)
 
     @classmethod
-    def manifest(cls, path: Path | None, deep: bool) -> dict[str, Any]:
+    def manifest(cls, path: Path | None, check: Check = "size") -> dict[str, Any]:
         if path is None:
             raise DataError(f"dataset {cls.kind!r} reads prepared data: set data.path "
                             f"(create it with `{cls.prepare_command}`)")
-        return open_prepared(Path(path), cls.kind, deep=deep)
+        return open_prepared(Path(path), cls.kind, check)
 
     @classmethod
     def describe(cls, options: PreparedOptions, split_seed: int, path: Path | None) -> DataInfo:
-        return data_info(cls, cls.manifest(path, deep=False), Path(path), options, split_seed)
+        return data_info(cls, cls.manifest(path), Path(path), options, split_seed)
 
     @classmethod
     def load(cls, options: PreparedOptions, split_seed: int, path: Path | None) -> MTLData:
-        manifest = cls.manifest(path, deep=False)
+        manifest = cls.manifest(path)
         info = data_info(cls, manifest, Path(path), options, split_seed)
         stream = use_stream(options, input_bytes(manifest))
         with verifying([(Path(path), manifest)], options.verify):

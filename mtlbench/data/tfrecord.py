@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import BinaryIO, Iterator, Union
+from typing import Iterator, Union
 
 import crc32c
 import numpy as np

@@ -35,7 +35,7 @@ class YouTube8M(PreparedSource):
 
     @classmethod
     def load(cls, options: PreparedOptions, split_seed: int, path: Path | None) -> MTLData:
-        manifest = cls.manifest(path, deep=False)
+        manifest = cls.manifest(path)
         path = Path(path)
         info = data_info(cls, manifest, path, options, split_seed)
         with verifying([(path, manifest)], options.verify):
@@ -69,7 +69,7 @@ def read_inputs(files: list[Path], manifest: dict[str, Any]) -> np.ndarray:
     x = np.empty((sum(rows), int(manifest["inputs"]["dim"])), dtype=np.float32)
     start = 0
     for f, n in zip(files, rows):
-        def into(ds: h5py.Dataset, lo: int = start, hi: int = start + n) -> np.ndarray:
+        def into(ds: h5py.Dataset, lo: int = start, hi: int = start + n, f: Path = f) -> np.ndarray:
             if ds.shape != (hi - lo, x.shape[1]):
                 raise DataError(f"{f}: 'x' has shape {ds.shape}, the manifest says {(hi - lo, x.shape[1])}")
             if hi > lo:
