@@ -127,3 +127,23 @@ def write_toy(out: Path, seed: int = 0, force: bool = False, n_tasks: int = 3, *
     sources = {"tree_sha256": "toy", "n_files": 0}
     return write_per_task(out, "image_folder", toy_jobs(n_tasks, **kw), mtal_scheme(0.3, 0.1), seed, sources, {},
                           {"source": "toy"}, "toy", force=force)
+
+
+EXPECTED = Path(__file__).resolve().parents[1] / "data_prep"
+
+
+def expected(name: str) -> dict:
+    import yaml
+    return yaml.safe_load((EXPECTED / f"{name}.yaml").read_text())
+
+
+def assert_matches_expected(manifest: dict, name: str) -> None:
+    """A prepared manifest against data_prep/<name>.yaml (tasks, counts, split sizes, source checksums)."""
+    want = expected(name)
+    assert manifest["dataset"] == want["dataset"]
+    got_tasks = [{"name": t["name"], "classes": t["n_classes"], "examples": t["n_examples"],
+                  "input_shape": t["input_shape"], **{k: t["counts"]["default"][k] for k in ("train", "val", "test")}}
+                 for t in manifest["tasks"]]
+    assert got_tasks == want["tasks"]
+    assert {k: v["sizes"] for k, v in manifest["split"]["schemes"].items()} == want["split_sizes"]
+    assert {f["file"]: f["sha256"] for f in manifest["sources"]["files"]} == want["sources_sha256"]

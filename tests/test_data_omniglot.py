@@ -10,7 +10,7 @@ import torch
 
 from mtlbench.data.omniglot import Omniglot
 from mtlbench.prepare.omniglot import prepare_omniglot, read_alphabets
-from tests.data_support import shared
+from tests.data_support import assert_matches_expected, shared
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,10 @@ def test_counts(prepared, data):
     assert data.info.tasks[0].name == "Arcadian" and data.info.tasks[-1].name == "ULOG"
     assert "Braille" in data.info.task_names
     assert all(t.input_shape == (1, 105, 105) for t in data.info.tasks)
+
+
+def test_manifest_is_the_expected_one(prepared):
+    assert_matches_expected(json.loads((prepared / "manifest.json").read_text()), "omniglot")
 
 
 def test_default_split_is_14_2_4_per_character(data):

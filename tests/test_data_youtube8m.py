@@ -13,7 +13,7 @@ from mtlbench.data.splits import TEST, TRAIN, VAL, compute_split
 from mtlbench.data.tfrecord import iter_examples
 from mtlbench.data.youtube8m import YouTube8M, read_video_meta
 from mtlbench.prepare.youtube8m import VERTICALS, label_spaces, prepare_youtube8m, read_vocabulary, task_membership
-from tests.data_support import link_subset, shared
+from tests.data_support import expected, link_subset, shared
 
 # Videos per task in all 100 shared validate shards (read + CRC-checked by test_full_counts_from_records).
 FULL_COUNTS = {"Arts & Entertainment": 11473, "Games": 7201, "Autos & Vehicles": 3748, "Sports": 3715,
@@ -191,13 +191,19 @@ def test_check_path_accepts_complete_and_names_missing_shards(subset, tmp_path):
     assert check_prepared(out, "omniglot") == f"{out} holds a prepared 'youtube8m' dataset, not omniglot"
 
 
-@pytest.mark.slow
 def test_full_prepare_all_100_shards(tmp_path):
+    """All 28,792 videos, every CRC checked; ~6 s on 2 cores, so part of the default run."""
     yt = shared("youtube8m")
     out = prepare_youtube8m(yt / "video_level", yt / "vocabulary.csv", tmp_path / "yt", seed=0)
     m = json.loads((out / "manifest.json").read_text())
     assert m["videos_read"] == 28_792 and len(m["records_per_file"]) == 100
     assert {t["name"]: t["counts"]["default"]["all"] for t in m["tasks"]} == FULL_COUNTS
+    want = expected("youtube8m")
+    assert m["videos_in_no_task"] == want["videos_in_no_task"]
+    assert m["split"]["schemes"]["default"]["sizes"] == want["split_sizes"]
+    assert [{"name": t["name"], "classes": t["n_classes"], "videos": t["counts"]["default"]["all"],
+             **{k: t["counts"]["default"][k] for k in ("train", "val", "test")}} for t in m["tasks"]] == want["tasks"]
+    assert {f["file"]: f["sha256"] for f in m["sources"]["files"]} == want["sources_sha256"]
     data = YouTube8M.load(YouTube8M.Options(), 0, out)
     assert sum(len(s) for s in data.split("train")) + sum(len(s) for s in data.split("test")) + \
         sum(len(s) for s in data.split("val")) == sum(FULL_COUNTS.values())
