@@ -236,3 +236,18 @@ def test_a_flipped_byte_anywhere_never_gives_wrong_data(toy, tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(reference, got)), f"wrong data after flipping byte {offset}"
         outcomes["same"] += 1
     assert outcomes["error"] >= 10  # the flips did hit checked bytes
+
+
+def test_a_second_concurrent_prepare_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
+    out = tmp_path / "toy"
+    lock = out.with_name("toy.lock")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        lock.write_text(str(sleeper.pid))
+        with pytest.raises(DataError, match=rf"another prepare .process {sleeper.pid}. is writing it"):
+            write_toy(out)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    write_toy(out)  # the holder is gone: its lock is stale
+    assert ImageFolder.check_path(out) is None and not lock.exists()

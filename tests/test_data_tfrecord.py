@@ -109,7 +109,7 @@ def test_cli_stops_on_a_corrupt_record_with_exit_1_and_writes_nothing(shard_copy
     assert result.exit_code == 1
     assert f"validate0000.tfrecord: record 10 at byte offset {off}: payload checksum mismatch" in result.output
     assert "Traceback" not in result.output
-    assert not out.exists()
+    assert not out.exists() and not out.with_name("prepared.lock").exists()
 
 
 def test_wrong_feature_length_is_refused(tmp_path):

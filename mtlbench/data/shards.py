@@ -94,7 +94,37 @@ class PreparedWriter:
         self.out, self.request, self.force = Path(out), request, force
         self.partial = partial_dir(self.out)
         self._refuse_to_clobber()
+        self._lock()
         self.done: dict[str, dict[str, Any]] = self._resume_or_restart()
+
+    def _lock(self) -> None:
+        """One writer per output: a second concurrent prepare into the same OUT is refused. A lock left by a
+        dead process (or by an earlier, failed writer of this process) is taken over."""
+        self.lock = self.out.with_name(self.out.name + ".lock")
+        self.lock.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = _lock_holder(self.lock)
+                if holder is not None:
+                    raise DataError(f"{self.out}: another prepare (process {holder}) is writing it; wait for "
+                                    f"it or remove {self.lock} if that process is gone") from None
+                self.lock.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return
+        raise DataError(f"{self.out}: cannot take the lock {self.lock}")
+
+    def release(self) -> None:
+        self.lock.unlink(missing_ok=True)
+
+    def __enter__(self) -> "PreparedWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()  # also when the prepare failed: the partial directory stays, for the next run
 
     def _refuse_to_clobber(self) -> None:
         if not self.out.exists():
@@ -181,7 +211,25 @@ class PreparedWriter:
         os.replace(self.partial, self.out)
         if old.exists():
             shutil.rmtree(old)
+        self.release()
         return self.out
+
+
+def _lock_holder(lock: Path) -> int | None:
+    """The pid holding ``lock`` if that process is alive and is not this one; None for a stale lock."""
+    try:
+        pid = int(lock.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if pid <= 0 or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
 
 
 # -- reading and verification ---------------------------------------------------------------------------------

@@ -95,8 +95,21 @@ def write_per_task(out: Path, dataset: str, jobs: list[TaskJob], schemes: dict[s
     """Write a per-task-input prepared dataset: one ``task-NN.h5`` per job, then the manifest."""
     request = {"dataset": dataset, "format_version": FORMAT_VERSION, "sources": sources.get("tree_sha256"),
                "seed": seed, "schemes": schemes, "tasks": [j.name for j in jobs], "options": options}
-    writer = PreparedWriter(out, request, force=force)
-    advance = progress(f"Writing {dataset} shards", len(jobs))
+    with PreparedWriter(out, request, force=force) as writer:
+        shards = write_task_shards(writer, jobs, schemes, seed, progress(f"Writing {dataset} shards", len(jobs)))
+        tasks = [writer.shard_info(s)["info"]["task"] for s in shards]
+        manifest = {"dataset": dataset, "mtlbench_version": __version__, "prepare_command": command,
+                    "input_mode": "per_task", "sources": sources,
+                    "split": {"seed": seed, "schemes": {name: {**s, "sizes": summed_counts(tasks, name)}
+                                                        for name, s in schemes.items()}},
+                    "options": options, "tasks": tasks, "metadata": metadata}
+        return writer.finish(manifest, shards)
+
+
+def write_task_shards(writer: PreparedWriter, jobs: list[TaskJob], schemes: dict[str, dict[str, Any]], seed: int,
+                      advance) -> list[str]:
+    """One shard per task (skipping those a resumed run already has); the task's manifest entry rides along
+    in the progress record."""
     advance(writer.resumed)
     shards = []
     for t, job in enumerate(jobs):
@@ -112,13 +125,7 @@ def write_per_task(out: Path, dataset: str, jobs: list[TaskJob], schemes: dict[s
         entry = task_entry(ta, shard, {name: split_counts(c) for name, c in codes.items()})
         writer.write_shard(shard, arrays, attrs={"task": ta.name}, info={"task": entry})
         advance(1)
-    tasks = [writer.shard_info(s)["info"]["task"] for s in shards]
-    manifest = {"dataset": dataset, "mtlbench_version": __version__, "prepare_command": command,
-                "input_mode": "per_task", "sources": sources,
-                "split": {"seed": seed, "schemes": {name: {**s, "sizes": summed_counts(tasks, name)}
-                                                    for name, s in schemes.items()}},
-                "options": options, "tasks": tasks, "metadata": metadata}
-    return writer.finish(manifest, shards)
+    return shards
 
 
 def summed_counts(tasks: list[dict[str, Any]], scheme: str) -> dict[str, int]:

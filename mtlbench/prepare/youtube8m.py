@@ -172,21 +172,24 @@ def prepare_youtube8m(src: Path, vocabulary: Path, out: Path, seed: int = 0, spl
     sources = sources_entry(files + [vocabulary], src if src.is_dir() else src.parent, progress)
     request = {"dataset": "youtube8m", "format_version": FORMAT_VERSION, "sources": sources["tree_sha256"],
                "seed": seed, "split": split, "group_bytes": GROUP_BYTES}
-    writer = PreparedWriter(out, request, force=force)
-    groups = group_files(files)
-    advance = progress("Reading TFRecords", len(files))
+    with PreparedWriter(out, request, force=force) as writer:
+        shards = write_video_shards(writer, files, len(vocab), progress("Reading TFRecords", len(files)))
+        return finish(writer, shards, vocab, spaces, sources, seed, split, command)
+
+
+def write_video_shards(writer: PreparedWriter, files: list[Path], n_vocab: int, advance) -> list[str]:
+    """One ``videos-NNN.h5`` per group of input files; groups a resumed run already has are skipped."""
     shards = []
-    for g, indices in enumerate(groups):
+    for g, indices in enumerate(group_files(files)):
         name = f"videos-{g:03d}.h5"
         shards.append(name)
         if writer.has(name):
             advance(len(indices))
             continue
-        arrays = read_group(files, indices, len(vocab), advance)
-        writer.write_shard(name, arrays, info={"rows": int(len(arrays["x"])),
-                                               "records": {str(files[i].name): int((arrays["source_file"] == i).sum())
-                                                           for i in indices}})
-    return finish(writer, shards, files, vocab, spaces, sources, seed, split, command)
+        arrays = read_group(files, indices, n_vocab, advance)
+        records = {files[i].name: int((arrays["source_file"] == i).sum()) for i in indices}
+        writer.write_shard(name, arrays, info={"rows": len(arrays["x"]), "records": records})
+    return shards
 
 
 def split_scheme(split: str) -> dict[str, Any]:
@@ -197,8 +200,8 @@ def split_scheme(split: str) -> dict[str, Any]:
             "description": "seeded 70/10/20 split by video id, the same for every task"}
 
 
-def finish(writer: PreparedWriter, shards: list[str], files: list[Path], vocab, spaces, sources, seed: int,
-           split: str, command: str) -> Path:
+def finish(writer: PreparedWriter, shards: list[str], vocab, spaces, sources, seed: int, split: str,
+           command: str) -> Path:
     allv = read_video_meta([writer.partial / s for s in shards])
     scheme = split_scheme(split)
     codes = (partition_split(allv["id"], allv["partition"] == 0, seed) if split == "paper"
