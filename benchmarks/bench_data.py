@@ -54,7 +54,10 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--omniglot", action="store_true", help="also time Omniglot prepare + load")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (batch gathering is faster with 1 "
+                    "on a busy machine: OpenMP threads spin while waiting for a core)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     from mtlbench.data.youtube8m import YouTube8M
     from mtlbench.prepare.youtube8m import prepare_youtube8m
 

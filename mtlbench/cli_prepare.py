@@ -85,7 +85,8 @@ def done(out: Path) -> None:
 
 @prepare_app.command("youtube8m")
 @user_errors
-def youtube8m(src: Path = typer.Option(..., help="folder of video-level *.tfrecord files (searched recursively)"),
+def youtube8m(src: list[Path] = typer.Option(..., help="folder of video-level *.tfrecord files, searched "
+                                              "recursively; repeat for separate train / validate folders"),
               vocabulary: Path = typer.Option(..., help="YouTube-8M vocabulary.csv (or vocabulary_compact.csv)"),
               out: Path = typer.Option(Path("prepared/youtube8m"), help="directory to create"),
               seed: int = typer.Option(0, help=SEED_HELP),

@@ -251,3 +251,28 @@ def test_a_second_concurrent_prepare_is_refused_and_a_stale_lock_is_taken_over(t
         sleeper.wait()
     write_toy(out)  # the holder is gone: its lock is stale
     assert ImageFolder.check_path(out) is None and not lock.exists()
+
+
+SPEC = """
+name: toy
+data:
+  dataset: image_folder
+  path: {path}
+backbone: {{channels: [4], dense: [8]}}
+methods:
+  - name: stl
+training: {{iterations: 2, batch_per_task: 4, eval_every: 1, threads: 1}}
+output: {{dir: {out}}}
+"""
+
+
+def test_validate_checks_the_prepared_directory(toy, write_spec, tmp_path):
+    from mtlbench.cli import app
+    spec = write_spec(SPEC.format(path=toy, out=tmp_path / "runs"))
+    ok = runner.invoke(app, ["validate", str(spec)])
+    assert ok.exit_code == 0, ok.output
+    assert "3 tasks, per_task inputs" in ok.output
+    (toy / "task-01.h5").unlink()
+    bad = runner.invoke(app, ["validate", str(spec)])
+    assert bad.exit_code == 2
+    assert "data.path" in bad.output and "task-01.h5: shard listed in the manifest is missing" in bad.output

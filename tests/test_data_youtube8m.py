@@ -165,17 +165,27 @@ def test_streaming_gives_the_same_batches(subset):
 
 
 def test_paper_split_with_train_and_validate_partitions(tmp_path):
+    """Official partitions in separate folders (the partition read from the folder name): train trains,
+    validate is halved into val / test -- through the CLI with two --src."""
+    from typer.testing import CliRunner
+
+    from mtlbench.cli_prepare import prepare_app
     folder = shared("youtube8m") / "video_level"
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for i in range(3):  # stand-in official layout: 3 "train" files, 2 "validate" files
-        (raw / f"train{i:04d}.tfrecord").symlink_to(folder / f"validate{i:04d}.tfrecord")
-    for i in range(3, 5):
-        (raw / f"validate{i:04d}.tfrecord").symlink_to(folder / f"validate{i:04d}.tfrecord")
-    out = prepare_youtube8m(raw, shared("youtube8m") / "vocabulary.csv", tmp_path / "p", seed=0)
+    for part, ids in (("train", range(3)), ("validate", range(3, 5))):
+        (tmp_path / part).mkdir()
+        for i in ids:
+            (tmp_path / part / f"part-{i:04d}.tfrecord").symlink_to(folder / f"validate{i:04d}.tfrecord")
+    out = tmp_path / "p"
+    result = CliRunner().invoke(prepare_app, ["youtube8m", "--src", str(tmp_path / "train"), "--src",
+                                              str(tmp_path / "validate"), "--vocabulary",
+                                              str(shared("youtube8m") / "vocabulary.csv"), "--out", str(out),
+                                              "--no-progress"])
+    assert result.exit_code == 0, result.output
     m = json.loads((out / "manifest.json").read_text())
     assert m["metadata"]["split_mode"] == "paper" and m["split"]["schemes"]["default"]["scheme"] == "partition"
-    n_train = sum(v for k, v in m["records_per_file"].items() if k.startswith("train"))
+    assert "--src " + str(tmp_path / "train") + " --src " + str(tmp_path / "validate") in m["prepare_command"]
+    n_train = sum(v for k, v in m["records_per_file"].items() if k.startswith("train/"))
+    assert n_train == 284 + 305 + 313
     sizes = m["split"]["schemes"]["default"]["sizes"]
     assert sizes["train"] == n_train and abs(sizes["val"] - sizes["test"]) <= 1
     meta = read_video_meta(sorted(out.glob("videos-*.h5")))

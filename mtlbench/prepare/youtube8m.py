@@ -13,6 +13,7 @@ Shards: ``videos-NNN.h5`` (``x``, ``id``, ``label_ptr``/``label_idx`` (CSR label
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,22 +67,30 @@ def label_spaces(vocab: list[tuple[int, str, str]]) -> list[list[int]]:
     return spaces
 
 
-def find_tfrecords(src: Path) -> list[Path]:
-    require(src, "a directory of YouTube-8M video-level .tfrecord files")
-    files = [src] if src.is_file() else sorted(p for p in src.rglob("*.tfrecord") if p.is_file())
-    if not files:
-        raise DataError(f"{src}: no *.tfrecord files found")
-    return files
+def find_tfrecords(srcs: list[Path]) -> tuple[list[Path], Path]:
+    """Every *.tfrecord under the given folders (or the files themselves), and their common folder."""
+    files: list[Path] = []
+    for src in srcs:
+        require(src, "a directory of YouTube-8M video-level .tfrecord files")
+        found = [src] if src.is_file() else sorted(p for p in src.rglob("*.tfrecord") if p.is_file())
+        if not found:
+            raise DataError(f"{src}: no *.tfrecord files found")
+        files += found
+    if len({f.resolve() for f in files}) != len(files):
+        raise DataError("the same .tfrecord file is reachable twice through --src")
+    return files, Path(os.path.commonpath([f.parent for f in files]))
 
 
 def partition_of(path: Path) -> str:
-    name = path.name.lower()
-    if name.startswith("train"):
-        return "train"
-    if name.startswith("validate") or name.startswith("valid"):
-        return "validate"
-    if name.startswith("test"):
-        raise DataError(f"{path}: test-partition shards carry no labels; leave them out of --src")
+    """train / validate from the file name (trainNNNN.tfrecord, validateNNNN.tfrecord) or, failing that,
+    from its folder's name; 'other' when neither says."""
+    for name in (path.name.lower(), path.parent.name.lower()):
+        if name.startswith("train"):
+            return "train"
+        if name.startswith("valid"):
+            return "validate"
+        if name.startswith("test"):
+            raise DataError(f"{path}: test-partition shards carry no labels; leave them out of --src")
     return "other"
 
 
@@ -162,22 +171,25 @@ def task_membership(label_ptr: np.ndarray, label_idx: np.ndarray, spaces: list[l
     return member
 
 
-def prepare_youtube8m(src: Path, vocabulary: Path, out: Path, seed: int = 0, split: str = "auto",
+def prepare_youtube8m(src: Path | list[Path], vocabulary: Path, out: Path, seed: int = 0, split: str = "auto",
                       force: bool = False, progress: ProgressFactory = no_progress, command: str = "") -> Path:
-    src, vocabulary, out = Path(src), Path(vocabulary), Path(out)
+    """``src``: one or more folders (or files); the official train and validate partitions may sit in
+    separate folders -- a file's partition comes from its name (train*, validate*) or its folder's name."""
+    srcs = [Path(s) for s in (src if isinstance(src, (list, tuple)) else [src])]
+    vocabulary, out = Path(vocabulary), Path(out)
     vocab = read_vocabulary(vocabulary)
     spaces = label_spaces(vocab)
-    files = find_tfrecords(src)
+    files, root = find_tfrecords(srcs)
     split = resolve_split(split, files)
-    sources = sources_entry(files + [vocabulary], src if src.is_dir() else src.parent, progress)
+    sources = sources_entry(files + [vocabulary], root, progress)
     request = {"dataset": "youtube8m", "format_version": FORMAT_VERSION, "sources": sources["tree_sha256"],
                "seed": seed, "split": split, "group_bytes": GROUP_BYTES}
     with PreparedWriter(out, request, force=force) as writer:
-        shards = write_video_shards(writer, files, len(vocab), progress("Reading TFRecords", len(files)))
+        shards = write_video_shards(writer, files, root, len(vocab), progress("Reading TFRecords", len(files)))
         return finish(writer, shards, vocab, spaces, sources, seed, split, command)
 
 
-def write_video_shards(writer: PreparedWriter, files: list[Path], n_vocab: int, advance) -> list[str]:
+def write_video_shards(writer: PreparedWriter, files: list[Path], root: Path, n_vocab: int, advance) -> list[str]:
     """One ``videos-NNN.h5`` per group of input files; groups a resumed run already has are skipped."""
     shards = []
     for g, indices in enumerate(group_files(files)):
@@ -187,7 +199,7 @@ def write_video_shards(writer: PreparedWriter, files: list[Path], n_vocab: int, 
             advance(len(indices))
             continue
         arrays = read_group(files, indices, n_vocab, advance)
-        records = {files[i].name: int((arrays["source_file"] == i).sum()) for i in indices}
+        records = {str(files[i].relative_to(root)): int((arrays["source_file"] == i).sum()) for i in indices}
         writer.write_shard(name, arrays, info={"rows": len(arrays["x"]), "records": records})
     return shards
 
