@@ -68,7 +68,7 @@ def progress_bars(enabled: bool):
 
 @app.command()
 @user_errors
-def train(spec: Path = typer.Argument(..., help="a run spec (YAML), e.g. benchmarks/quickstart.yaml"),
+def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML), e.g. benchmarks/quickstart.yaml"),
           seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's, e.g. 0,1,2"),
           out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
           progress: bool = typer.Option(True, help="show progress bars"),
@@ -98,7 +98,7 @@ def plain_progress():
 
 @app.command()
 @user_errors
-def validate(spec: Path = typer.Argument(..., help="a run spec (YAML)")):
+def validate(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML)")):
     """Check SPEC without training: keys, types, method and dataset names, method options, data paths, and
     whether each method can run on the dataset. Exit 2 with one line per problem."""
     from mtlbench.config.loader import load_spec
@@ -116,7 +116,7 @@ class ListWhat(str, Enum):
 
 @app.command("list")
 @user_errors
-def list_(what: ListWhat = typer.Argument(..., help="methods | datasets | tables"),
+def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables", help="methods | datasets | tables"),
           pattern: str = typer.Option("*", help="glob filter on names, e.g. 'dmtrl*'")):
     """List registered methods, registered datasets, or the paper tables `compare` can render."""
     from rich.table import Table
@@ -139,7 +139,7 @@ def list_(what: ListWhat = typer.Argument(..., help="methods | datasets | tables
 
 @app.command()
 @user_errors
-def compare(target: str = typer.Argument(..., help="a run spec (YAML) or a paper table name (mtlbench list tables)"),
+def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a run spec (YAML) or a paper table name (mtlbench list tables)"),
             fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv"),
             results: Optional[Path] = typer.Option(None, help="results directory (default: the spec's output.dir)"),
             metric: Optional[str] = typer.Option(None, help="metric to show (default: the dataset's primary metric)"),
@@ -149,6 +149,53 @@ def compare(target: str = typer.Argument(..., help="a run spec (YAML) or a paper
     from mtlbench.report.compare import table_for
     check_format(fmt)
     print_table(table_for(target, results, metric, split), fmt)
+
+
+@app.command()
+@user_errors
+def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML); every method in it is timed"),
+           vs: Optional[str] = typer.Option("hard_share", help="reference method for the ratio columns "
+                                            "(added to the run if the spec lacks it); '' for none"),
+           iterations: int = typer.Option(10, min=1, help="iterations per timed block"),
+           blocks: int = typer.Option(5, min=1, help="timed blocks (median and range are reported)"),
+           warmup: int = typer.Option(3, min=0, help="discarded warm-up iterations per method and mode"),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
+           fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv")):
+    """Seconds per 100 training and inference iterations for each method of SPEC (protocol.md "Timing"),
+    with each method's ratio to the reference measured in the same run. Writes <out>/<spec name>/timing.json."""
+    from mtlbench.config.loader import load_spec
+    from mtlbench.io import atomic_write_json
+    from mtlbench.report.tables import build_timing_table, get_paper_table
+    from mtlbench.timing import time_spec, with_reference
+    from mtlbench.training.run import load_data
+    check_format(fmt)
+    resolved = load_spec(spec)
+    if vs:
+        resolved = with_reference(resolved, vs)
+    result = time_spec(resolved, load_data(resolved), warmup, iterations, blocks, vs or None,
+                       progress=lambda row: err.print(f"timing {row} ...", highlight=False))
+    path = Path(out_dir or resolved.spec.output.dir) / resolved.spec.name / "timing.json"
+    atomic_write_json(path, result)
+    paper = get_paper_table(resolved.spec.table) if resolved.spec.table == "taan_table2_timing" else None
+    print_table(build_timing_table(result, paper), fmt)
+    err.print(f"written {path}")
+
+
+@app.command()
+@user_errors
+def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record, a method's run folder, or a spec's results folder"),
+           plots: bool = typer.Option(True, help="write one heat-map PNG per layer and matrix (needs matplotlib)"),
+           figures: Optional[Path] = typer.Option(None, help="folder for the PNGs (default: <run folder>/figures)"),
+           matrix: str = typer.Option("distance", help="which matrices: distance | cosine | both")):
+    """Print the per-layer task-distance and cosine matrices stored with finished runs (TAAN Figures 2 and 4)
+    and, on planted synthetic data, how well they recover the planted task groups."""
+    from mtlbench.report.analysis import KINDS, records_at
+    from mtlbench.report.render_analysis import print_record_analysis
+    kinds = KINDS if matrix == "both" else (matrix,)
+    if any(k not in KINDS for k in kinds):
+        raise UsageError(f"--matrix: expected distance, cosine or both (got {matrix!r})")
+    for record in records_at(run):
+        print_record_analysis(out, record, kinds, plots, figures)
 
 
 def spec_table(resolved, out_dir):

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mtlbench.data.base import SPLITS, DataInfo, DatasetSource, MTLData, TaskInfo, TaskSplit
 from mtlbench.registry import DATASETS
@@ -40,9 +40,22 @@ class SyntheticOptions(BaseModel):
     tasks_per_group: int = Field(default=3, ge=1)
     outlier: bool = True
     n_classes: int = Field(default=20, ge=2)
+    class_counts: list[int] | None = Field(default=None, description="classes of each task (overrides n_classes; "
+                                           "one entry per task, e.g. YouTube-8M's 16 vertical sizes for timing)")
     latent_dim: int = Field(default=8, ge=1)
     task_noise: float = Field(default=0.3, ge=0.0, description="task-specific perturbation of group weights")
     data_seed: int = Field(default=1234, description="seed of the generating functions (not of the split)")
+
+    @property
+    def n_tasks(self) -> int:
+        return self.n_groups * self.tasks_per_group + int(self.outlier)
+
+    @model_validator(mode="after")
+    def counts_match_tasks(self):
+        if self.class_counts is not None and (len(self.class_counts) != self.n_tasks or min(self.class_counts) < 2):
+            raise ValueError(f"class_counts needs {self.n_tasks} entries >= 2 (n_groups x tasks_per_group "
+                             f"+ outlier), got {len(self.class_counts)}")
+        return self
 
 
 class SyntheticVectorOptions(SyntheticOptions):
@@ -59,6 +72,10 @@ class SyntheticImageOptions(SyntheticOptions):
     pixel_noise: float = Field(default=0.4, ge=0.0)
     size_step: int = Field(default=0, ge=0, description="task t's images are image_size + t * size_step pixels "
                            "wide: heterogeneous inputs, as in the MTAL setting")
+
+
+def class_counts(opts: SyntheticOptions, n_tasks: int) -> list[int]:
+    return opts.class_counts or [opts.n_classes] * n_tasks
 
 
 def task_layout(opts: SyntheticOptions) -> tuple[list[str], list[str], dict]:
@@ -83,9 +100,11 @@ def apply_nonlinearity(name: str, u: torch.Tensor) -> torch.Tensor:
 
 
 def task_weights(opts: SyntheticOptions, nonlin: list[str], gen: torch.Generator, fan_in: int) -> list:
-    """Per-task class weights [C, fan_in]: group weights shared by the group's tasks plus a small task part."""
-    group_w = {name: torch.randn(opts.n_classes, fan_in, generator=gen) for name in dict.fromkeys(nonlin)}
-    return [group_w[n] + opts.task_noise * torch.randn(opts.n_classes, fan_in, generator=gen) for n in nonlin]
+    """Per-task class weights [C_t, fan_in]: group weights shared by the group's tasks (their first C_t rows)
+    plus a small task-specific part."""
+    counts = class_counts(opts, len(nonlin))
+    group_w = {name: torch.randn(max(counts), fan_in, generator=gen) for name in dict.fromkeys(nonlin)}
+    return [group_w[n][:c] + opts.task_noise * torch.randn(c, fan_in, generator=gen) for n, c in zip(nonlin, counts)]
 
 
 def options_checksum(name: str, opts: BaseModel, split_seed: int) -> str:
@@ -121,7 +140,7 @@ class SyntheticVector(DatasetSource):
         targets = [multilabel_targets(apply_nonlinearity(n, u) @ w.T, o.positive_rate) for n, w in zip(nonlin, weights)]
         ids = split_ids(o.n_examples, split_seed)
         splits = {s: [shared_split(x, targets[t], member[:, t], ids[s]) for t in range(len(names))] for s in SPLITS}
-        tasks = [TaskInfo(n, o.n_classes, "multilabel", (o.input_dim,)) for n in names]
+        tasks = [TaskInfo(n, len(w), "multilabel", (o.input_dim,)) for n, w in zip(names, weights)]
         info = DataInfo("synthetic_vector", tasks, "shared", "map@10", meta, options_checksum("synthetic_vector", o, split_seed))
         return MTLData(info, splits)
 
@@ -150,19 +169,21 @@ class SyntheticImage(DatasetSource):
         o = options
         gen = torch.Generator().manual_seed(o.data_seed)
         names, nonlin, meta = task_layout(o)
-        banks = {fn: smooth_patterns(o.n_classes, o.image_size, gen) for fn in dict.fromkeys(nonlin)}
+        n_max = max(class_counts(o, len(names)))
+        banks = {fn: smooth_patterns(n_max, o.image_size, gen) for fn in dict.fromkeys(nonlin)}
         weights = task_weights(o, nonlin, gen, o.image_size ** 2)
         splits: dict[str, list[TaskSplit]] = {s: [] for s in SPLITS}
         for t, (fn, w) in enumerate(zip(nonlin, weights)):
-            proto = dot_patterns(o.n_classes, o.image_size, gen) if fn == OUTLIER_NONLINEARITY[0] else \
-                banks[fn] + 0.1 * w.view(o.n_classes, o.image_size, o.image_size)
+            c = len(w)
+            proto = dot_patterns(c, o.image_size, gen) if fn == OUTLIER_NONLINEARITY[0] else \
+                banks[fn][:c] + 0.1 * w.view(c, o.image_size, o.image_size)
             proto = pad_to(proto, o.image_size + t * o.size_step)
             x, y = draw_images(proto, fn, o, gen)
             ids = split_ids(len(y), split_seed + 7919 * t)  # a different permutation per task, all seeded
             for s in SPLITS:
                 splits[s].append(TaskSplit(x[ids[s]], y[ids[s]]))
         sizes = [o.image_size + t * o.size_step for t in range(len(names))]
-        tasks = [TaskInfo(n, o.n_classes, "multiclass", (1, s, s)) for n, s in zip(names, sizes)]
+        tasks = [TaskInfo(n, len(w), "multiclass", (1, s, s)) for n, s, w in zip(names, sizes, weights)]
         info = DataInfo("synthetic_image", tasks, "per_task", "accuracy", meta, options_checksum("synthetic_image", o, split_seed))
         return MTLData(info, splits)
 

@@ -186,3 +186,28 @@ def to_rich(t: Table):
 
 
 RENDERERS = {"markdown": to_markdown, "latex": to_latex, "csv": to_csv}
+
+
+def build_timing_table(timing: dict, paper: dict | None = None) -> Table:
+    """Seconds per 100 iterations (median, [min-max] over blocks), ratios to the reference, paper beside."""
+    ref = timing.get("reference")
+    title = (f"Seconds per 100 iterations on {timing['device']} ({timing['threads']} threads), "
+             f"batch {timing['batch_per_task']} x {timing['n_tasks']} tasks")
+    header = ["method", "train s", "train range", "infer s", "infer range", "data s",
+              f"train / {ref}" if ref else "train ratio", f"infer / {ref}" if ref else "infer ratio", "params"]
+    if paper:
+        header += ["paper train s", "paper infer s"]
+    table = Table(title, header, [])
+    for r in timing["results"]:
+        row = [r["row"], f"{r['train_s']:.3f}", f"{r['train_min']:.3f}-{r['train_max']:.3f}", f"{r['infer_s']:.3f}",
+               f"{r['infer_min']:.3f}-{r['infer_max']:.3f}", f"{r['data_s']:.3f}",
+               DASH if r["ratio_train"] is None else f"{r['ratio_train']:.2f}x",
+               DASH if r["ratio_infer"] is None else f"{r['ratio_infer']:.2f}x", fmt_params(r["n_params"])]
+        if paper:
+            row += [str(v) for v in paper["rows"].get(r["row"], [DASH, DASH])]
+        table.rows.append(row)
+    table.notes.append(f"median of {timing['blocks']} blocks of {timing['iterations_per_block']} iterations after "
+                       f"{timing['warmup']} warm-up; batches pre-staged (their drawing is the 'data' column)")
+    if paper:
+        table.notes.append(f"paper: {paper['metric']}")
+    return table

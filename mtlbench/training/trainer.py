@@ -177,6 +177,7 @@ def train_run(resolved: ResolvedSpec, method: ResolvedMethod, seed: int, data: M
         "spec_name": spec.name, "spec_file": str(resolved.file), "spec": spec.model_dump(mode="json"),
         "method": method.entry.name, "row": method.entry.row, "params": method.params.model_dump(mode="json"),
         "seed": seed, "dataset": data.info.name, "tasks": data.info.task_names,
+        "data_metadata": data.info.metadata,
         "primary_metric": primary, "selected_on": tr.select_on,
         "paper_faithful": tr.select_on == "test", "metrics": scores,
         "best_iteration": best["iteration"], "iterations_run": it, "history": history,

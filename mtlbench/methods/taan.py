@@ -1,0 +1,133 @@
+"""TAAN -- Task Adaptive Activation Network (Liu, Ye, Lin, Wang, Chen, Zeng; AAAI 2020).
+
+Every hidden layer's weights W and bias are shared by all tasks (as Hard-Share); each task t has its own
+activation F_t(x) = max(0, x) + sum_i alpha[t, i] max(0, b_i - x) with hinges b shared within the layer
+(mtlbench.taan.AdaptiveActivation, computed by the exact fast algorithm). Optional functional regularizers
+(trace norm, cosine, distance) are evaluated once per step from closed forms (mtlbench.taan.functional),
+summed over layers and multiplied by ``reg_coef``. Specification: shared/spec/taan.md, baselines.md B.1.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional, Sequence
+
+import torch
+from pydantic import Field, field_validator
+
+from mtlbench.methods.backbone import build_trunk, make_heads
+from mtlbench.methods.base import MethodParams, MTLMethod, needs_same_input_shape
+from mtlbench.registry import METHODS
+from mtlbench.taan import (AdaptiveActivation, cosine_matrix, cosine_reg, distance_matrix, distance_reg,
+                           trace_norm_reg)
+from mtlbench.taan.options import AlphaInit, BInit, GridInit, ZeroInit
+
+
+class TAANParams(MethodParams):
+    """The options of taan.md "Defaults and options"; YAML layout in ``TAAN``'s docstring."""
+
+    M: int = Field(default=64, ge=1, le=32767, description="hinges (basis functions) per layer")
+    b_mode: Literal["fixed", "learned"] = "fixed"
+    b_init: BInit = GridInit()
+    alpha_init: AlphaInit = ZeroInit()
+    gmm: Optional[list[tuple[float, float, float]]] = Field(
+        default=None, description="measure of the metric: null = N(0,1), else [[pi, mu, sigma], ...]")
+    reg: Literal["none", "tn", "cos", "dis"] = "none"
+    reg_coef: float = Field(default=0.1, ge=0.0, description="regularization coefficient c")
+    dis_power: Literal[1, 2] = 1
+    fidelity: Literal["paper", "taan_code"] = "paper"
+
+    @field_validator("gmm")
+    @classmethod
+    def _valid_mixture(cls, gmm):
+        if gmm is None:
+            return gmm
+        if not gmm:
+            raise ValueError("gmm needs at least one [pi, mu, sigma] component (or null for N(0,1))")
+        for pi, _, sigma in gmm:
+            if pi < 0 or sigma <= 0:
+                raise ValueError(f"gmm component [{pi}, _, {sigma}] needs pi >= 0 and sigma > 0")
+        total = sum(c[0] for c in gmm)
+        if not math.isclose(total, 1.0, rel_tol=1e-6):
+            raise ValueError(f"gmm weights must sum to 1, got {total}")
+        return gmm
+
+
+@METHODS.register("taan")
+class TAAN(MTLMethod):
+    """Shared layers, per-task adaptive activations, per-task heads; optional functional regularizer.
+
+    Params (YAML)::
+
+        M: 64                                 # hinges per layer (paper: YouTube-8M 64, Omniglot 32)
+        b_mode: fixed                         # fixed (buffer) | learned (parameter, kept sorted)
+        b_init: {kind: grid, lo: -3, hi: 3}   # or {kind: uniform, lo: -0.5, hi: 0.5} (authors' code)
+        alpha_init: {kind: zero}              # or {kind: normal, std: 0.01} (authors' code)
+        gmm: null                             # metric measure: null = N(0,1), or [[pi, mu, sigma], ...]
+        reg: none                             # none | tn | cos | dis
+        reg_coef: 0.1                         # c (the authors' README uses 0.1; their code defaults to 1.0)
+        dis_power: 1                          # D_st = d(F_s, F_t)^dis_power (paper's "d^2" read literally: 2)
+        fidelity: paper                       # paper | taan_code (row-norm "trace norm", relu(b) cosine)
+
+    A bare kind is accepted for the inits (``b_init: uniform``, ``alpha_init: normal``) with default numbers.
+    With alpha_init zero and reg none the network computes exactly what Hard-Share computes. BatchNorm before
+    the activation is the backbone's option (``conv_batch_norm``, ``dense_batch_norm``), as for every method.
+    """
+
+    Params = TAANParams
+    paper = "Liu et al., Learning Task-Adaptive Activation Functions for Multi-Task Learning, AAAI 2020"
+
+    def __init__(self, info, backbone, params: TAANParams):
+        super().__init__(info, backbone, params)
+        n_tasks = info.n_tasks
+
+        def adaptive(layer: int, width: int) -> AdaptiveActivation:
+            return AdaptiveActivation(n_tasks, params.M, params.b_mode, params.b_init, params.alpha_init)
+
+        self.trunk = build_trunk(info.tasks[0].input_shape, backbone, adaptive)
+        self.heads = make_heads(self.trunk.out_features, info.tasks)
+
+    def adaptive_layers(self) -> list[AdaptiveActivation]:
+        return [block.act for block in self.trunk.blocks if isinstance(block.act, AdaptiveActivation)]
+
+    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        sizes = [len(x) for x in xs]
+        features = self.trunk(torch.cat(list(xs)), list(enumerate(sizes))).split(sizes)
+        return [head(f) for head, f in zip(self.heads, features)]
+
+    def forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        return self.heads[task](self.trunk(x, [(task, len(x))]))
+
+    def layer_regularizer(self, layer: AdaptiveActivation) -> torch.Tensor:
+        p = self.params
+        alpha, b = layer.ordered()
+        if p.reg == "tn":
+            return trace_norm_reg(alpha, fidelity=p.fidelity)
+        if p.reg == "cos":
+            return cosine_reg(alpha, b, p.gmm, fidelity=p.fidelity)
+        return distance_reg(alpha, b, p.gmm, power=p.dis_power)
+
+    def regularizer(self) -> torch.Tensor | None:
+        """c * sum over adaptive layers of the chosen closed-form regularizer (once per step)."""
+        if self.params.reg == "none":
+            return None
+        return self.params.reg_coef * sum(self.layer_regularizer(layer) for layer in self.adaptive_layers())
+
+    @torch.no_grad()
+    def summary(self) -> dict:
+        """Per adaptive layer: the T x T distance d(F_s, F_t) and cosine matrices (the paper's Figures 2/4
+        heat maps), with alpha and the sorted hinges b."""
+        p, layers = self.params, []
+        for i, layer in enumerate(self.adaptive_layers()):
+            alpha, b = layer.ordered()
+            layers.append({
+                "layer": i,
+                "distance": distance_matrix(alpha, b, p.gmm).tolist(),
+                "cosine": cosine_matrix(alpha, b, p.gmm, fidelity=p.fidelity).tolist(),
+                "alpha": alpha.double().tolist(),
+                "b": b.double().tolist(),
+            })
+        return {"task_names": self.info.task_names, "gmm": p.gmm, "layers": layers}
+
+    @classmethod
+    def check(cls, info, backbone, params):
+        return needs_same_input_shape(info, "taan")

@@ -1,0 +1,70 @@
+"""Task-relationship matrices stored in result records (TAAN's per-layer distance and cosine matrices, the
+paper's Figures 2 and 4) and how well they recover a planted task grouping. Pure numpy: no torch."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mtlbench.errors import MTLBenchError
+from mtlbench.results import load_records
+
+KINDS = ("distance", "cosine")
+
+
+@dataclass
+class LayerMatrices:
+    layer: int
+    distance: np.ndarray  # T x T, d(F_s, F_t) (a squared L2(G) distance)
+    cosine: np.ndarray    # T x T
+
+
+def records_at(path: Path) -> list[dict]:
+    """A record file, a run folder (one method's seeds), or a spec's results folder."""
+    path = Path(path)
+    if path.is_file():
+        return load_records_file(path)
+    if not path.exists():
+        raise MTLBenchError(f"{path} does not exist (expected a result record or a folder of them)")
+    records = load_records(path)
+    if not records:
+        raise MTLBenchError(f"{path}: no result records (seed*.json) found")
+    return records
+
+
+def load_records_file(path: Path) -> list[dict]:
+    import json
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise MTLBenchError(f"{path}: not a readable result record ({e})") from None
+    rec["_path"] = str(path)
+    return [rec]
+
+
+def layer_matrices(record: dict) -> list[LayerMatrices]:
+    layers = (record.get("summary") or {}).get("layers") or []
+    return [LayerMatrices(l["layer"], np.asarray(l["distance"]), np.asarray(l["cosine"]))
+            for l in layers if "distance" in l and "cosine" in l]
+
+
+def group_separation(distance: np.ndarray, names: list[str], groups: list[list[str]]) -> dict:
+    """Mean distance between tasks of the same planted group, between tasks of different groups, and their
+    ratio (across / within; > 1 means the grouping is recovered)."""
+    index = {n: i for i, n in enumerate(names)}
+    label = {index[n]: g for g, members in enumerate(groups) for n in members if n in index}
+    within, across = [], []
+    for i in label:
+        for j in label:
+            if i < j:
+                (within if label[i] == label[j] else across).append(distance[i, j])
+    w, a = float(np.mean(within)) if within else float("nan"), float(np.mean(across)) if across else float("nan")
+    return {"within": w, "across": a, "ratio": a / w if w > 0 else float("inf")}
+
+
+def outlier_rank(distance: np.ndarray, names: list[str], outlier: str) -> int:
+    """Rank (0 = farthest) of the outlier task by its mean distance to the other tasks."""
+    mean = (distance.sum(1) - np.diag(distance)) / (len(names) - 1)
+    order = list(np.argsort(-mean))
+    return order.index(names.index(outlier))

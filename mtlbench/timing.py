@@ -1,0 +1,147 @@
+"""Seconds per 100 iterations, as protocol.md "Timing" defines them (TAAN Table 2 and beyond).
+
+- training iteration = forward + backward + optimizer step over one batch of every task;
+  inference iteration = eval-mode forward of one batch of every task;
+- batches are drawn and staged on the device before the clock starts; drawing them is timed on its own
+  (the "data" column), so data loading never hides inside a method's time;
+- warm-up iterations are discarded; CUDA is synchronised before every clock read; several blocks are timed
+  and the median and spread (min, max) reported;
+- every method of the spec is timed in the same process, one after the other, with the same staged batches,
+  so ratios to Hard-Share are meaningful even where absolute seconds are not.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from mtlbench.config.loader import ResolvedMethod, ResolvedSpec
+from mtlbench.data.base import MTLData
+from mtlbench.training.trainer import (TaskSampler, build_model, make_optimizer, resolve_device, seed_everything,
+                                       task_loss)
+
+
+@dataclass
+class TimingResult:
+    row: str
+    method: str
+    train_s: float  # median seconds per 100 training iterations
+    train_min: float
+    train_max: float
+    infer_s: float
+    infer_min: float
+    infer_max: float
+    data_s: float  # seconds per 100 iterations spent drawing and staging the batches
+    n_params: int
+    ratio_train: float | None = None  # to the reference row (Hard-Share), same run
+    ratio_infer: float | None = None
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def stage_batches(data: MTLData, batch: int, n: int, device: torch.device, seed: int = 0):
+    """``n`` pre-drawn batch lists on the device, and the seconds per iteration that drawing them took."""
+    sampler = TaskSampler(data.split("train"), batch, seed)
+    start = time.perf_counter()
+    staged = [sampler.next_batches(device) for _ in range(n)]
+    sync(device)
+    return staged, (time.perf_counter() - start) / n
+
+
+def time_block(step, staged, iterations: int, device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    for i in range(iterations):
+        step(staged[i % len(staged)])
+    sync(device)
+    return (time.perf_counter() - start) * 100.0 / iterations
+
+
+def train_step_fn(model, optimizer, tasks):
+    def step(batches):
+        logits = model([x for x, _ in batches])
+        loss = sum(task_loss(lg, y, t) for lg, (_, y), t in zip(logits, batches, tasks)) / len(tasks)
+        reg = model.regularizer()
+        if reg is not None:
+            loss = loss + reg
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def infer_step_fn(model):
+    @torch.no_grad()
+    def step(batches):
+        model([x for x, _ in batches])
+    return step
+
+
+def measure(step, staged, warmup: int, iterations: int, blocks: int, device) -> list[float]:
+    time_block(step, staged, warmup, device)
+    return [time_block(step, staged, iterations, device) for _ in range(blocks)]
+
+
+def time_method(resolved: ResolvedSpec, method: ResolvedMethod, data: MTLData, staged, data_s: float,
+                warmup: int, iterations: int, blocks: int) -> TimingResult:
+    device = resolve_device(resolved.spec.training.device)
+    seed_everything(0, deterministic=False)  # deterministic kernels can be slower; timing is not about bits
+    model = build_model(resolved, method, data).to(device)
+    optimizer = make_optimizer(resolved, model)
+    model.train()
+    train = measure(train_step_fn(model, optimizer, data.info.tasks), staged, warmup, iterations, blocks, device)
+    model.eval()
+    infer = measure(infer_step_fn(model), staged, warmup, iterations, blocks, device)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return TimingResult(method.entry.row, method.entry.name, statistics.median(train), min(train), max(train),
+                        statistics.median(infer), min(infer), max(infer), data_s * 100, n_params)
+
+
+def time_spec(resolved: ResolvedSpec, data: MTLData, warmup: int = 3, iterations: int = 10, blocks: int = 5,
+              reference: str | None = "hard_share", progress=None) -> dict:
+    spec = resolved.spec
+    device = resolve_device(spec.training.device)
+    if spec.training.threads:
+        torch.set_num_threads(spec.training.threads)
+    staged, data_s = stage_batches(data, spec.training.batch_per_task, min(iterations, 8), device)
+    results = []
+    for method in resolved.methods:
+        if progress:
+            progress(method.entry.row)
+        results.append(time_method(resolved, method, data, staged, data_s, warmup, iterations, blocks))
+    ref = next((r for r in results if r.method == reference), None)
+    for r in results:
+        if ref:
+            r.ratio_train, r.ratio_infer = r.train_s / ref.train_s, r.infer_s / ref.infer_s
+    first = data.info.tasks[0]
+    return {
+        "spec_name": spec.name, "device": str(device), "threads": torch.get_num_threads(),
+        "dtype": str(torch.get_default_dtype()), "batch_per_task": spec.training.batch_per_task,
+        "n_tasks": data.info.n_tasks, "input_shape": list(first.input_shape),
+        "backbone": spec.backbone.model_dump(mode="json"), "warmup": warmup, "iterations_per_block": iterations,
+        "blocks": blocks, "reference": ref.row if ref else None, "results": [asdict(r) for r in results],
+    }
+
+
+def with_reference(resolved: ResolvedSpec, name: str) -> ResolvedSpec:
+    """Add the reference method (e.g. ``--vs hard_share``) to the spec's methods unless it is there."""
+    if any(m.entry.name == name for m in resolved.methods):
+        return resolved
+    from mtlbench.config.schema import MethodEntry
+    from mtlbench.errors import UsageError
+    from mtlbench.registry import METHODS
+    if name not in METHODS:
+        raise UsageError(f"--vs: {METHODS.unknown_message(name)}")
+    cls = METHODS.get(name)
+    label = {"hard_share": "Hard-Share"}.get(name, name)
+    entry = MethodEntry(name=name, label=label)
+    reasons = cls.check(resolved.info, resolved.spec.backbone, cls.Params()) if resolved.info else []
+    if reasons:
+        raise UsageError(f"--vs {name}: {reasons[0]}")
+    resolved.methods.insert(0, ResolvedMethod(entry, cls, cls.Params()))
+    return resolved

@@ -1,0 +1,31 @@
+"""`mtlbench timing` measures every method in one run and writes its record; no assertion on seconds."""
+import json
+
+from typer.testing import CliRunner
+
+from mtlbench.cli import app
+from tests.conftest import TINY_SPEC
+
+runner = CliRunner()
+
+
+def test_timing_writes_ratios_to_hard_share(write_spec, tmp_path):
+    spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs"))
+                      .replace("  - name: hard_share\n    label: Hard-Share\n", ""))
+    result = runner.invoke(app, ["timing", str(spec), "--iterations", "2", "--blocks", "2", "--warmup", "1",
+                                 "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "runs" / "tiny" / "timing.json").read_text())
+    rows = {r["row"]: r for r in record["results"]}
+    assert set(rows) == {"STL", "Hard-Share"}  # --vs hard_share added the reference
+    assert rows["Hard-Share"]["ratio_train"] == 1.0 and rows["STL"]["ratio_train"] > 0
+    for r in rows.values():
+        assert r["train_min"] <= r["train_s"] <= r["train_max"] and r["infer_s"] > 0 and r["data_s"] >= 0
+    assert record["n_tasks"] == 5 and record["batch_per_task"] == 32 and record["threads"] == 1
+    assert "method,train s,train range,infer s,infer range,data s,train / Hard-Share" in result.output
+
+
+def test_timing_refuses_an_unknown_reference(write_spec, tmp_path):
+    spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")))
+    result = runner.invoke(app, ["timing", str(spec), "--vs", "hard_shar"])
+    assert result.exit_code != 0 and "hard_shar" in result.output
