@@ -31,7 +31,9 @@ GROUP_NONLINEARITIES = {
     "abs": torch.abs,
     "neg_relu": lambda u: torch.relu(-u),
 }
-OUTLIER_NONLINEARITY = ("cos3", lambda u: torch.cos(3.0 * u))
+# The outlier's: slope 1 for u > 0 and 2.5 for u < 0 -- learnable, and as an activation it needs alpha = -2.5
+# at the hinge 0, far from both group A (alpha = 0) and group B (|u|: alpha = +1).
+OUTLIER_NONLINEARITY = ("steep_neg", lambda u: torch.relu(u) - 2.5 * torch.relu(-u))
 
 
 class SyntheticOptions(BaseModel):

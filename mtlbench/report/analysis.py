@@ -63,8 +63,9 @@ def group_separation(distance: np.ndarray, names: list[str], groups: list[list[s
     return {"within": w, "across": a, "ratio": a / w if w > 0 else float("inf")}
 
 
-def outlier_rank(distance: np.ndarray, names: list[str], outlier: str) -> int:
-    """Rank (0 = farthest) of the outlier task by its mean distance to the other tasks."""
-    mean = (distance.sum(1) - np.diag(distance)) / (len(names) - 1)
-    order = list(np.argsort(-mean))
-    return order.index(names.index(outlier))
+def isolation_rank(distance: np.ndarray, names: list[str], task: str) -> int:
+    """Rank (0 = most isolated) of ``task`` by the distance to its nearest other task: an outlier is far from
+    *every* other task, even when its mean distance is moderate because it sits between two groups."""
+    d = distance + np.diag(np.full(len(names), np.inf))
+    nearest = d.min(1)
+    return list(np.argsort(-nearest)).index(names.index(task))

@@ -6,7 +6,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mtlbench.report.analysis import group_separation, layer_matrices, outlier_rank
+from mtlbench.report.analysis import group_separation, isolation_rank, layer_matrices
 
 
 def matrix_table(title: str, names: list[str], m) -> Table:
@@ -41,5 +41,6 @@ def print_record_analysis(console: Console, record: dict, kinds, plots: bool, fi
             line = (f"layer {lm.layer}: planted groups -- mean distance within {sep['within']:.4g}, "
                     f"across {sep['across']:.4g} (ratio {sep['ratio']:.2f})")
             for o in meta.get("outliers", []):
-                line += f"; outlier {o} is the {outlier_rank(lm.distance, names, o) + 1}. farthest task"
+                rank = isolation_rank(lm.distance, names, o) + 1
+                line += f"; outlier {o} is the #{rank} most isolated task (distance to its nearest task)"
             console.print(line)
