@@ -173,7 +173,7 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
     if vs:
         resolved = with_reference(resolved, vs)
     result = time_spec(resolved, load_data(resolved), warmup, iterations, blocks, vs or None,
-                       progress=lambda row: err.print(f"timing {row} ...", highlight=False))
+                       progress=lambda what: err.print(f"timing {what} ...", highlight=False))
     path = Path(out_dir or resolved.spec.output.dir) / resolved.spec.name / "timing.json"
     atomic_write_json(path, result)
     paper = get_paper_table(resolved.spec.table) if resolved.spec.table == "taan_table2_timing" else None
@@ -217,6 +217,11 @@ def print_table(table, fmt: str) -> None:
         out.print(to_rich(table))
     else:
         sys.stdout.write(RENDERERS[fmt](table))
+
+
+from mtlbench.cli_prepare import prepare_app  # noqa: E402  (its sub-commands import their work lazily)
+
+app.add_typer(prepare_app, name="prepare")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
   (the "data" column), so data loading never hides inside a method's time;
 - warm-up iterations are discarded; CUDA is synchronised before every clock read; several blocks are timed
   and the median and spread (min, max) reported;
-- every method of the spec is timed in the same process, one after the other, with the same staged batches,
-  so ratios to Hard-Share are meaningful even where absolute seconds are not.
+- every method of the spec is timed in the same process with the same staged batches, the methods taking
+  turns inside each block; each ratio to Hard-Share is the median of per-block ratios, so ratios stay
+  meaningful even where absolute seconds are not (a shared or throttled machine).
 """
 from __future__ import annotations
 
@@ -82,24 +83,26 @@ def infer_step_fn(model):
     return step
 
 
-def measure(step, staged, warmup: int, iterations: int, blocks: int, device) -> list[float]:
-    time_block(step, staged, warmup, device)
-    return [time_block(step, staged, iterations, device) for _ in range(blocks)]
-
-
-def time_method(resolved: ResolvedSpec, method: ResolvedMethod, data: MTLData, staged, data_s: float,
-                warmup: int, iterations: int, blocks: int) -> TimingResult:
-    device = resolve_device(resolved.spec.training.device)
-    seed_everything(0, deterministic=False)  # deterministic kernels can be slower; timing is not about bits
+def build_timed(resolved: ResolvedSpec, method: ResolvedMethod, data: MTLData, device: torch.device):
     model = build_model(resolved, method, data).to(device)
     optimizer = make_optimizer(resolved, model)
-    model.train()
-    train = measure(train_step_fn(model, optimizer, data.info.tasks), staged, warmup, iterations, blocks, device)
-    model.eval()
-    infer = measure(infer_step_fn(model), staged, warmup, iterations, blocks, device)
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return TimingResult(method.entry.row, method.entry.name, statistics.median(train), min(train), max(train),
-                        statistics.median(infer), min(infer), max(infer), data_s * 100, n_params)
+    return model, train_step_fn(model, optimizer, data.info.tasks), infer_step_fn(model)
+
+
+def interleaved_blocks(steps: list, modes: list, staged, warmup: int, iterations: int, blocks: int, device):
+    """times[b][m] = block b of method m. Methods take turns inside every block (A B C, A B C, ...), so a slow
+    spell of a shared machine hits every method alike instead of whichever happened to be running."""
+    for step, mode in zip(steps, modes):
+        mode()
+        time_block(step, staged, warmup, device)
+    times = []
+    for _ in range(blocks):
+        row = []
+        for step, mode in zip(steps, modes):
+            mode()
+            row.append(time_block(step, staged, iterations, device))
+        times.append(row)
+    return times
 
 
 def time_spec(resolved: ResolvedSpec, data: MTLData, warmup: int = 3, iterations: int = 10, blocks: int = 5,
@@ -108,24 +111,40 @@ def time_spec(resolved: ResolvedSpec, data: MTLData, warmup: int = 3, iterations
     device = resolve_device(spec.training.device)
     if spec.training.threads:
         torch.set_num_threads(spec.training.threads)
+    seed_everything(0, deterministic=False)  # deterministic kernels can be slower; timing is not about bits
     staged, data_s = stage_batches(data, spec.training.batch_per_task, min(iterations, 8), device)
-    results = []
-    for method in resolved.methods:
-        if progress:
-            progress(method.entry.row)
-        results.append(time_method(resolved, method, data, staged, data_s, warmup, iterations, blocks))
-    ref = next((r for r in results if r.method == reference), None)
-    for r in results:
-        if ref:
-            r.ratio_train, r.ratio_infer = r.train_s / ref.train_s, r.infer_s / ref.infer_s
+    built = [build_timed(resolved, m, data, device) for m in resolved.methods]
+    models = [b[0] for b in built]
+    if progress:
+        progress("training steps")
+    train = interleaved_blocks([b[1] for b in built], [m.train for m in models], staged, warmup, iterations,
+                               blocks, device)
+    if progress:
+        progress("inference steps")
+    infer = interleaved_blocks([b[2] for b in built], [m.eval for m in models], staged, warmup, iterations,
+                               blocks, device)
+    ref = next((i for i, m in enumerate(resolved.methods) if m.entry.name == reference), None)
+    results = [summarise(m, models[i], i, train, infer, ref, data_s) for i, m in enumerate(resolved.methods)]
     first = data.info.tasks[0]
     return {
         "spec_name": spec.name, "device": str(device), "threads": torch.get_num_threads(),
         "dtype": str(torch.get_default_dtype()), "batch_per_task": spec.training.batch_per_task,
         "n_tasks": data.info.n_tasks, "input_shape": list(first.input_shape),
         "backbone": spec.backbone.model_dump(mode="json"), "warmup": warmup, "iterations_per_block": iterations,
-        "blocks": blocks, "reference": ref.row if ref else None, "results": [asdict(r) for r in results],
+        "blocks": blocks, "reference": None if ref is None else resolved.methods[ref].entry.row,
+        "results": [asdict(r) for r in results],
     }
+
+
+def summarise(method: ResolvedMethod, model, i: int, train, infer, ref: int | None, data_s: float) -> TimingResult:
+    tr, inf = [b[i] for b in train], [b[i] for b in infer]
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    result = TimingResult(method.entry.row, method.entry.name, statistics.median(tr), min(tr), max(tr),
+                          statistics.median(inf), min(inf), max(inf), data_s * 100, n_params)
+    if ref is not None:  # the median of per-block ratios is robust to drifts in the machine's speed
+        result.ratio_train = statistics.median(b[i] / b[ref] for b in train)
+        result.ratio_infer = statistics.median(b[i] / b[ref] for b in infer)
+    return result
 
 
 def with_reference(resolved: ResolvedSpec, name: str) -> ResolvedSpec:
