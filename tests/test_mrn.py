@@ -106,7 +106,7 @@ def planted_groups_run(cls, seed: int = 0, steps: int = 300, **params):
     centres = [torch.randn(C, d) for _ in range(2)]
     maps = [centres[t // 3] + 0.1 * torch.randn(C, d) for t in range(T)]
     model = cls(info_of(T, d, C, "planted"), BackboneSpec(hidden=[16]),
-                cls.Params(task_layers=0, prior_on_heads=True, update_interval=25, **params))
+                cls.Params(task_layers=0, prior_on_heads=True, update_interval=25, **{"c": 1e-3, **params}))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for step in range(1, steps + 1):
         xs = [torch.randn(64, d) for _ in range(T)]
@@ -181,6 +181,8 @@ def test_layer_options_and_taan_fidelity():
     assert [p.omega_in.shape[0] for p in last_one.priors] == [5, 4]
     taan = MRN_T.Params(fidelity="taan_code")
     assert (taan.update_rule, taan.update_interval) == ("official", 50)
+    assert MRN_T(info, BackboneSpec(hidden=[5]), taan).c == 1e-3
+    assert MRN_T(info, BackboneSpec(hidden=[5]), MRN_T.Params()).c == 1e-6  # paper rule: ~ 1 / (2 N)
     assert MRN_T.Params(fidelity="taan_code", update_interval=7).update_interval == 7
 
 
