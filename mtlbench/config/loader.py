@@ -182,9 +182,9 @@ def resolve_data(spec: RunSpec, problems: Problems, check_data: bool):
     except ValidationError as err:
         problems.add_validation(err, ("data", "options"), dataset.Options)
         return dataset, None, None
-    if dataset.needs_path and not path_ok(spec, dataset, problems):
+    if not check_data:  # compare / static checks: the data need not be on this machine
         return dataset, options, None
-    if not check_data:
+    if dataset.needs_path and not path_ok(spec, dataset, problems):
         return dataset, options, None
     try:
         return dataset, options, dataset.describe(options, spec.data.split_seed, spec.data.path)
