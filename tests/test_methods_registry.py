@@ -10,8 +10,10 @@ from mtlbench.methods.base import count_parameters
 from mtlbench.registry import METHODS
 from tests.conftest import small_data
 
-BACKBONES = {"vector": BackboneSpec(hidden=[32, 32]),
-             "image": BackboneSpec(channels=[4, 8], dense=[16])}
+# Three equal-width layers and size-preserving convolutions: the shape every method accepts (Soft-Order
+# reorders its shared layers, so it needs equal widths and at least two layers to order after its encoder).
+BACKBONES = {"vector": BackboneSpec(hidden=[32, 32, 32]),
+             "image": BackboneSpec(channels=[8, 8, 8], padding=1, dense=[16])}
 
 
 def build(name: str, kind: str):
