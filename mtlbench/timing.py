@@ -64,6 +64,8 @@ def time_block(step, staged, iterations: int, device: torch.device) -> float:
 
 
 def train_step_fn(model, optimizer, tasks):
+    count = [0]
+
     def step(batches):
         logits = model([x for x, _ in batches])
         loss = sum(task_loss(lg, y, t) for lg, (_, y), t in zip(logits, batches, tasks)) / len(tasks)
@@ -73,6 +75,8 @@ def train_step_fn(model, optimizer, tasks):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        count[0] += 1
+        model.after_step(count[0])  # MRN's covariance updates are part of its cost (every update_interval)
     return step
 
 
