@@ -2,7 +2,6 @@
 Exit codes: 0 success, 1 a failure while running (bad data, missing file), 2 bad input (a spec or an option)."""
 from __future__ import annotations
 
-import functools
 import sys
 from contextlib import contextmanager
 from enum import Enum
@@ -10,34 +9,17 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtlbench.errors import MTLBenchError, UsageError
+from mtlbench.console import err, out
+from mtlbench.console import user_errors as _user_errors
+from mtlbench.errors import UsageError
 
 app = typer.Typer(
     help="Benchmark multi-task-learning methods on the TAAN and MTAL papers' data and render their tables.\n\n"
          "Typical flow: `mtlbench validate SPEC.yaml`, `mtlbench train SPEC.yaml`, `mtlbench compare SPEC.yaml`.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-# Wide enough for a 16-task table when writing to a file or a CI log (a terminal keeps its own width).
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-
-
-def user_errors(fn):
-    """Turn MTLBenchError into its message on stderr (one line per problem) and its exit code."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MTLBenchError as e:
-            for line in str(e).splitlines():
-                err.print(f"[red]error:[/red] {line}", highlight=False, markup=True, soft_wrap=True)
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("interrupted; finished runs are saved, the interrupted one left nothing behind")
-            raise typer.Exit(130) from None
-    return wrapper
+user_errors = _user_errors("interrupted: finished runs are saved; the interrupted run left nothing behind")
 
 
 def parse_seeds(text: Optional[str]) -> Optional[list[int]]:

@@ -5,7 +5,6 @@ Wired into the main CLI by ``app.add_typer(prepare_app, name="prepare")``; also 
 """
 from __future__ import annotations
 
-import functools
 import shlex
 import sys
 from contextlib import contextmanager
@@ -13,10 +12,10 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mtlbench.errors import MTLBenchError
+from mtlbench.console import err, out
+from mtlbench.console import user_errors as _user_errors
 from mtlbench.prepare import ProgressFactory
 
 prepare_app = typer.Typer(
@@ -24,27 +23,13 @@ prepare_app = typer.Typer(
          "that specs name as data.path. Writing is atomic: an interrupted run leaves <out>.partial, which the "
          "same command resumes; a complete <out> is only replaced with --force.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-err = Console(stderr=True)
 
 SEED_HELP = "seed of the train/val/test split (recorded in the manifest; specs may re-split with data.split_seed)"
 FORCE_HELP = "rebuild even if OUT already holds a complete prepared dataset"
 PROGRESS_HELP = "draw progress bars on stderr"
 
 
-def user_errors(fn):
-    """One line per error on stderr and the error's exit code (1 for data problems) -- no traceback."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MTLBenchError as e:
-            for line in str(e).splitlines():
-                err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("interrupted: the partial output is kept; run the same command again to resume")
-            raise typer.Exit(130) from None
-    return wrapper
+user_errors = _user_errors("interrupted: the partial output is kept; run the same command again to resume")
 
 
 @contextmanager
@@ -243,7 +228,7 @@ def verify(path: Path = typer.Argument(..., help="a prepared dataset directory")
         c = t["counts"]["default"]
         table.add_row(t["name"], str(t["n_classes"]), str(c.get("all", sum(c.values()))), str(c["train"]),
                       str(c["val"]), str(c["test"]))
-    Console().print(table)
+    out.print(table)
     err.print(f"{path}: ok ({len(manifest['shards'])} shards verified)", highlight=False)
 
 

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from mtlbench.methods.backbone import build_trunk, make_heads
+from mtlbench.methods.backbone import ActFactory, build_trunk, make_heads, relu_factory
 from mtlbench.methods.base import MTLMethod, needs_same_input_shape
 from mtlbench.registry import METHODS
 
@@ -23,8 +23,12 @@ class HardShare(MTLMethod):
 
     def __init__(self, info, backbone, params):
         super().__init__(info, backbone, params)
-        self.trunk = build_trunk(info.tasks[0].input_shape, backbone)
+        self.trunk = build_trunk(info.tasks[0].input_shape, backbone, self.activation_factory())
         self.heads = make_heads(self.trunk.out_features, info.tasks)
+
+    def activation_factory(self) -> ActFactory:
+        """The activation of every hidden layer; TAAN overrides this (and nothing else of the network)."""
+        return relu_factory
 
     def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         sizes = [len(x) for x in xs]
@@ -36,4 +40,4 @@ class HardShare(MTLMethod):
 
     @classmethod
     def check(cls, info, backbone, params):
-        return needs_same_input_shape(info, "hard_share")
+        return needs_same_input_shape(info, cls.registry_name)

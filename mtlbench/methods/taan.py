@@ -9,13 +9,14 @@ summed over layers and multiplied by ``reg_coef``. Specification: shared/spec/ta
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional, Sequence
+from typing import Literal, Optional
 
 import torch
 from pydantic import Field, field_validator
 
-from mtlbench.methods.backbone import build_trunk, make_heads
-from mtlbench.methods.base import MethodParams, MTLMethod, needs_same_input_shape
+from mtlbench.methods.backbone import ActFactory
+from mtlbench.methods.base import MethodParams
+from mtlbench.methods.hard_share import HardShare
 from mtlbench.registry import METHODS
 from mtlbench.taan import (AdaptiveActivation, cosine_matrix, cosine_reg, distance_matrix, distance_reg,
                            trace_norm_reg)
@@ -53,8 +54,9 @@ class TAANParams(MethodParams):
 
 
 @METHODS.register("taan")
-class TAAN(MTLMethod):
-    """Shared layers, per-task adaptive activations, per-task heads; optional functional regularizer.
+class TAAN(HardShare):
+    """Hard-Share's network (shared layers, all tasks' rows through each layer in one call, per-task heads) with
+    per-task adaptive activations; optional functional regularizer.
 
     Params (YAML)::
 
@@ -76,26 +78,16 @@ class TAAN(MTLMethod):
     Params = TAANParams
     paper = "Liu et al., Learning Task-Adaptive Activation Functions for Multi-Task Learning, AAAI 2020"
 
-    def __init__(self, info, backbone, params: TAANParams):
-        super().__init__(info, backbone, params)
-        n_tasks = info.n_tasks
+    def activation_factory(self) -> ActFactory:
+        p = self.params
+        n_tasks = self.info.n_tasks
 
         def adaptive(layer: int, width: int) -> AdaptiveActivation:
-            return AdaptiveActivation(n_tasks, params.M, params.b_mode, params.b_init, params.alpha_init)
-
-        self.trunk = build_trunk(info.tasks[0].input_shape, backbone, adaptive)
-        self.heads = make_heads(self.trunk.out_features, info.tasks)
+            return AdaptiveActivation(n_tasks, p.M, p.b_mode, p.b_init, p.alpha_init)
+        return adaptive
 
     def adaptive_layers(self) -> list[AdaptiveActivation]:
         return [block.act for block in self.trunk.blocks if isinstance(block.act, AdaptiveActivation)]
-
-    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        sizes = [len(x) for x in xs]
-        features = self.trunk(torch.cat(list(xs)), list(enumerate(sizes))).split(sizes)
-        return [head(f) for head, f in zip(self.heads, features)]
-
-    def forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        return self.heads[task](self.trunk(x, [(task, len(x))]))
 
     def layer_regularizer(self, layer: AdaptiveActivation) -> torch.Tensor:
         p = self.params
@@ -127,7 +119,3 @@ class TAAN(MTLMethod):
                 "b": b.double().tolist(),
             })
         return {"task_names": self.info.task_names, "gmm": p.gmm, "layers": layers}
-
-    @classmethod
-    def check(cls, info, backbone, params):
-        return needs_same_input_shape(info, "taan")

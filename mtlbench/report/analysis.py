@@ -45,8 +45,8 @@ def load_records_file(path: Path) -> list[dict]:
 
 def layer_matrices(record: dict) -> list[LayerMatrices]:
     layers = (record.get("summary") or {}).get("layers") or []
-    return [LayerMatrices(l["layer"], np.asarray(l["distance"]), np.asarray(l["cosine"]))
-            for l in layers if "distance" in l and "cosine" in l]
+    return [LayerMatrices(entry["layer"], np.asarray(entry["distance"]), np.asarray(entry["cosine"]))
+            for entry in layers if "distance" in entry and "cosine" in entry]
 
 
 def group_separation(distance: np.ndarray, names: list[str], groups: list[list[str]]) -> dict:

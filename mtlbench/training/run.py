@@ -9,7 +9,7 @@ import torch
 from mtlbench.config.loader import ResolvedSpec
 from mtlbench.data.base import MTLData
 from mtlbench.io import atomic_write
-from mtlbench.results import record_path, write_record
+from mtlbench.results import write_record
 from mtlbench.training.trainer import Progress, train_run
 
 # (row label, seed, total iterations) -> progress callback for that run

@@ -1,0 +1,33 @@
+"""What every command shares: the consoles and the mapping of errors to one-line messages and exit codes."""
+from __future__ import annotations
+
+import functools
+import sys
+
+import typer
+from rich.console import Console
+
+from mtlbench.errors import MTLBenchError
+
+# Wide enough for a 16-task table when writing to a file or a CI log (a terminal keeps its own width).
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def user_errors(on_interrupt: str):
+    """Decorator: an MTLBenchError becomes its message on stderr (one line per problem) and its exit code;
+    Ctrl-C prints ``on_interrupt`` (what was kept on disk) and exits 130. No traceback for either."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except MTLBenchError as e:
+                for line in str(e).splitlines():
+                    err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+                raise typer.Exit(e.exit_code) from None
+            except KeyboardInterrupt:
+                err.print(on_interrupt)
+                raise typer.Exit(130) from None
+        return wrapper
+    return decorate
