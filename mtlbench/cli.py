@@ -99,9 +99,16 @@ class ListWhat(str, Enum):
 @app.command("list")
 @user_errors
 def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables", help="methods | datasets | tables"),
-          pattern: str = typer.Option("*", help="glob filter on names, e.g. 'dmtrl*'")):
+          pattern: str = typer.Option("*", help="glob filter on names, e.g. 'dmtrl*'"),
+          params: Optional[Path] = typer.Option(None, "--params", metavar="SPEC.yaml",
+                                                help="with `methods`: parameter counts of every method of SPEC, "
+                                                     "built for its dataset, beside the paper's '# of params'")):
     """List registered methods, registered datasets, or the paper tables `compare` can render."""
     from rich.table import Table
+    if params is not None:
+        if what != ListWhat.methods:
+            raise UsageError("--params goes with `mtlbench list methods`")
+        return print_param_counts(params)
     table = Table(show_header=True)
     if what == ListWhat.tables:
         from mtlbench.report.tables import paper_tables
@@ -116,6 +123,25 @@ def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables"
             obj = reg.get(name)
             doc = getattr(obj, "paper", "") or getattr(obj, "description", "") or (obj.__doc__ or "").strip().split("\n")[0]
             table.add_row(name, doc)
+    out.print(table)
+
+
+def print_param_counts(spec: Path) -> None:
+    from rich.table import Table
+
+    from mtlbench.config.loader import load_spec
+    from mtlbench.report.tables import fmt_params, get_paper_table
+    from mtlbench.sizes import counts_for_spec
+    resolved = load_spec(spec)
+    paper = get_paper_table(resolved.spec.table) if resolved.spec.table else None
+    has_params = paper is not None and "params" in paper["columns"]
+    table = Table(title=f"parameters of {resolved.spec.name} ({resolved.info.n_tasks} tasks)")
+    for col in ["method", "row", "trainable", "", "buffers"] + (["paper"] if has_params else []):
+        table.add_column(col, justify="left" if col in ("method", "row") else "right")
+    for r in counts_for_spec(resolved):
+        paper_cell = paper["rows"].get(r["row"], ["—"])[0] if has_params else None
+        table.add_row(r["method"], r["row"], f"{r['trainable']:,}", fmt_params(r["trainable"]), f"{r['buffers']:,}",
+                      *([str(paper_cell or "—")] if has_params else []))
     out.print(table)
 
 

@@ -44,3 +44,14 @@ def count_at_paper_size(method: str, params: dict[str, Any] | None = None,
     with torch.no_grad():
         model = cls(info, backbone, p)
     return parameter_counts(model)
+
+
+def counts_for_spec(resolved) -> list[dict[str, Any]]:
+    """Parameter counts of every method of a validated spec, built for its dataset (no training, no data
+    loaded beyond the task list): what `mtlbench list methods --params SPEC` prints."""
+    rows = []
+    for m in resolved.methods:
+        with torch.no_grad():
+            model = m.cls(resolved.info, resolved.spec.backbone_for(m.entry), m.params)
+        rows.append({"row": m.entry.row, "method": m.entry.name, **parameter_counts(model)})
+    return rows
