@@ -38,6 +38,8 @@ class TimingResult:
     n_params: int
     ratio_train: float | None = None  # to the reference row (Hard-Share), same run
     ratio_infer: float | None = None
+    train_blocks: list[float] | None = None  # every block's seconds per 100 iterations, for other ratios
+    infer_blocks: list[float] | None = None
 
 
 def sync(device: torch.device) -> None:
@@ -144,7 +146,8 @@ def summarise(method: ResolvedMethod, model, i: int, train, infer, ref: int | No
     tr, inf = [b[i] for b in train], [b[i] for b in infer]
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     result = TimingResult(method.entry.row, method.entry.name, statistics.median(tr), min(tr), max(tr),
-                          statistics.median(inf), min(inf), max(inf), data_s * 100, n_params)
+                          statistics.median(inf), min(inf), max(inf), data_s * 100, n_params,
+                          train_blocks=tr, infer_blocks=inf)
     if ref is not None:  # the median of per-block ratios is robust to drifts in the machine's speed
         result.ratio_train = statistics.median(b[i] / b[ref] for b in train)
         result.ratio_infer = statistics.median(b[i] / b[ref] for b in infer)
