@@ -131,3 +131,9 @@ def test_bad_format_is_a_usage_error(tiny, write_spec, tmp_path):
     spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")))
     result = runner.invoke(app, ["compare", str(spec), "--format", "html"])
     assert result.exit_code == 2 and "--format: expected one of rich, markdown, latex, csv" in result.output
+
+
+def test_paper_numbers_render_as_printed():
+    result = runner.invoke(app, ["compare", "taan_table1_youtube8m", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert "Hard-Share,paper,6.93M,0.770,0.838,0.870," in result.output

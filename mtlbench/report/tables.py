@@ -50,6 +50,13 @@ def fmt_params(n: float) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:,.0f}K"
 
 
+def fmt_paper(v) -> str:
+    """A printed number as the paper printed it: YAML reads .770 as 0.77, so fractions get three decimals."""
+    if v is None:
+        return DASH
+    return f"{v:.3f}" if isinstance(v, float) and abs(v) < 1 else str(v)
+
+
 def fmt_cell(mean: float, std: float, n: int, scale: float) -> str:
     if n > 1:
         return f"{mean * scale:.3f} ± {std * scale:.3f}" if scale == 1 else f"{mean * scale:.2f} ± {std * scale:.2f}"
@@ -126,7 +133,7 @@ def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint) -> T
                                *[fmt_params(params[row]) if c == "params" and row in params
                                  else (DASH if c == "params" else cell(agg, row, m, scale)) for c, m in zip(cols, mapped)]])
         if row in paper["rows"]:
-            table.rows.append([row, "paper", *[DASH if v is None else str(v) for v in paper["rows"][row]]])
+            table.rows.append([row, "paper", *[fmt_paper(v) for v in paper["rows"][row]]])
     mark_best(table, agg, [r for r in ours if r in seeds], mapped, offset=2, row_index=index)
     missing = [r for r in ours if r not in seeds]
     if missing:
@@ -204,7 +211,7 @@ def build_timing_table(timing: dict, paper: dict | None = None) -> Table:
                DASH if r["ratio_train"] is None else f"{r['ratio_train']:.2f}x",
                DASH if r["ratio_infer"] is None else f"{r['ratio_infer']:.2f}x", fmt_params(r["n_params"])]
         if paper:
-            row += [str(v) for v in paper["rows"].get(r["row"], [DASH, DASH])]
+            row += [fmt_paper(v) for v in paper["rows"].get(r["row"], [None, None])]
         table.rows.append(row)
     table.notes.append(f"median of {timing['blocks']} blocks of {timing['iterations_per_block']} iterations after "
                        f"{timing['warmup']} warm-up; batches pre-staged (their drawing is the 'data' column)")
