@@ -154,8 +154,17 @@ def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a r
             split: str = typer.Option("test", help="split to show: test | val")):
     """Render a table from stored result records (never retrains): mean ± std over seeds per method and task,
     with the paper's printed numbers beside ours when the spec names a paper table."""
+    from mtlbench.metrics import get_metric
+    from mtlbench.registry import UnknownNameError
     from mtlbench.report.compare import table_for
     check_format(fmt)
+    if split not in ("test", "val"):
+        raise UsageError(f"--split: expected test or val (got {split!r})")
+    if metric is not None:
+        try:
+            get_metric(metric)
+        except UnknownNameError as e:
+            raise UsageError(f"--metric: {e}") from None
     print_table(table_for(target, results, metric, split), fmt)
 
 

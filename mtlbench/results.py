@@ -34,17 +34,34 @@ def write_record(out_dir: Path, record: dict) -> Path:
     return path
 
 
+REQUIRED = ("spec", "row", "method", "seed", "tasks", "metrics", "n_params")
+
+
+def read_record(path: Path) -> dict:
+    """One record, checked to be one: a stray or truncated JSON file is a one-line error, not a traceback."""
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise MTLBenchError(f"{path}: not a readable result record ({e})") from None
+    missing = [k for k in REQUIRED if not isinstance(rec, dict) or k not in rec]
+    if missing:
+        raise MTLBenchError(f"{path}: not a mtlbench result record (missing {', '.join(missing)})")
+    rec["_path"] = str(path)
+    return rec
+
+
 def load_records(root: Path) -> list[dict]:
-    """Every record under ``root`` (a spec's folder or a whole output dir), sorted by row and seed."""
-    records = []
-    for path in sorted(Path(root).rglob("seed*.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise MTLBenchError(f"{path}: not a readable result record ({e})") from None
-        rec["_path"] = str(path)
-        records.append(rec)
-    return records
+    """Every record under ``root`` (a spec's folder or a whole output dir), sorted by path."""
+    return [read_record(path) for path in sorted(Path(root).rglob("seed*.json"))]
+
+
+def run_identity(spec: dict, row: str) -> dict:
+    """What must match for two records of a row to be seeds of the same experiment: the data, the row's
+    method entry and backbone, the optimizer and the training settings (not the seeds or output folder)."""
+    entry = next((m for m in spec["methods"] if (m.get("label") or m["name"]) == row), None)
+    backbone = (entry or {}).get("backbone") or spec.get("backbone")
+    return {"data": spec.get("data"), "method": entry, "backbone": backbone,
+            "optimizer": spec.get("optimizer"), "training": spec.get("training")}
 
 
 def tidy(records: list[dict], split: str = "test") -> pd.DataFrame:

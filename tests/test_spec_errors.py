@@ -62,6 +62,9 @@ CASES = {
     "bad value": (
         GOOD.replace("iterations: 5", "iterations: 0"),
         "spec.yaml:8: training.iterations: expected: input should be greater than or equal to 1 (got 0)"),
+    "unknown device": (
+        GOOD.replace("iterations: 5", "iterations: 5\n  device: gpu"),
+        "spec.yaml:9: training.device: expected: value error, expected auto, cpu, cuda or cuda:N, got 'gpu'"),
     "not yaml": (
         GOOD.replace("methods:", "methods: [unclosed"),
         "spec.yaml:6: not valid YAML (expected ',' or ']'"),

@@ -137,3 +137,49 @@ def test_paper_numbers_render_as_printed():
     result = runner.invoke(app, ["compare", "taan_table1_youtube8m", "--format", "csv"])
     assert result.exit_code == 0, result.output
     assert "Hard-Share,paper,6.93M,0.770,0.838,0.870," in result.output
+
+
+def test_compare_leaves_out_records_of_other_settings(write_spec, tmp_path):
+    out = tmp_path / "runs"
+    spec = write_spec(TINY_SPEC.replace("{out}", str(out)))
+    assert runner.invoke(app, ["train", str(spec), "--no-progress"]).exit_code == 0
+    spec.write_text(spec.read_text().replace("lr: 0.003", "lr: 0.002"))  # same rows, other experiment
+    result = runner.invoke(app, ["compare", str(spec), "--format", "markdown"])
+    assert result.exit_code == 0
+    assert "left out 2 record(s) made with other settings" in result.output
+    assert "| STL | — |" in result.output
+
+
+def test_compare_and_report_refuse_what_is_not_a_record(tmp_path, write_spec):
+    out = tmp_path / "runs"
+    spec = write_spec(TINY_SPEC.replace("{out}", str(out)))
+    bad = out / "tiny" / "STL" / "seed0.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"a": 1}')
+    for args in (["compare", str(spec)], ["report", str(bad)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and "not a mtlbench result record (missing spec, row" in result.output
+
+
+def test_compare_checks_its_options(write_spec, tmp_path):
+    spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")))
+    assert runner.invoke(app, ["compare", str(spec), "--split", "train"]).exit_code == 2
+    bad_metric = runner.invoke(app, ["compare", str(spec), "--metric", "map@1O"])
+    assert bad_metric.exit_code == 2 and "did you mean 'map@10'" in bad_metric.output
+    missing = runner.invoke(app, ["compare", str(spec), "--results", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 1 and "is not a directory" in missing.output
+
+
+def test_primary_metric_is_always_stored(write_spec, tmp_path):
+    text = TINY_SPEC.replace("{out}", str(tmp_path / "runs")) + "evaluation: {metrics: [gap@20]}\n"
+    rec = run_spec(load_spec(write_spec(text)), seeds=[0])[0]
+    assert list(rec["metrics"]["test"]) == ["map@10", "gap@20"]
+
+
+def test_paper_faithful_records_are_footnoted(write_spec, tmp_path):
+    text = TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("eval_every: 50", "eval_every: 50\n  select_on: test")
+    spec = write_spec(text)
+    records = run_spec(load_spec(spec), seeds=[0])
+    assert all(r["paper_faithful"] for r in records)
+    result = runner.invoke(app, ["compare", str(spec), "--format", "markdown"])
+    assert "paper_faithful (selected on test rows, as the original code did): Hard-Share, STL" in result.output

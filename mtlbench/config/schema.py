@@ -53,13 +53,26 @@ class TrainingSpec(Strict):
     select_on: Literal["val", "test"] = Field(
         default="val", description="'test' is the labelled paper_faithful mode of code that selected on test")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+
+    @field_validator("device")
+    @classmethod
+    def known_device(cls, device: str) -> str:
+        if device == "auto":
+            return device
+        import torch
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {device!r}") from None
+        return device
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: torch's choice)")
     deterministic: bool = True
 
 
 class EvaluationSpec(Strict):
-    metrics: list[str] | None = Field(default=None, description="default: the dataset's primary metric and extras")
-    split: Literal["val", "test"] = "test"
+    metrics: list[str] | None = Field(
+        default=None, description="extra metrics (the dataset's primary metric is always stored); "
+                                  "default: the primary metric and, for multi-label tasks, GAP@20 and Hit@1")
 
 
 class OutputSpec(Strict):

@@ -44,7 +44,7 @@ covariance can come out unstructured (seed-dependent); ``eps: 1e-2`` recovered t
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Sequence
+from typing import Annotated, ClassVar, Literal, Sequence
 
 import torch
 from pydantic import Field, model_validator
@@ -63,7 +63,8 @@ OFFICIAL_EPS, OFFICIAL_TRACE_CAP, OFFICIAL_KEEP_BELOW, OFFICIAL_IN_RATE = 1e-5, 
 
 class MRNParams(MethodParams):
     fidelity: Literal["paper", "taan_code"] = "paper"
-    task_layers: int | Literal["all"] = Field(default="all", description="last hidden blocks made task-specific")
+    task_layers: Annotated[int, Field(ge=0)] | Literal["all"] = Field(
+        default="all", description="last hidden blocks made task-specific (0 = heads only, or all)")
     prior_on_heads: bool = False
     c: float | None = Field(default=None, ge=0.0, description="weight of the prior term; null = 1e-6 (paper rule) "
                                                                 "or 1e-3 (official rule)")

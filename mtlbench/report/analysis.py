@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mtlbench.errors import MTLBenchError
-from mtlbench.results import load_records
+from mtlbench.results import load_records, read_record
 
 KINDS = ("distance", "cosine")
 
@@ -24,23 +24,13 @@ def records_at(path: Path) -> list[dict]:
     """A record file, a run folder (one method's seeds), or a spec's results folder."""
     path = Path(path)
     if path.is_file():
-        return load_records_file(path)
+        return [read_record(path)]
     if not path.exists():
         raise MTLBenchError(f"{path} does not exist (expected a result record or a folder of them)")
     records = load_records(path)
     if not records:
         raise MTLBenchError(f"{path}: no result records (seed*.json) found")
     return records
-
-
-def load_records_file(path: Path) -> list[dict]:
-    import json
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise MTLBenchError(f"{path}: not a readable result record ({e})") from None
-    rec["_path"] = str(path)
-    return [rec]
 
 
 def layer_matrices(record: dict) -> list[LayerMatrices]:

@@ -89,6 +89,14 @@ def build_table(records: list[dict], metric: str | None = None, split: str = "te
     params = df.groupby("row")["n_params"].first().to_dict() if len(df) else {}
     seeds = df.groupby("row")["seed"].nunique().to_dict() if len(df) else {}
     ours = rows or list(dict.fromkeys(r["row"] for r in records))
+    faithful = sorted({r["row"] for r in records if r.get("paper_faithful")})
+    table = build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hint)
+    if faithful:
+        table.notes.append(f"paper_faithful (selected on test rows, as the original code did): {', '.join(faithful)}")
+    return table
+
+
+def build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hint) -> Table:
     if paper:
         return paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint)
     cols = tasks + ["mean"] + (["pooled"] if (not agg.empty and "pooled" in agg.index.get_level_values(1)) else [])

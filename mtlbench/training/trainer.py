@@ -11,6 +11,8 @@ The trainer never looks at a method's name and never prints: progress goes to an
 from __future__ import annotations
 
 import copy
+import math
+import os
 import random
 import time
 from typing import Callable
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 
 from mtlbench.config.loader import ResolvedMethod, ResolvedSpec
 from mtlbench.data.base import MTLData, TaskInfo, TaskSplit
+from mtlbench.errors import UsageError
 from mtlbench.methods.base import MTLMethod, count_parameters
 from mtlbench.metrics import DEFAULT_METRICS, get_metric
 from mtlbench.training.env import fingerprint
@@ -31,13 +34,19 @@ Progress = Callable[[int, int, dict], None]  # (iteration, total, {"loss": ..., 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)  # the spec schema has checked the string
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"training.device: {name!r} asked for, but this torch build sees no CUDA device "
+                         "(use auto or cpu)")
+    return device
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    if deterministic:  # cuBLAS is deterministic only with a fixed workspace; must be set before its first use
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # warn_only: a CUDA op without a deterministic kernel must not abort a long run; CPU runs are bit-exact.
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
@@ -113,10 +122,17 @@ def evaluate(model: MTLMethod, data: MTLData, split: str, metrics: list[str], ba
     return out
 
 
+def improved(score: float, best: float, higher: bool) -> bool:
+    """A NaN score (e.g. a diverged run) never counts as an improvement."""
+    if math.isnan(score):
+        return False
+    return score > best if higher else score < best
+
+
 def metric_names(resolved: ResolvedSpec, data: MTLData) -> list[str]:
+    names = [data.info.primary_metric]  # always stored: selection and tables use it
     if resolved.spec.evaluation.metrics:
-        return resolved.spec.evaluation.metrics
-    names = [data.info.primary_metric]
+        return names + [m for m in resolved.spec.evaluation.metrics if m not in names]
     for task in data.info.tasks:
         names += [m for m in DEFAULT_METRICS[task.target] if m not in names]
     return names
@@ -158,7 +174,7 @@ def train_run(resolved: ResolvedSpec, method: ResolvedMethod, seed: int, data: M
             score = evaluate(model, data, tr.select_on, [primary], tr.eval_batch, device)[primary]["mean"]
             history.append({"iteration": it, "loss": loss.item(), "reg": None if reg is None else reg.item(),
                             f"{tr.select_on}_{primary}": score})
-            if (score > best["score"]) if higher else (score < best["score"]):
+            if improved(score, best["score"], higher) or best["state"] is None:
                 best.update(score=score, iteration=it, state=copy.deepcopy(model.state_dict()))
                 bad_evals = 0
             else:
@@ -179,7 +195,9 @@ def train_run(resolved: ResolvedSpec, method: ResolvedMethod, seed: int, data: M
         "seed": seed, "dataset": data.info.name, "tasks": data.info.task_names,
         "data_metadata": data.info.metadata,
         "primary_metric": primary, "selected_on": tr.select_on,
-        "paper_faithful": tr.select_on == "test", "metrics": scores,
+        # selecting on test, or on a split whose "validation" rows are test rows (Omniglot's paper_faithful)
+        "paper_faithful": tr.select_on == "test" or bool(data.info.metadata.get("val_is_test")),
+        "deterministic": tr.deterministic, "metrics": scores,
         "best_iteration": best["iteration"], "iterations_run": it, "history": history,
         "n_params": count_parameters(model), "train_time_s": train_time,
         "wall_time_s": time.perf_counter() - wall_start,
