@@ -8,6 +8,10 @@ import torch
 
 from mtlbench.registry import DATASETS
 
+# The tests' tensors are small: one thread is as fast, and it keeps a test from stalling when another process
+# holds the second core (multi-threaded small ops then wait on a descheduled worker thread).
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
