@@ -100,7 +100,11 @@ def build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hin
     if paper:
         return paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint)
     cols = tasks + ["mean"] + (["pooled"] if (not agg.empty and "pooled" in agg.index.get_level_values(1)) else [])
-    table = Table(f"{metric} on {split}", ["method", *cols, "params", "seeds"], [])
+    short = len(tasks) > 8 and max(map(len, tasks)) > 10  # e.g. YouTube-8M's verticals: t1..t16 + a legend
+    heads = [f"t{i + 1}" for i in range(len(tasks))] + cols[len(tasks):] if short else cols
+    table = Table(f"{metric} on {split}", ["method", *heads, "params", "seeds"], [])
+    if short:
+        table.notes.append("tasks: " + ", ".join(f"t{i + 1} = {t}" for i, t in enumerate(tasks)))
     for row in ours:
         table.rows.append([row, *[cell(agg, row, c, 1.0) for c in cols],
                            fmt_params(params[row]) if row in params else DASH, str(seeds.get(row, 0))])
