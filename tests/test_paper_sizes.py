@@ -49,7 +49,7 @@ def test_mrn_precisions_are_buffers_at_paper_size():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # minutes of factorising 1152 x 1024 x 16 tensors; longer on a busy machine
+@pytest.mark.timeout(3600)  # factorising 1152 x 1024 x 16 tensors: 19 min measured on a busy 2-core machine
 @pytest.mark.parametrize("method, table1", [("dmtrl_tucker", 39.1e6), ("dmtrl_tt", 46.2e6)])
 def test_taan_code_tucker_and_tt_ranks_give_table1_sizes(method, table1):
     """Random 0.01 N(0, 1) tensors, relative error 0.5 by the interpolative rule: the ranks depend on the draw,
