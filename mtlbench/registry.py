@@ -20,6 +20,13 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+def unknown_name_message(kind: str, name: str, known) -> str:
+    """"unknown metric 'map@1O'; did you mean 'map@10'? (known: ...)" -- one wording for every name look-up."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {kind} {name!r}{hint} (known: {', '.join(known)})"
+
+
 class Registry(Generic[T]):
     def __init__(self, kind: str, package: str):
         self.kind = kind
@@ -53,9 +60,7 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(self.names())})"
+        return unknown_name_message(self.kind, name, self.names())
 
     def names(self, pattern: str = "*") -> list[str]:
         self._discover()

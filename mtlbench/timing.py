@@ -20,8 +20,9 @@ import torch
 
 from mtlbench.config.loader import ResolvedMethod, ResolvedSpec
 from mtlbench.data.base import MTLData
+from mtlbench.methods.base import count_parameters
 from mtlbench.training.trainer import (TaskSampler, build_model, make_optimizer, resolve_device, seed_everything,
-                                       task_loss)
+                                       train_step)
 
 
 @dataclass
@@ -68,17 +69,9 @@ def time_block(step, staged, iterations: int, device: torch.device) -> float:
 def train_step_fn(model, optimizer, tasks):
     count = [0]
 
-    def step(batches):
-        logits = model([x for x, _ in batches])
-        loss = sum(task_loss(lg, y, t) for lg, (_, y), t in zip(logits, batches, tasks)) / len(tasks)
-        reg = model.regularizer()
-        if reg is not None:
-            loss = loss + reg
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def step(batches):  # the trainer's own step, after_step included (MRN's covariance updates cost time too)
         count[0] += 1
-        model.after_step(count[0])  # MRN's covariance updates are part of its cost (every update_interval)
+        train_step(model, optimizer, batches, tasks, count[0])
     return step
 
 
@@ -144,9 +137,8 @@ def time_spec(resolved: ResolvedSpec, data: MTLData, warmup: int = 3, iterations
 
 def summarise(method: ResolvedMethod, model, i: int, train, infer, ref: int | None, data_s: float) -> TimingResult:
     tr, inf = [b[i] for b in train], [b[i] for b in infer]
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     result = TimingResult(method.entry.row, method.entry.name, statistics.median(tr), min(tr), max(tr),
-                          statistics.median(inf), min(inf), max(inf), data_s * 100, n_params,
+                          statistics.median(inf), min(inf), max(inf), data_s * 100, count_parameters(model),
                           train_blocks=tr, infer_blocks=inf)
     if ref is not None:  # the median of per-block ratios is robust to drifts in the machine's speed
         result.ratio_train = statistics.median(b[i] / b[ref] for b in train)

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from mtlbench.registry import UnknownNameError
+from mtlbench.registry import UnknownNameError, unknown_name_message
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,5 @@ DEFAULT_METRICS = {"multiclass": ["accuracy"], "multilabel": ["map@10", "gap@20"
 
 def get_metric(name: str) -> Metric:
     if name not in METRICS:
-        import difflib
-        close = difflib.get_close_matches(name, METRICS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UnknownNameError(f"unknown metric {name!r}{hint} (known: {', '.join(METRICS)})")
+        raise UnknownNameError(unknown_name_message("metric", name, METRICS))
     return METRICS[name]

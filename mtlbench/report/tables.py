@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from mtlbench.errors import MTLBenchError
+from mtlbench.registry import unknown_name_message
 from mtlbench.results import tidy
 
 PAPER_TABLES = Path(__file__).with_name("paper_tables.yaml")
@@ -30,10 +31,7 @@ def paper_tables() -> dict:
 def get_paper_table(name: str) -> dict:
     tables = paper_tables()
     if name not in tables:
-        import difflib
-        close = difflib.get_close_matches(name, tables, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise MTLBenchError(f"unknown paper table {name!r}{hint} (mtlbench list tables)")
+        raise MTLBenchError(unknown_name_message("paper table", name, tables))
     return tables[name]
 
 

@@ -84,6 +84,19 @@ def task_loss(logits: torch.Tensor, y: torch.Tensor, task: TaskInfo) -> torch.Te
     return F.cross_entropy(logits, y)
 
 
+def train_step(model: MTLMethod, optimizer: torch.optim.Optimizer, batches, tasks: list[TaskInfo], step: int):
+    """One iteration of protocol.md: per-task losses summed / T, + the regularizer, one optimizer step, then the
+    method's after_step hook. Returns the detached (task loss, regularizer). `mtlbench timing` times this."""
+    logits = model([x for x, _ in batches])
+    loss = sum(task_loss(lg, y, task) for lg, (_, y), task in zip(logits, batches, tasks)) / len(tasks)
+    reg = model.regularizer()
+    optimizer.zero_grad(set_to_none=True)
+    (loss if reg is None else loss + reg).backward()
+    optimizer.step()
+    model.after_step(step)
+    return loss.detach(), None if reg is None else reg.detach()
+
+
 def make_optimizer(resolved: ResolvedSpec, model: MTLMethod) -> torch.optim.Optimizer:
     o = resolved.spec.optimizer
     groups = model.param_groups(o.lr)
@@ -161,15 +174,7 @@ def train_run(resolved: ResolvedSpec, method: ResolvedMethod, seed: int, data: M
     tasks = data.info.tasks
 
     for it in range(1, tr.iterations + 1):
-        batches = sampler.next_batches(device)
-        logits = model([x for x, _ in batches])
-        loss = sum(task_loss(lg, y, task) for lg, (_, y), task in zip(logits, batches, tasks)) / len(tasks)
-        reg = model.regularizer()
-        total = loss if reg is None else loss + reg
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        model.after_step(it)
+        loss, reg = train_step(model, optimizer, sampler.next_batches(device), tasks, it)
         if it % tr.eval_every == 0 or it == tr.iterations:
             score = evaluate(model, data, tr.select_on, [primary], tr.eval_batch, device)[primary]["mean"]
             history.append({"iteration": it, "loss": loss.item(), "reg": None if reg is None else reg.item(),
