@@ -16,7 +16,8 @@ import numpy as np
 
 from mtlbench.errors import DataError
 from mtlbench.prepare import ProgressFactory, no_progress
-from mtlbench.prepare.common import TaskArrays, TaskJob, mtal_scheme, require, sources_entry, write_per_task
+from mtlbench.prepare.common import (TaskArrays, TaskJob, images_nchw, mtal_scheme, require, sources_entry,
+                                     write_per_task)
 
 CHARS = string.digits + string.ascii_uppercase + string.ascii_lowercase  # Sample001..062 -> label 0..61
 N_LETTERS = 10
@@ -56,8 +57,8 @@ def subset_task(name: str, path: Path, index_name: str, chars: str, key_base: in
         missing = sorted(set(wanted) - set(labels[rows].tolist()))
         if missing:
             raise DataError(f"{path}: no images of {', '.join(CHARS[m] for m in missing)} (task {name})")
-        x = (255 - images[rows])[:, None]
-        return TaskArrays(name, np.ascontiguousarray(x), y, labels[rows] * key_base + sample[rows], list(chars),
+        x = images_nchw(255 - images[rows])
+        return TaskArrays(name, x, y, labels[rows] * key_base + sample[rows], list(chars),
                           scale=1 / 255, extra={"source_file": path.name, "characters": chars})
     return TaskJob(name, build)
 

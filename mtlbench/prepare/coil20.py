@@ -15,7 +15,7 @@ import numpy as np
 
 from mtlbench.errors import DataError
 from mtlbench.prepare import ProgressFactory, no_progress
-from mtlbench.prepare.common import (TaskArrays, TaskJob, load_mat, mtal_scheme, need, require, sources_entry,
+from mtlbench.prepare.common import (TaskArrays, TaskJob, images_nchw, load_mat, mtal_scheme, need, require, sources_entry,
                                      write_per_task)
 
 PNG_NAME = re.compile(r"^obj(\d+)__(\d+)\.png$", re.IGNORECASE)
@@ -87,7 +87,7 @@ def prepare_coil20(src: Path, out: Path, seed: int = 0, objects: int = 10, objec
     def build() -> TaskArrays:
         rows = np.flatnonzero(np.isin(objs, chosen))
         y = np.searchsorted(np.array(chosen), objs[rows])
-        return TaskArrays("COIL-20", images[rows][:, None], y, objs[rows] * 1000 + poses[rows],
+        return TaskArrays("COIL-20", images_nchw(images[rows]), y, objs[rows] * 1000 + poses[rows],
                           [f"obj{o}" for o in chosen], scale=1 / 255,
                           extra={"objects": chosen, "objects_available": int(len(np.unique(objs)))})
 

@@ -28,7 +28,7 @@ from mtlbench.methods.base import MTLMethod, count_parameters
 from mtlbench.metrics import DEFAULT_METRICS, get_metric
 from mtlbench.training.env import fingerprint
 
-Progress = Callable[[int, int, dict], None]  # (iteration, total, {"loss": ..., "val": ...})
+Progress = Callable[[int, int, dict], None]  # (iteration, total, {"loss": ..., "select": score at evaluations})
 
 
 def resolve_device(name: str) -> torch.device:
