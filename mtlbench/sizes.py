@@ -52,6 +52,6 @@ def counts_for_spec(resolved) -> list[dict[str, Any]]:
     rows = []
     for m in resolved.methods:
         with torch.no_grad():
-            model = m.cls(resolved.info, resolved.spec.backbone_for(m.entry), m.params)
+            model = m.cls(resolved.info, resolved.spec.backbone_for(m.entry), m.params_for(resolved.spec.seeds[0]))
         rows.append({"row": m.entry.row, "method": m.entry.name, **parameter_counts(model)})
     return rows

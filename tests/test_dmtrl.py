@@ -216,3 +216,38 @@ def test_check_refuses_a_checkpoint_of_another_spec_and_heterogeneous_inputs(tmp
     assert any("cannot be read" in p for p in problems), problems
     mixed = DataInfo("m", [TaskInfo("a", 2, "multiclass", (7,)), TaskInfo("b", 2, "multiclass", (8,))], "per_task", "a")
     assert any("same input shape" in p for p in cls.check(mixed, BackboneSpec(hidden=[6]), cls.Params()))
+
+
+def test_seed_placeholder_names_each_seeds_stl_checkpoint(tmp_path, write_spec):
+    """`stl_checkpoint: .../seed{seed}.pt`: validate checks every seed's file, and seed k's DMTRL run
+    factorises seed k's STL weights."""
+    from mtlbench.config.loader import load_spec
+    from mtlbench.errors import SpecError
+    from mtlbench.training.run import run_spec
+    out = tmp_path / "runs"
+    text = f"""
+    name: seeded
+    data:
+      dataset: synthetic_vector
+      options: {{n_groups: 1, tasks_per_group: 2, outlier: false, input_dim: 16, n_examples: 300, n_classes: 4}}
+    backbone: {{hidden: [8, 8]}}
+    methods:
+      - {{name: stl, label: STL}}
+      - {{name: dmtrl_laf, label: LAF, params: {{init: stl, eps_or_k: 1.0e-9, stl_checkpoint: "{out}/seeded/STL/seed{{seed}}.pt"}}}}
+    training: {{iterations: 4, eval_every: 2, batch_per_task: 8, threads: 1}}
+    seeds: [0, 1]
+    output: {{dir: {out}}}
+    """
+    spec = write_spec(text)
+    with pytest.raises(SpecError, match=r"seed0\.pt does not exist"):
+        load_spec(spec)
+    resolved = load_spec(write_spec(text.replace("init: stl, ", "")))  # auto: decided per seed at build time
+    run_spec(resolved, seeds=[0, 1])
+    resolved = load_spec(spec)  # both checkpoints exist now
+    lafs = [m for m in resolved.methods if m.entry.row == "LAF"][0]
+    assert [lafs.params_for(s).stl_checkpoint for s in (0, 1)] == [f"{out}/seeded/STL/seed{s}.pt" for s in (0, 1)]
+    records = run_spec(resolved, seeds=[0, 1])
+    laf = {r["seed"]: r for r in records if r["row"] == "LAF"}
+    assert [laf[s]["summary"]["dmtrl"]["stl_checkpoint"] for s in (0, 1)] == \
+        [f"{out}/seeded/STL/seed{s}.pt" for s in (0, 1)]
+    assert all(laf[s]["summary"]["dmtrl"]["init"] == "stl" for s in (0, 1))

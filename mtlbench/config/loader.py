@@ -31,6 +31,16 @@ class ResolvedMethod:
     cls: type[MTLMethod]
     params: MethodParams
 
+    def params_for(self, seed: int) -> MethodParams:
+        """The params with ``{seed}`` in any string option replaced by the run's seed, so that e.g. DMTRL's
+        ``stl_checkpoint: .../STL/seed{seed}.pt`` factorises the STL run of the same seed."""
+        return with_seed(self.params, seed)
+
+
+def with_seed(params: MethodParams, seed: int) -> MethodParams:
+    update = {k: v.replace("{seed}", str(seed)) for k, v in params if isinstance(v, str) and "{seed}" in v}
+    return params.model_copy(update=update) if update else params
+
 
 @dataclass
 class ResolvedSpec:
@@ -220,7 +230,11 @@ def resolve_method(i: int, entry, problems: Problems) -> ResolvedMethod | None:
 def check_methods(spec: RunSpec, methods: list[ResolvedMethod], info: DataInfo, problems: Problems) -> None:
     for m in methods:
         i = spec.methods.index(m.entry)
-        for reason in m.cls.check(info, spec.backbone_for(m.entry), m.params):
+        # a `{seed}` option is checked once per seed (each seed may name its own checkpoint)
+        variants = dict.fromkeys(m.params_for(seed).model_dump_json() for seed in spec.seeds)
+        reasons = [r for v in variants for r in m.cls.check(info, spec.backbone_for(m.entry),
+                                                             type(m.params).model_validate_json(v))]
+        for reason in dict.fromkeys(reasons):
             problems.add(("methods", i, "name"), reason)
 
 

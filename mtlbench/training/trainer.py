@@ -151,8 +151,8 @@ def metric_names(resolved: ResolvedSpec, data: MTLData) -> list[str]:
     return names
 
 
-def build_model(resolved: ResolvedSpec, method: ResolvedMethod, data: MTLData) -> MTLMethod:
-    return method.cls(data.info, resolved.spec.backbone_for(method.entry), method.params)
+def build_model(resolved: ResolvedSpec, method: ResolvedMethod, data: MTLData, seed: int = 0) -> MTLMethod:
+    return method.cls(data.info, resolved.spec.backbone_for(method.entry), method.params_for(seed))
 
 
 def train_run(resolved: ResolvedSpec, method: ResolvedMethod, seed: int, data: MTLData,
@@ -164,7 +164,7 @@ def train_run(resolved: ResolvedSpec, method: ResolvedMethod, seed: int, data: M
         torch.set_num_threads(tr.threads)
     seed_everything(seed, tr.deterministic)
     device = resolve_device(tr.device)
-    model = build_model(resolved, method, data).to(device)
+    model = build_model(resolved, method, data, seed).to(device)
     optimizer = make_optimizer(resolved, model)
     sampler = TaskSampler(data.split("train"), tr.batch_per_task, seed)
     metrics, primary = metric_names(resolved, data), data.info.primary_metric
@@ -196,7 +196,7 @@ def train_run(resolved: ResolvedSpec, method: ResolvedMethod, seed: int, data: M
     scores = {s: evaluate(model, data, s, metrics, tr.eval_batch, device) for s in ("val", "test")}
     record = {
         "spec_name": spec.name, "spec_file": str(resolved.file), "spec": spec.model_dump(mode="json"),
-        "method": method.entry.name, "row": method.entry.row, "params": method.params.model_dump(mode="json"),
+        "method": method.entry.name, "row": method.entry.row, "params": method.params_for(seed).model_dump(mode="json"),
         "seed": seed, "dataset": data.info.name, "tasks": data.info.task_names,
         "data_metadata": data.info.metadata,
         "primary_metric": primary, "selected_on": tr.select_on,
