@@ -92,9 +92,8 @@ def test_stl_tower_init(tmp_path):
 
 
 @pytest.mark.parametrize("info, params, needle", [
-    (DataInfo("m", [TaskInfo("a", 2, "multiclass", (7,)), TaskInfo("b", 2, "multiclass", (8,))], "per_task", "a"),
-     {}, "same input shape"),
     (info_of((7,)), {"positions": [0, 5]}, "positions [5]"),
+    (info_of((7,)), {"positions": ["fc2", "conv1"]}, "positions ['conv1'] are not layers of this backbone"),
     (info_of((7,)), {"tower_init": "stl"}, "stl_checkpoint"),
 ])
 def test_check_refuses(info, params, needle):

@@ -198,8 +198,6 @@ def test_conv_backbone_regularises_flattened_kernels():
 
 @pytest.mark.parametrize("info, params, needle", [
     (info_of(3, 6, [2, 3, 2]), {"prior_on_heads": True}, "same number of classes"),
-    (DataInfo("mixed", [TaskInfo("a", 2, "multiclass", (6,)), TaskInfo("b", 2, "multiclass", (7,))],
-              "per_task", "acc"), {}, "same input shape"),
     (info_of(3, 6, 2), {"task_layers": 5}, "only 2 hidden layers"),
     (info_of(3, 6, 2), {"task_layers": 0}, "no layer for the prior"),
 ])

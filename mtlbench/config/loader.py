@@ -2,8 +2,9 @@
 
 Problems are collected, not raised one by one, so a user fixes a spec in one pass. Checks, in order: YAML
 syntax and duplicate keys; the RunSpec schema (unknown keys with "did you mean"); registered dataset and
-method names; each dataset's and method's own options; the prepared-data path; whether each method can run
-on the dataset (``MTLMethod.check``). Nothing is trained before all of them pass.
+method names; each dataset's and method's own options; the prepared-data path; whether each method's backbone
+fits the tasks (every layer's output shape, for the trunk input every task reaches through its stem); whether
+each method can run on the dataset (``MTLMethod.check``). Nothing is trained before all of them pass.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from mtlbench.config.schema import RunSpec
 from mtlbench.data.base import DataInfo, DatasetSource
 from mtlbench.errors import MTLBenchError, SpecError
 from mtlbench.methods.base import MethodParams, MTLMethod
+from mtlbench.methods.plan import backbone_problems
 from mtlbench.metrics import get_metric
 from mtlbench.registry import DATASETS, METHODS, UnknownNameError
 
@@ -116,8 +118,10 @@ class Problems:
     def __init__(self, file: Path, lines: dict[Loc, int]):
         self.file, self.lines, self.items = file, lines, []
 
-    def add(self, loc: Loc, message: str) -> None:
-        line = next((self.lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in self.lines), 1)
+    def add(self, loc: Loc, message: str, line_at: Loc | None = None) -> None:
+        """One problem at field ``loc``, on the line of ``line_at`` (default: ``loc``, or its nearest parent)."""
+        at = loc if line_at is None else line_at
+        line = next((self.lines[at[:i]] for i in range(len(at), -1, -1) if at[:i] in self.lines), 1)
         self.items.append(f"{self.file}:{line}: {dotted(loc) or '(top level)'}: {message}")
 
     def add_validation(self, err: ValidationError, prefix: Loc, model: type[BaseModel]) -> None:
@@ -228,14 +232,35 @@ def resolve_method(i: int, entry, problems: Problems) -> ResolvedMethod | None:
 
 
 def check_methods(spec: RunSpec, methods: list[ResolvedMethod], info: DataInfo, problems: Problems) -> None:
+    reported: set = set()
     for m in methods:
         i = spec.methods.index(m.entry)
+        if not backbone_fits(spec, i, info, problems, reported):
+            continue
         # a `{seed}` option is checked once per seed (each seed may name its own checkpoint)
         variants = dict.fromkeys(m.params_for(seed).model_dump_json() for seed in spec.seeds)
         reasons = [r for v in variants for r in m.cls.check(info, spec.backbone_for(m.entry),
                                                              type(m.params).model_validate_json(v))]
         for reason in dict.fromkeys(reasons):
             problems.add(("methods", i, "name"), reason)
+
+
+def backbone_fits(spec: RunSpec, i: int, info: DataInfo, problems: Problems, reported: set) -> bool:
+    """Report (once per backbone) why method ``i``'s backbone does not fit the tasks; the line is the
+    method's backbone override, the spec's ``backbone`` key, or -- for the default backbone -- the dataset."""
+    entry = spec.methods[i]
+    errors = backbone_problems(info, spec.backbone_for(entry))
+    base: Loc = ("methods", i, "backbone") if entry.backbone else ("backbone",)
+    for e in errors:
+        if (base, e.message) in reported:
+            continue
+        reported.add((base, e.message))
+        if base in problems.lines:
+            problems.add(base + e.field, e.message)
+        else:
+            problems.add(base + e.field, e.message + " (the default backbone: the spec has no backbone key)",
+                         line_at=("data", "dataset"))
+    return not errors
 
 
 def check_metrics(spec: RunSpec, info: DataInfo, problems: Problems) -> None:

@@ -87,7 +87,12 @@ class TAAN(HardShare):
         return adaptive
 
     def adaptive_layers(self) -> list[AdaptiveActivation]:
-        return [block.act for block in self.trunk.blocks if isinstance(block.act, AdaptiveActivation)]
+        return [act for _, act in self.named_adaptive_layers()]
+
+    def named_adaptive_layers(self) -> list[tuple[str, AdaptiveActivation]]:
+        """(layer name in the plan -- fc1, conv2, conv3_1 ... --, its adaptive activation)."""
+        return [(layer.name, block.act) for layer, block in zip(self.plan.layers, self.trunk.blocks)
+                if isinstance(block.act, AdaptiveActivation)]
 
     def layer_regularizer(self, layer: AdaptiveActivation) -> torch.Tensor:
         p = self.params
@@ -109,10 +114,11 @@ class TAAN(HardShare):
         """Per adaptive layer: the T x T distance d(F_s, F_t) and cosine matrices (the paper's Figures 2/4
         heat maps), with alpha and the sorted hinges b."""
         p, layers = self.params, []
-        for i, layer in enumerate(self.adaptive_layers()):
+        for i, (name, layer) in enumerate(self.named_adaptive_layers()):
             alpha, b = layer.ordered()
             layers.append({
                 "layer": i,
+                "name": name,
                 "distance": distance_matrix(alpha, b, p.gmm).tolist(),
                 "cosine": cosine_matrix(alpha, b, p.gmm, fidelity=p.fidelity).tolist(),
                 "alpha": alpha.double().tolist(),
