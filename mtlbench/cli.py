@@ -102,7 +102,8 @@ def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables"
           pattern: str = typer.Option("*", help="glob filter on names, e.g. 'dmtrl*'"),
           params: Optional[Path] = typer.Option(None, "--params", metavar="SPEC.yaml",
                                                 help="with `methods`: parameter counts of every method of SPEC, "
-                                                     "built for its dataset, beside the paper's '# of params'")):
+                                                     "built for its dataset (per-task stems apart), beside the "
+                                                     "paper's '# of params'")):
     """List registered methods, registered datasets, or the paper tables `compare` can render."""
     from rich.table import Table
     if params is not None:
@@ -136,12 +137,12 @@ def print_param_counts(spec: Path) -> None:
     paper = get_paper_table(resolved.spec.table) if resolved.spec.table else None
     has_params = paper is not None and "params" in paper["columns"]
     table = Table(title=f"parameters of {resolved.spec.name} ({resolved.info.n_tasks} tasks)")
-    for col in ["method", "row", "trainable", "", "buffers"] + (["paper"] if has_params else []):
+    for col in ["method", "row", "trainable", "", "of which stems", "buffers"] + (["paper"] if has_params else []):
         table.add_column(col, justify="left" if col in ("method", "row") else "right")
     for r in counts_for_spec(resolved):
         paper_cell = paper["rows"].get(r["row"], ["—"])[0] if has_params else None
-        table.add_row(r["method"], r["row"], f"{r['trainable']:,}", fmt_params(r["trainable"]), f"{r['buffers']:,}",
-                      *([str(paper_cell or "—")] if has_params else []))
+        table.add_row(r["method"], r["row"], f"{r['trainable']:,}", fmt_params(r["trainable"]), f"{r['stems']:,}",
+                      f"{r['buffers']:,}", *([str(paper_cell or "—")] if has_params else []))
     out.print(table)
 
 

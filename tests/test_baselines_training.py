@@ -16,7 +16,8 @@ from mtlbench.config.loader import load_spec
 from mtlbench.metrics import accuracy, map_at_k
 from mtlbench.training.run import load_data, run_spec
 
-BASELINES = ["soft_order", "mrn_t", "mrn_full", "dmtrl_laf", "dmtrl_tucker", "dmtrl_tt", "cross_stitch", "mmoe"]
+BASELINES = ["soft_order", "mrn_t", "mrn_full", "dmtrl_laf", "dmtrl_tucker", "dmtrl_tt", "cross_stitch", "nddr",
+             "mmoe"]
 
 DATA = {
     "vector": ("""

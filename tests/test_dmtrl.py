@@ -250,3 +250,21 @@ def test_seed_placeholder_names_each_seeds_stl_checkpoint(tmp_path, write_spec):
     assert [laf[s]["summary"]["dmtrl"]["stl_checkpoint"] for s in (0, 1)] == \
         [f"{out}/seeded/STL/seed{s}.pt" for s in (0, 1)]
     assert all(laf[s]["summary"]["dmtrl"]["init"] == "stl" for s in (0, 1))
+
+
+def test_layers_run_the_activation_factory():
+    """DMTRL's layers go through the backbone's layer plan, with the activation its factory makes (not a
+    hard-coded ReLU): a factory of tanh activations changes every hidden layer of every task."""
+    class Tanh(torch.nn.Module):
+        def forward(self, z, segments=None):
+            calls.append(z.shape)
+            return torch.tanh(z)
+
+    class TanhDMTRL(METHODS.get("dmtrl_laf")):
+        def activation_factory(self):
+            return lambda layer, width: Tanh()
+
+    calls: list = []
+    model = TanhDMTRL(info_of((7,)), BackboneSpec(hidden=[6, 5]), TanhDMTRL.Params(init="random"))
+    model([torch.randn(2, 7) for _ in range(3)])
+    assert calls == [(2, 6)] * 3 + [(2, 5)] * 3
