@@ -156,7 +156,7 @@ def with_reference(resolved: ResolvedSpec, name: str) -> ResolvedSpec:
     if name not in METHODS:
         raise UsageError(f"--vs: {METHODS.unknown_message(name)}")
     cls = METHODS.get(name)
-    label = {"hard_share": "Hard-Share"}.get(name, name)
+    label = {"hard_share": "Hard-Share", "stl": "STL"}.get(name, name)
     entry = MethodEntry(name=name, label=label)
     reasons = cls.check(resolved.info, resolved.spec.backbone, cls.Params()) if resolved.info else []
     if reasons:

@@ -29,3 +29,26 @@ def test_timing_refuses_an_unknown_reference(write_spec, tmp_path):
     spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")))
     result = runner.invoke(app, ["timing", str(spec), "--vs", "hard_shar"])
     assert result.exit_code != 0 and "hard_shar" in result.output
+
+
+def test_timing_vs_stl_on_mixed_inputs(write_spec, tmp_path):
+    """`--vs stl` adds STL as the reference (the MTAL tower baselines are measured against it)."""
+    spec = write_spec(f"""
+name: towers
+data:
+  dataset: synthetic_image
+  options: {{n_groups: 1, tasks_per_group: 1, outlier: true, image_size: 12, size_step: 4, per_class: 10, n_classes: 3}}
+backbone: {{kind: vgg, stages: [[4], [8]], dense: [8]}}
+methods:
+  - {{name: hard_share, label: Multi-task}}
+  - {{name: nddr, label: NDDR-CNN}}
+training: {{batch_per_task: 8, threads: 1}}
+output: {{dir: {tmp_path / "runs"}}}
+""")
+    result = runner.invoke(app, ["timing", str(spec), "--vs", "stl", "--iterations", "2", "--blocks", "1",
+                                 "--warmup", "1", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "runs" / "towers" / "timing.json").read_text())
+    rows = {r["row"]: r for r in record["results"]}
+    assert set(rows) == {"STL", "Multi-task", "NDDR-CNN"} and record["reference"] == "STL"
+    assert rows["STL"]["ratio_train"] == 1.0 and "train / STL" in result.output

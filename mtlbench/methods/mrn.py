@@ -236,6 +236,8 @@ class MRN(MTLMethod):
         return {"mrn": {"covariances": list(self.covariances), "update_rule": self.params.update_rule, "c": self.c,
                         "covariance_updates": int(self.n_updates),
                         "regularised_layers": len(self.priors),
+                        "regularised_layer_names": [layer.name for layer in self.plan.layers[self.n_shared:]]
+                        + (["heads"] if self.params.prior_on_heads else []),
                         "task_covariance": [s.cpu().tolist() for s in self.task_covariances()]}}
 
     @classmethod
