@@ -1,7 +1,6 @@
 """MMoE (Ma et al. 2018): gates are per-task softmaxes over experts; one expert is Hard-Share."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mtlbench.data.base import DataInfo, TaskInfo

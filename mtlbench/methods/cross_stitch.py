@@ -36,17 +36,15 @@ during training, so its batch statistics are over all T batches.
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from mtlbench.methods._common import (Positions, apply_fidelity, load_stl_towers, position_problems,
-                                      raise_if_refused, resolve_positions, segments_of, stl_checkpoint_problems)
-from mtlbench.methods.backbone import make_heads
-from mtlbench.methods.base import MethodParams, MTLMethod
-from mtlbench.methods.plan import Trunk, run_towers
+from mtlbench.methods._common import Positions, apply_fidelity, raise_if_refused
+from mtlbench.methods._towers import FusedTowers
+from mtlbench.methods.base import MethodParams
 from mtlbench.registry import METHODS
 
 TAAN_CODE = {"init": "random_rownorm"}
@@ -83,7 +81,7 @@ def initial_alpha(n_tasks: int, width: int | None, params: CrossStitchParams) ->
 
 
 @METHODS.register("cross_stitch")
-class CrossStitch(MTLMethod):
+class CrossStitch(FusedTowers):
     """One tower per task; T x T cross-stitch units mix the towers' activations after chosen blocks.
 
     Params (YAML)::
@@ -104,31 +102,15 @@ class CrossStitch(MTLMethod):
     def __init__(self, info, backbone, params: CrossStitchParams):
         super().__init__(info, backbone, params)
         raise_if_refused(type(self), info, backbone, params)
-        self.trunks = nn.ModuleList(Trunk(self.plan) for _ in info.tasks)  # STL's key names
-        self.heads = make_heads(self.plan.out_features, info.tasks)
-        self.positions = resolve_positions(self.plan, params.positions)
+        self.build_towers()
         widths = [self.plan.layers[i].width if params.granularity == "channel" else None for i in self.positions]
         self.alphas = nn.ParameterList(nn.Parameter(initial_alpha(info.n_tasks, w, params)) for w in widths)
-        if params.tower_init == "stl":
-            load_stl_towers(self, params.stl_checkpoint)
+        self.init_towers()
 
-    # -- forward --------------------------------------------------------------------------------------------
-    def forward_all(self, hs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        segments = segments_of(hs)
-        towers = self._towers(torch.cat(list(hs)), segments)
-        per_task = towers.split([n for _, n in segments], dim=1)  # [T, n_t, features] each
-        return [self.heads[t](h[t]) for t, h in enumerate(per_task)]
-
-    def forward_one(self, h: torch.Tensor, task: int) -> torch.Tensor:
-        return self.heads[task](self._towers(h, [(task, len(h))])[task])
-
-    def _towers(self, x: torch.Tensor, segments) -> torch.Tensor:
-        """Every tower on every row, stitched at the chosen layers: [T, rows, features]."""
+    def fuse_units(self) -> dict:
         if self.params.init == "random_rownorm":
             self._renormalise()
-        units = {i: partial(stitch, alpha) for i, alpha in zip(self.positions, self.alphas)}
-        towers = [trunk.blocks for trunk in self.trunks]
-        return torch.stack(run_towers(self.plan, towers, [x] * len(towers), segments, fuse=units))
+        return {i: partial(stitch, alpha) for i, alpha in zip(self.positions, self.alphas)}
 
     @torch.no_grad()
     def _renormalise(self) -> None:
@@ -138,26 +120,15 @@ class CrossStitch(MTLMethod):
 
     # -- optimiser and reporting -----------------------------------------------------------------------------
     def param_groups(self, lr: float) -> list[dict]:
-        alpha_ids = {id(a) for a in self.alphas}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in alpha_ids]
-        return [{"params": rest, "lr": lr},
-                {"params": list(self.alphas), "lr": lr * self.params.alpha_lr_mult}]
+        return self.groups_with(lr, list(self.alphas), self.params.alpha_lr_mult)
 
     def summary(self) -> dict:
-        T = self.info.n_tasks
         units = [(a.mean(0) if a.dim() == 3 else a).detach().cpu().tolist() for a in self.alphas]
-        return {"cross_stitch": {"positions": self.positions,
-                                 "position_names": [self.plan.layers[i].name for i in self.positions],
-                                 "granularity": self.params.granularity,
-                                 "tower_batch_passes_per_iteration": T * T, "alpha": units}}
+        return {"cross_stitch": {**self.tower_summary(), "granularity": self.params.granularity, "alpha": units}}
 
     @classmethod
     def check(cls, info, backbone, params) -> list[str]:
-        problems = position_problems(info, backbone, params.positions, "cross_stitch")
-        if params.tower_init == "stl":
-            problems += stl_checkpoint_problems(params.stl_checkpoint, info, backbone, "cross_stitch",
-                                                "tower_init: stl")
-        return problems
+        return cls.tower_problems(info, backbone, params)
 
 
 def stitch(alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

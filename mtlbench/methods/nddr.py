@@ -35,17 +35,16 @@ Known limits: the paper's "shortcut" variant (NDDR outputs of all stages fed to 
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from mtlbench.methods._common import (Positions, load_stl_towers, position_problems, raise_if_refused,
-                                      resolve_positions, segments_of, stl_checkpoint_problems)
-from mtlbench.methods.backbone import make_heads
-from mtlbench.methods.base import MethodParams, MTLMethod
-from mtlbench.methods.plan import Layer, Trunk, run_towers
+from mtlbench.methods._common import Positions, raise_if_refused
+from mtlbench.methods._towers import FusedTowers
+from mtlbench.methods.base import MethodParams
+from mtlbench.methods.plan import Layer
 from mtlbench.registry import METHODS
 
 
@@ -102,7 +101,7 @@ def initial_weight(T: int, C: int, params: NDDRParams) -> torch.Tensor:
 
 
 @METHODS.register("nddr")
-class NDDR(MTLMethod):
+class NDDR(FusedTowers):
     """One tower per task; after chosen layers each task's features are a learned 1x1 reduction (+ BN, ReLU) of
     all towers' concatenated features. The original is two-task only; cost T*T*C*C weights per NDDR layer.
 
@@ -127,43 +126,20 @@ class NDDR(MTLMethod):
     def __init__(self, info, backbone, params: NDDRParams):
         super().__init__(info, backbone, params)
         raise_if_refused(type(self), info, backbone, params)
-        self.trunks = nn.ModuleList(Trunk(self.plan) for _ in info.tasks)  # STL's key names
-        self.heads = make_heads(self.plan.out_features, info.tasks)
-        self.positions = resolve_positions(self.plan, params.positions)
+        self.build_towers()
         self.units = nn.ModuleList(NDDRUnit(info.n_tasks, self.plan.layers[i], params) for i in self.positions)
-        if params.tower_init == "stl":
-            load_stl_towers(self, params.stl_checkpoint)
+        self.init_towers()
 
-    def forward_all(self, hs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        segments = segments_of(hs)
-        towers = self._towers(torch.cat(list(hs)), segments)
-        return [self.heads[t](h[t]) for t, h in enumerate(towers.split([n for _, n in segments], dim=1))]
-
-    def forward_one(self, h: torch.Tensor, task: int) -> torch.Tensor:
-        return self.heads[task](self._towers(h, [(task, len(h))])[task])
-
-    def _towers(self, x: torch.Tensor, segments) -> torch.Tensor:
-        """Every tower on every row, fused at the chosen layers: [T, rows, features]."""
-        towers = [trunk.blocks for trunk in self.trunks]
-        fuse = dict(zip(self.positions, self.units))
-        return torch.stack(run_towers(self.plan, towers, [x] * len(towers), segments, fuse=fuse))
+    def fuse_units(self) -> dict:
+        return dict(zip(self.positions, self.units))
 
     def param_groups(self, lr: float) -> list[dict]:
-        nddr = [unit.reduce.weight for unit in self.units]
-        ids = {id(p) for p in nddr}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        return [{"params": rest, "lr": lr}, {"params": nddr, "lr": lr * self.params.lr_mult}]
+        return self.groups_with(lr, [unit.reduce.weight for unit in self.units], self.params.lr_mult)
 
     def summary(self) -> dict:
-        T = self.info.n_tasks
-        return {"nddr": {"positions": self.positions,
-                         "position_names": [self.plan.layers[i].name for i in self.positions],
-                         "weights_per_layer": [unit.reduce.weight.numel() for unit in self.units],
-                         "tower_batch_passes_per_iteration": T * T}}
+        return {"nddr": {**self.tower_summary(),
+                         "weights_per_layer": [unit.reduce.weight.numel() for unit in self.units]}}
 
     @classmethod
     def check(cls, info, backbone, params) -> list[str]:
-        problems = position_problems(info, backbone, params.positions, "nddr")
-        if params.tower_init == "stl":
-            problems += stl_checkpoint_problems(params.stl_checkpoint, info, backbone, "nddr", "tower_init: stl")
-        return problems
+        return cls.tower_problems(info, backbone, params)
