@@ -9,7 +9,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from mtlbench.data.base import DataInfo
+from mtlbench.data.base import DataInfo, TaskSplit
 from mtlbench.methods.backbone import BackboneSpec
 
 
@@ -22,6 +22,9 @@ class MethodParams(BaseModel):
 class MTLMethod(nn.Module):
     Params: ClassVar[type[MethodParams]] = MethodParams
     paper: ClassVar[str] = ""  # citation shown by `mtlbench list methods`
+    # True for a method trained by one closed-form ``fit`` instead of optimizer steps: the trainer then calls
+    # fit once (no optimizer, no step loop, the fitted model is the selected one) and evaluates as usual.
+    closed_form: ClassVar[bool] = False
 
     def __init__(self, info: DataInfo, backbone: BackboneSpec, params: MethodParams):
         super().__init__()
@@ -43,6 +46,11 @@ class MTLMethod(nn.Module):
 
     def after_step(self, step: int) -> None:
         """Called after every optimizer step (MRN's covariance updates run here)."""
+
+    def fit(self, train: list[TaskSplit]) -> None:
+        """Closed-form methods only: fit the model to every task's training split (CPU tensors; move rows to
+        the model's device as needed)."""
+        raise NotImplementedError(f"{type(self).__name__} is trained by steps (closed_form is False)")
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """Optimizer parameter groups; methods with learning-rate multipliers override this."""
