@@ -1,4 +1,4 @@
-"""One training iteration (protocol.md's, stated here): one mini-batch per task -> per-task losses, summed and
+"""One training iteration of every method: one mini-batch per task -> per-task losses, summed and
 divided by the number of tasks T, + the method's regularizer -> one optimizer step -> the method's after_step.
 
 ``Objective`` is the module whose forward computes the loss (the module a data-parallel wrapper would wrap);
