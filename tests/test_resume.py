@@ -152,7 +152,7 @@ output: {{dir: {out}}}
 def test_sigkill_then_rerun_writes_the_uninterrupted_record(write_spec, tmp_path):
     spec = write_spec(KILL_SPEC.format(out=tmp_path / "killed"))
     cmd = [sys.executable, "-m", "mtlbench", "train", str(spec), "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     state = tmp_path / "killed" / "killed" / "MRN" / "seed0.state.pt"
     deadline = time.monotonic() + 120
