@@ -19,7 +19,8 @@ app = typer.Typer(
     help="Benchmark multi-task-learning methods on the TAAN and MTAL papers' data and render their tables.\n\n"
          "Typical flow: `mtlbench validate SPEC.yaml`, `mtlbench train SPEC.yaml`, `mtlbench compare SPEC.yaml`.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-user_errors = _user_errors("interrupted: finished runs are saved; the interrupted run left nothing behind")
+user_errors = _user_errors("interrupted: finished runs are saved; run the same command again to resume the "
+                           "interrupted run from its last checkpoint")
 
 
 def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
@@ -42,7 +43,8 @@ def progress_bars(enabled: bool):
         def factory(row: str, seed: int, total: int):
             task = bars.add_task(f"{row} seed {seed}", total=total, status="")
             def update(it: int, _total: int, info: dict) -> None:
-                status = f"loss {info['loss']:.4f}" + (f"  sel {info['select']:.4f}" if "select" in info else "")
+                status = (f"loss {info['loss']:.4f}" if "loss" in info else "") + \
+                    (f"  sel {info['select']:.4f}" if "select" in info else "")
                 bars.update(task, completed=it, status=status)
             return update
         yield factory
@@ -54,24 +56,35 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
           seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's, e.g. 0,1,2"),
           out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
           progress: bool = typer.Option(True, help="show progress bars"),
-          fmt: str = typer.Option("rich", "--format", help="table format after training: rich|markdown|latex|csv")):
-    """Train every method of SPEC for every seed, write one result record per run, and print the table."""
+          fmt: str = typer.Option("rich", "--format", help="table format after training: rich|markdown|latex|csv"),
+          force: bool = typer.Option(False, "--force", help="retrain every run from scratch, over finished records, "
+                                     "records of other settings and saved training states")):
+    """Train every method of SPEC for every seed, write one result record per run, and print the table.
+
+    Runs whose record exists for the same run identity are skipped; an interrupted run resumes from its last
+    checkpoint; a record of other settings at a run's place stops the command before training (exit 2) unless
+    --force. A run whose loss or weights become non-finite is recorded as diverged and the command exits 1."""
     from mtlbench.config.loader import load_spec
     from mtlbench.training.run import run_spec
     check_format(fmt)
     seed_list = parse_seeds(seeds)
     resolved = load_spec(spec)
+    log = lambda line: err.print(line, highlight=False, soft_wrap=True)  # noqa: E731
     with progress_bars(progress and err.is_terminal) as factory:
-        records = run_spec(resolved, seed_list, out_dir, factory or plain_progress())
+        records = run_spec(resolved, seed_list, out_dir, factory or plain_progress(), force=force, log=log)
     print_table(spec_table(resolved, out_dir), fmt)
-    err.print(f"{len(records)} run(s) written under {Path(out_dir or resolved.spec.output.dir) / resolved.spec.name}")
+    err.print(f"{len(records)} run(s) under {Path(out_dir or resolved.spec.output.dir) / resolved.spec.name}")
+    diverged = [f"{r.row} seed {r.seed}" for r in records if r.status == "diverged"]
+    if diverged:
+        err.print(f"[red]error:[/red] {len(diverged)} run(s) diverged: {', '.join(diverged)}", highlight=False)
+        raise typer.Exit(1)
 
 
 def plain_progress():
     """Without a terminal (CI logs), one line per evaluation instead of a redrawn bar."""
     def factory(row: str, seed: int, total: int):
         def update(it: int, _total: int, info: dict) -> None:
-            if "select" in info:
+            if "select" in info and "loss" in info:
                 err.print(f"{row} seed {seed}: iteration {it}/{total} loss {info['loss']:.4f} "
                           f"selection score {info['select']:.4f}", highlight=False)
         return update

@@ -1,19 +1,101 @@
-"""Result records: one JSON file per (spec, method row, seed), written atomically, read back as a tidy table.
+"""Result records: one JSON file per (spec, method row, seed), typed by ``RunRecord`` and written and read only
+here (``write_record`` / ``read_record``), as strict JSON (a non-finite number is stored as null).
 
-Layout: ``<output dir>/<spec name>/<row>/seed<k>.json`` (and ``seed<k>.pt``, the selected weights). A record
-holds the resolved spec, the metrics per split / metric / task, and the environment (see trainer.py).
+Layout: ``<output dir>/<spec name>/<row>/seed<k>.json``, beside it ``seed<k>.pt`` (the selected weights) and,
+while a run is unfinished, ``seed<k>.state.pt`` (its resumable training state). A record holds the resolved
+spec, the metrics per split / metric / task, how the run ended (``status``) and the environment.
+
+Run identity: two runs are the same run when their ``run_key`` is equal -- the parts of the resolved spec that
+shape this row's result (data, the method entry, its backbone, optimizer, training minus how-to-run fields,
+the metrics asked for), the seed, and the code version (``code_version``). ``mtlbench train`` skips a run whose record
+has the same identity and refuses to overwrite one whose identity differs.
+
 This module does not import torch, so ``compare`` renders tables without it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Any, Literal
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
+from mtlbench import __version__
 from mtlbench.errors import MTLBenchError
 from mtlbench.io import atomic_write_json
+
+# Layout of a record file. 1: records written before status / identity existed (read with their defaults).
+RECORD_SCHEMA = 2
+# Bumped when a change alters what a run trains or stores, so that older records stop counting as finished
+# runs of the current code. Part of the code version, with the package version.
+TRAINING_VERSION = 1
+# training.* fields that say how a run is executed, not what is trained: not part of a run's identity.
+HOW_TO_RUN = ("threads", "device", "eval_batch", "checkpoint_every")
+
+
+def code_version(package: str | None = __version__) -> str:
+    return f"{package}+t{TRAINING_VERSION}"
+
+
+class MetricScores(BaseModel):
+    """One metric on one split: per task, the mean over tasks, and (accuracy only) pooled over all examples."""
+
+    model_config = ConfigDict(extra="forbid")
+    tasks: dict[str, float | None]
+    mean: float | None
+    pooled: float | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_pooled(self, handler):
+        out = handler(self)
+        if out.get("pooled") is None:
+            out.pop("pooled", None)
+        return out
+
+
+class RunRecord(BaseModel):
+    """What one (method row, seed) run produced. ``status: diverged`` runs carry no metrics (null)."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = 1
+    spec_name: str
+    row: str
+    method: str
+    seed: int
+    status: Literal["ok", "diverged"] = "ok"
+    failure: str | None = None  # why a diverged run stopped (the line printed when it stopped)
+    trained_by: Literal["steps", "fit"] = "steps"  # optimizer steps, or the method's closed-form fit
+    identity: str | None = None  # hash of run_key when written (absent in schema-1 records)
+    code_version: str | None = None
+    spec_file: str
+    spec: dict[str, Any]
+    params: dict[str, Any]
+    dataset: str
+    tasks: list[str]
+    data_metadata: dict[str, Any] = Field(default_factory=dict)
+    primary_metric: str
+    selected_on: str
+    paper_faithful: bool = False
+    deterministic: bool | None = None
+    metrics: dict[str, dict[str, MetricScores]] | None  # split -> metric -> scores
+    best_iteration: int | None
+    iterations_run: int
+    history: list[dict[str, Any]]  # one entry per evaluation: iteration, loss, reg, <split>_<metric>
+    n_params: int
+    train_time_s: float
+    wall_time_s: float
+    data_checksum: str | None = None
+    env: dict[str, Any] = Field(default_factory=dict)
+    summary: dict[str, Any] = Field(default_factory=dict)
+    path: Path | None = Field(default=None, exclude=True)  # where it was read from or written to
+
+    @property
+    def written_by(self) -> str:
+        """The code version; schema-1 records predate the field and count as training version 1."""
+        return self.code_version or f"{self.env.get('versions', {}).get('mtlbench')}+t1"
 
 
 def slug(row: str) -> str:
@@ -28,48 +110,81 @@ def record_path(out_dir: Path, spec_name: str, row: str, seed: int) -> Path:
     return run_dir(out_dir, spec_name, row) / f"seed{seed}.json"
 
 
-def write_record(out_dir: Path, record: dict) -> Path:
-    path = record_path(out_dir, record["spec_name"], record["row"], record["seed"])
-    atomic_write_json(path, record)
+def write_record(path: Path, record: RunRecord) -> Path:
+    atomic_write_json(path, record.model_dump(mode="json"))
+    record.path = path
     return path
 
 
-REQUIRED = ("spec", "row", "method", "seed", "tasks", "metrics", "n_params")
-
-
-def read_record(path: Path) -> dict:
+def read_record(path: Path) -> RunRecord:
     """One record, checked to be one: a stray or truncated JSON file is a one-line error, not a traceback."""
     try:
-        rec = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MTLBenchError(f"{path}: not a readable result record ({e})") from None
-    missing = [k for k in REQUIRED if not isinstance(rec, dict) or k not in rec]
+    if isinstance(data, dict) and isinstance(data.get("schema_version"), int) and data["schema_version"] > RECORD_SCHEMA:
+        raise MTLBenchError(f"{path}: record schema {data['schema_version']} is newer than this mtlbench reads "
+                            f"({RECORD_SCHEMA}); upgrade mtlbench")
+    try:
+        record = RunRecord.model_validate(data)
+    except ValidationError as e:
+        raise MTLBenchError(f"{path}: not a mtlbench result record ({validation_reason(e)})") from None
+    record.path = Path(path)
+    return record
+
+
+def validation_reason(e: ValidationError) -> str:
+    errors = e.errors()
+    missing = [str(err["loc"][0]) for err in errors if err["type"] == "missing" and len(err["loc"]) == 1]
     if missing:
-        raise MTLBenchError(f"{path}: not a mtlbench result record (missing {', '.join(missing)})")
-    rec["_path"] = str(path)
-    return rec
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        return f"missing {', '.join(missing[:3])}{more}"
+    first = errors[0]
+    return f"{'.'.join(map(str, first['loc'])) or 'top level'}: {first['msg']}"
 
 
-def load_records(root: Path) -> list[dict]:
+def load_records(root: Path) -> list[RunRecord]:
     """Every record under ``root`` (a spec's folder or a whole output dir), sorted by path."""
     return [read_record(path) for path in sorted(Path(root).rglob("seed*.json"))]
 
 
-def run_identity(spec: dict, row: str) -> dict:
+# -- run identity -----------------------------------------------------------------------------------------------
+def experiment_key(spec: dict, row: str) -> dict:
     """What must match for two records of a row to be seeds of the same experiment: the data, the row's
-    method entry and backbone, the optimizer and the training settings (not the seeds or output folder)."""
+    method entry and backbone, the optimizer, the training settings (less how-to-run fields) and the metrics
+    stored."""
     entry = next((m for m in spec["methods"] if (m.get("label") or m["name"]) == row), None)
     backbone = (entry or {}).get("backbone") or spec.get("backbone")
-    return {"data": spec.get("data"), "method": entry, "backbone": backbone,
-            "optimizer": spec.get("optimizer"), "training": spec.get("training")}
+    training = {k: v for k, v in (spec.get("training") or {}).items() if k not in HOW_TO_RUN}
+    return {"data": spec.get("data"), "method": entry, "backbone": backbone, "optimizer": spec.get("optimizer"),
+            "training": training, "metrics": (spec.get("evaluation") or {}).get("metrics")}
 
 
-def tidy(records: list[dict], split: str = "test") -> pd.DataFrame:
-    """One row per (method row, seed, metric, column) where column is a task name, 'mean' or 'pooled'."""
+def run_key(spec: dict, row: str, seed: int, code: str) -> dict:
+    return {"experiment": experiment_key(spec, row), "seed": seed, "code": code}
+
+
+def identity_hash(key: dict) -> str:
+    text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def key_differences(old: Any, new: Any, where: str = "") -> list[str]:
+    """``field: old -> new`` for every leaf that differs between two keys."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in dict.fromkeys([*old, *new])
+                for d in key_differences(old.get(k), new.get(k), f"{where}.{k}" if where else str(k))]
+    return [] if old == new else [f"{where}: {json.dumps(old, default=str)} -> {json.dumps(new, default=str)}"]
+
+
+# -- tables -----------------------------------------------------------------------------------------------------
+def tidy(records: list[RunRecord], split: str = "test") -> pd.DataFrame:
+    """One row per (method row, seed, metric, column) where column is a task name, 'mean' or 'pooled'.
+    Diverged records have no metrics and give no rows."""
     rows = []
     for rec in records:
-        for metric, entry in rec["metrics"].get(split, {}).items():
-            cols = {**entry["tasks"], "mean": entry["mean"], **({"pooled": entry["pooled"]} if "pooled" in entry else {})}
-            rows += [{"row": rec["row"], "method": rec["method"], "seed": rec["seed"], "metric": metric,
-                      "column": c, "value": v, "n_params": rec["n_params"]} for c, v in cols.items()]
+        for metric, entry in (rec.metrics or {}).get(split, {}).items():
+            cols = {**entry.tasks, "mean": entry.mean, **({"pooled": entry.pooled} if entry.pooled is not None else {})}
+            rows += [{"row": rec.row, "method": rec.method, "seed": rec.seed, "metric": metric,
+                      "column": c, "value": v, "n_params": rec.n_params} for c, v in cols.items()]
     return pd.DataFrame(rows, columns=["row", "method", "seed", "metric", "column", "value", "n_params"])

@@ -8,7 +8,9 @@
   and the median and spread (min, max) reported;
 - every method of the spec is timed in the same process with the same staged batches, the methods taking
   turns inside each block; each ratio to Hard-Share is the median of per-block ratios, so ratios stay
-  meaningful even where absolute seconds are not (a shared or throttled machine).
+  meaningful even where absolute seconds are not (a shared or throttled machine);
+- a method with a closed-form fit (no training steps) gets the seconds of one fit on the training splits
+  ("fit s") instead of training-step times.
 """
 from __future__ import annotations
 
@@ -21,17 +23,18 @@ import torch
 from mtlbench.config.loader import ResolvedMethod, ResolvedSpec
 from mtlbench.data.base import MTLData
 from mtlbench.methods.base import count_parameters
-from mtlbench.training.trainer import (TaskSampler, build_model, make_optimizer, resolve_device, seed_everything,
-                                       train_step)
+from mtlbench.training.sampler import TaskSampler
+from mtlbench.training.step import Objective, make_optimizer, train_step
+from mtlbench.training.trainer import build_model, resolve_device, seed_everything
 
 
 @dataclass
 class TimingResult:
     row: str
     method: str
-    train_s: float  # median seconds per 100 training iterations
-    train_min: float
-    train_max: float
+    train_s: float | None  # median seconds per 100 training iterations (None: a closed-form method)
+    train_min: float | None
+    train_max: float | None
     infer_s: float
     infer_min: float
     infer_max: float
@@ -41,6 +44,7 @@ class TimingResult:
     ratio_infer: float | None = None
     train_blocks: list[float] | None = None  # every block's seconds per 100 iterations, for other ratios
     infer_blocks: list[float] | None = None
+    fit_s: float | None = None  # seconds of one closed-form fit, for methods trained that way
 
 
 def sync(device: torch.device) -> None:
@@ -67,11 +71,11 @@ def time_block(step, staged, iterations: int, device: torch.device) -> float:
 
 
 def train_step_fn(model, optimizer, tasks):
-    count = [0]
+    objective, count = Objective(model, tasks), [0]
 
     def step(batches):  # the trainer's own step, after_step included (MRN's covariance updates cost time too)
         count[0] += 1
-        train_step(model, optimizer, batches, tasks, count[0])
+        train_step(objective, optimizer, batches, count[0])
     return step
 
 
@@ -83,23 +87,35 @@ def infer_step_fn(model):
 
 
 def build_timed(resolved: ResolvedSpec, method: ResolvedMethod, data: MTLData, device: torch.device):
+    """(model, its training step or None for a closed-form method, its inference step)."""
     model = build_model(resolved, method, data).to(device)
-    optimizer = make_optimizer(resolved, model)
-    return model, train_step_fn(model, optimizer, data.info.tasks), infer_step_fn(model)
+    if model.closed_form:
+        return model, None, infer_step_fn(model)
+    return model, train_step_fn(model, make_optimizer(resolved, model), data.info.tasks), infer_step_fn(model)
+
+
+def fit_seconds(model, data: MTLData, device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    model.fit(data.split("train"))
+    sync(device)
+    return time.perf_counter() - start
 
 
 def interleaved_blocks(steps: list, modes: list, staged, warmup: int, iterations: int, blocks: int, device):
     """times[b][m] = block b of method m. Methods take turns inside every block (A B C, A B C, ...), so a slow
-    spell of a shared machine hits every method alike instead of whichever happened to be running."""
+    spell of a shared machine hits every method alike instead of whichever happened to be running. A None
+    step (a method without training steps) gets None."""
     for step, mode in zip(steps, modes):
         mode()
-        time_block(step, staged, warmup, device)
+        if step is not None:
+            time_block(step, staged, warmup, device)
     times = []
     for _ in range(blocks):
         row = []
         for step, mode in zip(steps, modes):
             mode()
-            row.append(time_block(step, staged, iterations, device))
+            row.append(None if step is None else time_block(step, staged, iterations, device))
         times.append(row)
     return times
 
@@ -118,12 +134,14 @@ def time_spec(resolved: ResolvedSpec, data: MTLData, warmup: int = 3, iterations
         progress("training steps")
     train = interleaved_blocks([b[1] for b in built], [m.train for m in models], staged, warmup, iterations,
                                blocks, device)
+    fits = {i: fit_seconds(m, data, device) for i, (m, step, _) in enumerate(built) if step is None}
     if progress:
         progress("inference steps")
     infer = interleaved_blocks([b[2] for b in built], [m.eval for m in models], staged, warmup, iterations,
                                blocks, device)
     ref = next((i for i, m in enumerate(resolved.methods) if m.entry.name == reference), None)
-    results = [summarise(m, models[i], i, train, infer, ref, data_s) for i, m in enumerate(resolved.methods)]
+    results = [summarise(m, models[i], i, train, infer, ref, data_s, fits.get(i))
+               for i, m in enumerate(resolved.methods)]
     first = data.info.tasks[0]
     return {
         "spec_name": spec.name, "device": str(device), "threads": torch.get_num_threads(),
@@ -135,15 +153,27 @@ def time_spec(resolved: ResolvedSpec, data: MTLData, warmup: int = 3, iterations
     }
 
 
-def summarise(method: ResolvedMethod, model, i: int, train, infer, ref: int | None, data_s: float) -> TimingResult:
+def summarise(method: ResolvedMethod, model, i: int, train, infer, ref: int | None, data_s: float,
+              fit_s: float | None) -> TimingResult:
     tr, inf = [b[i] for b in train], [b[i] for b in infer]
-    result = TimingResult(method.entry.row, method.entry.name, statistics.median(tr), min(tr), max(tr),
-                          statistics.median(inf), min(inf), max(inf), data_s * 100, count_parameters(model),
-                          train_blocks=tr, infer_blocks=inf)
+    stepped = fit_s is None
+    result = TimingResult(method.entry.row, method.entry.name, *(spread(tr) if stepped else (None, None, None)),
+                          *spread(inf), data_s * 100, count_parameters(model), train_blocks=tr if stepped else None,
+                          infer_blocks=inf, fit_s=fit_s)
     if ref is not None:  # the median of per-block ratios is robust to drifts in the machine's speed
-        result.ratio_train = statistics.median(b[i] / b[ref] for b in train)
-        result.ratio_infer = statistics.median(b[i] / b[ref] for b in infer)
+        result.ratio_train = block_ratio(train, i, ref)
+        result.ratio_infer = block_ratio(infer, i, ref)
     return result
+
+
+def spread(times: list[float]) -> tuple[float, float, float]:
+    return statistics.median(times), min(times), max(times)
+
+
+def block_ratio(times, i: int, ref: int) -> float | None:
+    if times[0][i] is None or times[0][ref] is None:
+        return None
+    return statistics.median(b[i] / b[ref] for b in times)
 
 
 def with_reference(resolved: ResolvedSpec, name: str) -> ResolvedSpec:

@@ -56,10 +56,10 @@ def test_short_run_beats_chance(method, kind, write_spec, tmp_path, caplog):
                                               iterations, tmp_path / "runs")))
     with caplog.at_level(logging.ERROR):  # DMTRL's random-init warning is expected here
         record = run_spec(resolved)[0]
-    score, floor = record["metrics"]["test"][key]["mean"], chance(load_data(resolved), metric)
+    score, floor = record.metrics["test"][key].mean, chance(load_data(resolved), metric)
     assert score > floor + margin, (score, floor)
     if method.startswith("mrn"):  # the covariance updates ran inside the real training loop (the count is the
-        assert record["summary"]["mrn"]["covariance_updates"] >= 1  # selected checkpoint's: a buffer)
+        assert record.summary["mrn"]["covariance_updates"] >= 1  # selected checkpoint's: a buffer)
 
 
 def test_dmtrl_in_the_same_spec_factorises_the_stl_run_it_follows(write_spec, tmp_path):
@@ -70,7 +70,7 @@ def test_dmtrl_in_the_same_spec_factorises_the_stl_run_it_follows(write_spec, tm
     methods = f"[{{name: stl, label: STL}}, {{name: dmtrl_tt, params: {{stl_checkpoint: '{ckpt}', eps_or_k: 0.5}}}}]"
     resolved = load_spec(write_spec(spec_text("chain", data_text, methods, 60, out)))
     records = run_spec(resolved)
-    summary = records[1]["summary"]["dmtrl"]
+    summary = records[1].summary["dmtrl"]
     assert summary["init"] == "stl" and "warning" not in summary
     assert all(layer["init_rel_error"] <= 0.5 for layer in summary["layers"])
-    assert records[1]["metrics"]["test"]["map@10"]["mean"] > 0.6
+    assert records[1].metrics["test"]["map@10"].mean > 0.6

@@ -160,3 +160,14 @@ def test_computed_conv_weights_run_tower_by_tower_or_as_one_grouped_conv(stacked
             for i in (0, 1):
                 tower.blocks[i].affine.weight.copy_(new[i][t])
             torch.testing.assert_close(got[t], tower(xs[t]), rtol=1e-5, atol=1e-5)
+
+
+def test_raw_input_methods_build_no_plan_and_no_stems():
+    """A method declaring raw_inputs (no trunk) reads each task's raw input: no layer plan, identity stems,
+    and a backbone that could not be built for the tasks does not stop it."""
+    from tests.fake_methods import RidgeFit
+
+    info = info_of((7,), (1, 5, 5))
+    model = RidgeFit(info, BackboneSpec(kind="conv"), RidgeFit.Params())  # a conv trunk could not take (7,)
+    assert model.plan is None and all(isinstance(s, torch.nn.Identity) for s in model.stems)
+    assert [o.shape for o in model([torch.randn(2, 7), torch.randn(2, 1, 5, 5)])] == [(2, 3), (2, 3)]

@@ -27,9 +27,9 @@ output: {{dir: {out}}}
 @pytest.mark.parametrize("seed", [0, 1])
 def test_distances_recover_planted_groups_and_outlier(seed, write_spec, tmp_path):
     record = run_spec(load_spec(write_spec(SPEC.format(out=tmp_path))), seeds=[seed])[0]
-    names, meta = record["tasks"], record["data_metadata"]
+    names, meta = record.tasks, record.data_metadata
     first = layer_matrices(record)[0]
     sep = group_separation(first.distance, names, meta["groups"])
     assert sep["across"] > 3 * sep["within"], sep
     assert isolation_rank(first.distance, names, meta["outliers"][0]) == 0
-    assert record["metrics"]["test"]["map@10"]["mean"] > 0.8
+    assert record.metrics["test"]["map@10"].mean > 0.8

@@ -35,7 +35,7 @@ def test_hard_share_beats_chance_on_vector_data(tiny):
     records = run_spec(tiny)
     data = load_data(tiny)
     floor = chance(data, map_at_k)
-    hs = next(r for r in records if r["row"] == "Hard-Share")["metrics"]["test"]["map@10"]["mean"]
+    hs = next(r for r in records if r.row == "Hard-Share").metrics["test"]["map@10"].mean
     assert floor < 0.35 and hs > floor + 0.35, (hs, floor)  # observed: 0.778 vs 0.284
 
 
@@ -52,18 +52,18 @@ def test_hard_share_beats_chance_on_image_data(write_spec, tmp_path):
     """
     resolved = load_spec(write_spec(text))
     rec = run_spec(resolved)[0]
-    acc = rec["metrics"]["test"]["accuracy"]
+    acc = rec.metrics["test"]["accuracy"]
     assert chance(load_data(resolved), accuracy) < 0.3
-    assert acc["mean"] > 0.6 and 0 < acc["pooled"] <= 1, acc
+    assert acc.mean > 0.6 and 0 < acc.pooled <= 1, acc
 
 
 def test_same_spec_and_seed_give_identical_metrics(tiny, tmp_path):
     a = run_spec(tiny, seeds=[3], out_dir=tmp_path / "a")
     b = run_spec(tiny, seeds=[3], out_dir=tmp_path / "b")
-    assert [r["metrics"] for r in a] == [r["metrics"] for r in b]
-    assert [r["history"] for r in a] == [r["history"] for r in b]
+    assert [r.metrics for r in a] == [r.metrics for r in b]
+    assert [r.history for r in a] == [r.history for r in b]
     c = run_spec(tiny, seeds=[4], out_dir=tmp_path / "c")
-    assert [r["metrics"] for r in a] != [r["metrics"] for r in c]
+    assert [r.metrics for r in a] != [r.metrics for r in c]
 
 
 def test_record_holds_what_protocol_asks(tiny, tmp_path):
@@ -73,7 +73,7 @@ def test_record_holds_what_protocol_asks(tiny, tmp_path):
     assert rec["spec"]["name"] == "tiny" and rec["seed"] == 0 and rec["method"] == "stl"
     assert set(rec["metrics"]) == {"val", "test"}
     assert set(rec["metrics"]["test"]) == {"map@10", "gap@20", "hit@1"}
-    assert list(rec["metrics"]["test"]["map@10"]["tasks"]) == records[0]["tasks"]
+    assert list(rec["metrics"]["test"]["map@10"]["tasks"]) == records[0].tasks
     assert rec["n_params"] > 0 and 0 < rec["train_time_s"] <= rec["wall_time_s"] and len(rec["data_checksum"]) == 64
     env = rec["env"]
     assert {"git", "versions", "torch_threads", "device"} <= set(env) and env["versions"]["torch"]
@@ -82,20 +82,28 @@ def test_record_holds_what_protocol_asks(tiny, tmp_path):
 
 
 def test_stl_and_hard_share_differ_in_size(tiny):
-    records = {r["row"]: r for r in run_spec(tiny)}
-    assert records["STL"]["n_params"] > 2 * records["Hard-Share"]["n_params"]
+    records = {r.row: r for r in run_spec(tiny)}
+    assert records["STL"].n_params > 2 * records["Hard-Share"].n_params
 
 
 def test_crash_while_writing_leaves_no_record(tiny, tmp_path, monkeypatch):
+    """The record's bytes are written (to a temporary file) and the rename into place fails: no record, no
+    temporary file, and the run's state file stays for a resume."""
     import mtlbench.io as io_mod
+    real_replace, written = io_mod.os.replace, []
 
-    def broken_dumps(*a, **k):
-        raise RuntimeError("disk full")
-    monkeypatch.setattr(io_mod.json, "dumps", broken_dumps)
-    with pytest.raises(RuntimeError):
+    def replace(src, dst):
+        if str(dst).endswith(".json"):
+            written.append(json.loads(open(src).read()))
+            raise OSError("disk full")
+        real_replace(src, dst)
+    monkeypatch.setattr(io_mod.os, "replace", replace)
+    with pytest.raises(OSError, match="disk full"):
         run_spec(tiny, seeds=[0])
-    assert not list((tmp_path / "runs").rglob("*.json"))
-    assert not list((tmp_path / "runs").rglob(".*.tmp"))
+    assert written and written[0]["row"] == "STL" and written[0]["status"] == "ok"  # the write was reached
+    run = tmp_path / "runs" / "tiny" / "STL"
+    assert not list(run.glob("*.json")) and not list(run.glob(".*.tmp"))
+    assert (run / "seed0.state.pt").exists() and (run / "seed0.pt").exists()
 
 
 def test_train_then_compare_rerenders_without_training(write_spec, tmp_path):
@@ -158,7 +166,9 @@ def test_compare_and_report_refuse_what_is_not_a_record(tmp_path, write_spec):
     bad.write_text('{"a": 1}')
     for args in (["compare", str(spec)], ["report", str(bad)]):
         result = runner.invoke(app, args)
-        assert result.exit_code == 1 and "not a mtlbench result record (missing spec, row" in result.output
+        assert result.exit_code == 1, result.output
+        assert result.output == f"error: {bad}: not a mtlbench result record (missing spec_name, row, method and " \
+                                "15 more)\n"
 
 
 def test_compare_checks_its_options(write_spec, tmp_path):
@@ -173,13 +183,13 @@ def test_compare_checks_its_options(write_spec, tmp_path):
 def test_primary_metric_is_always_stored(write_spec, tmp_path):
     text = TINY_SPEC.replace("{out}", str(tmp_path / "runs")) + "evaluation: {metrics: [gap@20]}\n"
     rec = run_spec(load_spec(write_spec(text)), seeds=[0])[0]
-    assert list(rec["metrics"]["test"]) == ["map@10", "gap@20"]
+    assert list(rec.metrics["test"]) == ["map@10", "gap@20"]
 
 
 def test_paper_faithful_records_are_footnoted(write_spec, tmp_path):
     text = TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("eval_every: 50", "eval_every: 50\n  select_on: test")
     spec = write_spec(text)
     records = run_spec(load_spec(spec), seeds=[0])
-    assert all(r["paper_faithful"] for r in records)
+    assert all(r.paper_faithful for r in records)
     result = runner.invoke(app, ["compare", str(spec), "--format", "markdown"])
     assert "paper_faithful (selected on test rows, as the original code did): Hard-Share, STL" in result.output

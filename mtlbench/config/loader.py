@@ -235,7 +235,7 @@ def check_methods(spec: RunSpec, methods: list[ResolvedMethod], info: DataInfo, 
     reported: set = set()
     for m in methods:
         i = spec.methods.index(m.entry)
-        if not backbone_fits(spec, i, info, problems, reported):
+        if not m.cls.raw_inputs and not backbone_fits(spec, i, info, problems, reported):
             continue
         # a `{seed}` option is checked once per seed (each seed may name its own checkpoint)
         variants = dict.fromkeys(m.params_for(seed).model_dump_json() for seed in spec.seeds)

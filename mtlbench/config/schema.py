@@ -66,6 +66,9 @@ class TrainingSpec(Strict):
             raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {device!r}") from None
         return device
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: torch's choice)")
+    checkpoint_every: int | None = Field(
+        default=None, ge=1, description="iterations between saves of the resumable training state "
+                                        "(default: eval_every); a killed run resumes from the last save")
     deterministic: bool = True
 
 

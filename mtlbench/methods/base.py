@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from mtlbench.data.base import DataInfo
+from mtlbench.data.base import DataInfo, TaskSplit
 from mtlbench.methods.backbone import BackboneSpec
 from mtlbench.methods.plan import plan_for
 from mtlbench.methods.stems import build_stems
@@ -31,12 +31,21 @@ class MethodParams(BaseModel):
 class MTLMethod(nn.Module):
     Params: ClassVar[type[MethodParams]] = MethodParams
     paper: ClassVar[str] = ""  # citation shown by `mtlbench list methods`
+    # True for a method trained by one closed-form ``fit`` instead of optimizer steps: the trainer then calls
+    # fit once (no optimizer, no step loop, the fitted model is the selected one) and evaluates as usual.
+    closed_form: ClassVar[bool] = False
+    # True for a method that reads every task's raw input and builds no trunk (a shallow method such as a
+    # discriminant analysis on flattened inputs): no layer plan, identity stems, the backbone is not checked.
+    raw_inputs: ClassVar[bool] = False
 
     def __init__(self, info: DataInfo, backbone: BackboneSpec, params: MethodParams):
         super().__init__()
         self.info, self.backbone_spec, self.params = info, backbone, params
-        self.plan = plan_for(info, backbone)  # raises PlanError (one line) when the backbone does not fit
-        self.stems = build_stems(info, self.plan.input_shape, backbone.resize)
+        if self.raw_inputs:
+            self.plan, self.stems = None, nn.ModuleList(nn.Identity() for _ in info.tasks)
+        else:
+            self.plan = plan_for(info, backbone)  # raises PlanError (one line) when the backbone does not fit
+            self.stems = build_stems(info, self.plan.input_shape, backbone.resize)
 
     # -- what the trainer calls ---------------------------------------------------------------------------
     def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -54,6 +63,7 @@ class MTLMethod(nn.Module):
         return [self.forward_one(h, t) for t, h in enumerate(hs)]
 
     def forward_one(self, h: torch.Tensor, task: int) -> torch.Tensor:
+        """One task's logits for its batch after its stem (the raw batch for ``raw_inputs`` methods)."""
         raise NotImplementedError
 
     def regularizer(self) -> torch.Tensor | None:
@@ -62,6 +72,11 @@ class MTLMethod(nn.Module):
 
     def after_step(self, step: int) -> None:
         """Called after every optimizer step (MRN's covariance updates run here)."""
+
+    def fit(self, train: list[TaskSplit]) -> None:
+        """Closed-form methods only: fit the model to every task's training split (CPU tensors; move rows to
+        the model's device as needed)."""
+        raise NotImplementedError(f"{type(self).__name__} is trained by steps (closed_form is False)")
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """Optimizer parameter groups; methods with learning-rate multipliers override this."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mtlbench.errors import MTLBenchError
-from mtlbench.results import load_records, read_record
+from mtlbench.results import RunRecord, load_records, read_record
 
 KINDS = ("distance", "cosine")
 
@@ -20,7 +20,7 @@ class LayerMatrices:
     cosine: np.ndarray    # T x T
 
 
-def records_at(path: Path) -> list[dict]:
+def records_at(path: Path) -> list[RunRecord]:
     """A record file, a run folder (one method's seeds), or a spec's results folder."""
     path = Path(path)
     if path.is_file():
@@ -33,8 +33,8 @@ def records_at(path: Path) -> list[dict]:
     return records
 
 
-def layer_matrices(record: dict) -> list[LayerMatrices]:
-    layers = (record.get("summary") or {}).get("layers") or []
+def layer_matrices(record: RunRecord) -> list[LayerMatrices]:
+    layers = record.summary.get("layers") or []
     return [LayerMatrices(entry["layer"], np.asarray(entry["distance"]), np.asarray(entry["cosine"]))
             for entry in layers if "distance" in entry and "cosine" in entry]
 

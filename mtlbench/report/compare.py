@@ -8,7 +8,7 @@ import yaml
 
 from mtlbench.errors import MTLBenchError
 from mtlbench.report.tables import Table, build_table, get_paper_table, paper_tables
-from mtlbench.results import load_records, run_identity
+from mtlbench.results import experiment_key, load_records
 
 BENCHMARKS = Path("benchmarks")
 
@@ -32,16 +32,16 @@ def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, s
     records = load_records(root) if root.exists() else []
     rows = [m.row for m in spec.methods]
     current = spec.model_dump(mode="json")
-    records = [r for r in records if r["row"] in rows]
-    stale = [r for r in records if run_identity(r["spec"], r["row"]) != run_identity(current, r["row"])]
+    records = [r for r in records if r.row in rows]
+    stale = [r for r in records if experiment_key(r.spec, r.row) != experiment_key(current, r.row)]
     records = [r for r in records if r not in stale]
     paper = get_paper_table(spec.table) if spec.table else None
-    if paper and metric and records and metric != records[0]["primary_metric"]:
+    if paper and metric and records and metric != records[0].primary_metric:
         paper = None  # the paper's numbers are of its own metric: never print them beside another one
     table = build_table(records, metric, split, paper, rows, spec_hint=str(file))
     if stale:
         table.notes.append(f"left out {len(stale)} record(s) made with other settings of the same rows "
-                           f"(e.g. {stale[0]['_path']}); re-run them or move them away")
+                           f"(e.g. {stale[0].path}); re-run them or move them away")
     return table
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from mtlbench.results import RunRecord
 from mtlbench.report.analysis import group_separation, isolation_rank, layer_matrices
 
 
@@ -19,14 +20,14 @@ def matrix_table(title: str, names: list[str], m) -> Table:
     return t
 
 
-def print_record_analysis(console: Console, record: dict, kinds, plots: bool, figures: Path | None) -> None:
-    names, path = record["tasks"], Path(record["_path"])
+def print_record_analysis(console: Console, record: RunRecord, kinds, plots: bool, figures: Path | None) -> None:
+    names, path = record.tasks, Path(record.path)
     layers = layer_matrices(record)
-    head = f"{record['row']} seed {record['seed']} ({path})"
+    head = f"{record.row} seed {record.seed} ({path})"
     if not layers:
-        console.print(f"{head}: method {record['method']!r} stores no task matrices")
+        console.print(f"{head}: method {record.method!r} stores no task matrices")
         return
-    meta = record.get("data_metadata") or {}
+    meta = record.data_metadata
     for lm in layers:
         for kind in kinds:
             m = getattr(lm, kind)
@@ -34,7 +35,7 @@ def print_record_analysis(console: Console, record: dict, kinds, plots: bool, fi
             if plots:
                 from mtlbench.report.plots import heatmap_png
                 out = (figures or path.parent / "figures") / f"{path.stem}_layer{lm.layer}_{kind}.png"
-                heatmap_png(m, names, f"{record['row']} layer {lm.layer}: task {kind}", out)
+                heatmap_png(m, names, f"{record.row} layer {lm.layer}: task {kind}", out)
                 console.print(f"wrote {out}")
         if len(meta.get("groups", [])) > 1:
             sep = group_separation(lm.distance, names, meta["groups"])

@@ -2,9 +2,11 @@
 mean ± std over seeds, and -- where the spec names a paper table -- the paper's printed row beside ours.
 
 Rendering never trains and never imports torch. A cell we have no result for renders as "—" and a footnote
-says which spec fills it. A paper table may name our columns differently (``column_aliases``: the paper's
-"Typographic" is our "Typographic*") and declare columns we cannot fill offline (``unavailable``: Office-Home
-Art); those render "n/a" with a footnote saying how to prepare the data, unless the records hold the task.
+says which spec fills it. A row with a diverged seed renders as "diverged" in every cell, never as a number
+(a mean over the seeds that survived would flatter the method). A paper table may name our columns differently
+(``column_aliases``: the paper's "Typographic" is our "Typographic*") and declare columns we cannot fill offline
+(``unavailable``: Office-Home Art); those render "n/a" with a footnote saying how to prepare the data, unless
+the records hold the task.
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ import yaml
 
 from mtlbench.errors import MTLBenchError
 from mtlbench.registry import unknown_name_message
-from mtlbench.results import tidy
+from mtlbench.results import RunRecord, tidy
 
 PAPER_TABLES = Path(__file__).with_name("paper_tables.yaml")
 DASH = "—"
+DIVERGED = "diverged"
 NA = "n/a"
 
 
@@ -82,28 +85,38 @@ def our_column(paper_col: str, tasks: list[str], aliases: dict | None = None) ->
     return {"accuracy": "pooled"}.get(paper_col, paper_col)
 
 
-def build_table(records: list[dict], metric: str | None = None, split: str = "test",
+def build_table(records: list[RunRecord], metric: str | None = None, split: str = "test",
                 paper: dict | None = None, rows: list[str] | None = None, spec_hint: str = "") -> Table:
     df = tidy(records, split)
-    tasks = records[0]["tasks"] if records else []
-    metric = metric or (records[0]["primary_metric"] if records else "")
+    tasks = records[0].tasks if records else []
+    metric = metric or (records[0].primary_metric if records else "")
     agg = aggregate(df, metric) if len(df) else pd.DataFrame()
-    params = df.groupby("row")["n_params"].first().to_dict() if len(df) else {}
-    seeds = df.groupby("row")["seed"].nunique().to_dict() if len(df) else {}
-    ours = rows or list(dict.fromkeys(r["row"] for r in records))
-    faithful = sorted({r["row"] for r in records if r.get("paper_faithful")})
-    table = build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hint)
-    missing = sorted({t for r in records for t in (r.get("data_metadata") or {}).get("missing_tasks", [])})
+    params, seeds, diverged = {}, {}, {}
+    for r in records:
+        params.setdefault(r.row, r.n_params)
+        seeds.setdefault(r.row, set()).add(r.seed)
+        if r.status == "diverged":
+            diverged.setdefault(r.row, []).append(r.seed)
+    ours = rows or list(dict.fromkeys(r.row for r in records))
+    faithful = sorted({r.row for r in records if r.paper_faithful})
+    table = build_layout(agg, params, {row: len(s) for row, s in seeds.items()}, ours, tasks, paper, metric, split,
+                         spec_hint, set(diverged))
+    missing = sorted({t for r in records for t in r.data_metadata.get("missing_tasks", [])})
     if missing and not paper:
         table.notes.append(f"not in these runs (data not prepared): {', '.join(missing)}")
     if faithful:
         table.notes.append(f"paper_faithful (selected on test rows, as the original code did): {', '.join(faithful)}")
+    for row, bad in diverged.items():
+        table.notes.append(f"{row} diverged (non-finite loss or weights; no score) for seed(s) "
+                           f"{', '.join(map(str, sorted(bad)))}")
     return table
 
 
-def build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hint) -> Table:
+def build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hint, diverged) -> Table:
+    if diverged:  # such rows have no numbers to show or to rank
+        agg = agg[~agg.index.get_level_values(0).isin(list(diverged))] if not agg.empty else agg
     if paper:
-        return paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint)
+        return paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, diverged)
     cols = tasks + ["mean"] + (["pooled"] if (not agg.empty and "pooled" in agg.index.get_level_values(1)) else [])
     short = len(tasks) > 8 and max(map(len, tasks)) > 10  # e.g. YouTube-8M's verticals: t1..t16 + a legend
     heads = [f"t{i + 1}" for i in range(len(tasks))] + cols[len(tasks):] if short else cols
@@ -111,7 +124,7 @@ def build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hin
     if short:
         table.notes.append("tasks: " + ", ".join(f"t{i + 1} = {t}" for i, t in enumerate(tasks)))
     for row in ours:
-        table.rows.append([row, *[cell(agg, row, c, 1.0) for c in cols],
+        table.rows.append([row, *[DIVERGED if row in diverged else cell(agg, row, c, 1.0) for c in cols],
                            fmt_params(params[row]) if row in params else DASH, str(seeds.get(row, 0))])
     mark_best(table, agg, ours, cols, offset=1)
     missing = [r for r in ours if r not in seeds]
@@ -136,12 +149,12 @@ def mark_best(table: Table, agg: pd.DataFrame, rows: list[str], cols: list[str],
             table.best.add(((row_index or {r: i for i, r in enumerate(rows)})[best], j + offset))
 
 
-def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint) -> Table:
+def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, diverged) -> Table:
     cols = [c for c in paper["columns"]]
     scale = 100.0 if "(%)" in paper.get("metric", "") else 1.0
-    mapped = [our_column(c, tasks, paper.get("column_aliases")) for c in cols]
-    unavailable = {c: how for c, how in paper.get("unavailable", {}).items()
-                   if our_column(c, tasks, paper.get("column_aliases")) not in tasks}
+    aliases = paper.get("column_aliases") or {}
+    mapped = [our_column(c, tasks, aliases) for c in cols]
+    unavailable = {c: how for c, how in paper.get("unavailable", {}).items() if our_column(c, tasks, aliases) not in tasks}
     table = Table(paper["title"], ["method", "source", *cols], [], notes=[f"metric: {paper.get('metric', metric)}"])
     order = list(dict.fromkeys([*ours, *paper["rows"]]))
     index = {}
@@ -149,13 +162,13 @@ def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint) -> T
         if row in ours:
             index[row] = len(table.rows)
             table.rows.append([row, f"ours (n={seeds.get(row, 0)})",
-                               *[NA if c in unavailable else fmt_params(params[row]) if c == "params" and row in params
-                                 else (DASH if c == "params" else cell(agg, row, m, scale)) for c, m in zip(cols, mapped)]])
+                               *[NA if c in unavailable else our_paper_cell(agg, params, row, c, m, scale, row in diverged)
+                                 for c, m in zip(cols, mapped)]])
         if row in paper["rows"]:
             table.rows.append([row, "paper", *[fmt_paper(v) for v in paper["rows"][row]]])
     mark_best(table, agg, [r for r in ours if r in seeds], mapped, offset=2, row_index=index)
     table.notes += [f"{NA}: {c} -- {how}" for c, how in unavailable.items()]
-    renamed = {c: a for c, a in (paper.get("column_aliases") or {}).items() if c in cols}
+    renamed = {c: a for c, a in aliases.items() if c in cols}
     if renamed:
         table.notes.append("paper columns shown with our tasks: " + ", ".join(f"{c} = our {a}" for c, a in renamed.items()))
     missing = [r for r in ours if r not in seeds]
@@ -167,6 +180,12 @@ def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint) -> T
     if "setup" in paper:
         table.notes.append(f"paper setup: {paper['setup']}")
     return table
+
+
+def our_paper_cell(agg, params, row: str, col: str, ours: str, scale: float, diverged: bool) -> str:
+    if col == "params":
+        return fmt_params(params[row]) if row in params else DASH
+    return DIVERGED if diverged else cell(agg, row, ours, scale)
 
 
 # -- renderers --------------------------------------------------------------------------------------------------------
@@ -225,19 +244,33 @@ def build_timing_table(timing: dict, paper: dict | None = None) -> Table:
              f"batch {timing['batch_per_task']} x {timing['n_tasks']} tasks")
     header = ["method", "train s", "train range", "infer s", "infer range", "data s",
               f"train / {ref}" if ref else "train ratio", f"infer / {ref}" if ref else "infer ratio", "params"]
+    fits = any(r.get("fit_s") is not None for r in timing["results"])
+    header += ["fit s"] if fits else []
     if paper:
         header += ["paper train s", "paper infer s"]
     table = Table(title, header, [])
     for r in timing["results"]:
-        row = [r["row"], f"{r['train_s']:.3f}", f"{r['train_min']:.3f}-{r['train_max']:.3f}", f"{r['infer_s']:.3f}",
-               f"{r['infer_min']:.3f}-{r['infer_max']:.3f}", f"{r['data_s']:.3f}",
+        row = [r["row"], fmt_seconds(r["train_s"]), fmt_range(r["train_min"], r["train_max"]), fmt_seconds(r["infer_s"]),
+               fmt_range(r["infer_min"], r["infer_max"]), f"{r['data_s']:.3f}",
                DASH if r["ratio_train"] is None else f"{r['ratio_train']:.2f}x",
                DASH if r["ratio_infer"] is None else f"{r['ratio_infer']:.2f}x", fmt_params(r["n_params"])]
+        row += [fmt_seconds(r.get("fit_s"))] if fits else []
         if paper:
             row += [fmt_paper(v) for v in paper["rows"].get(r["row"], [None, None])]
         table.rows.append(row)
     table.notes.append(f"median of {timing['blocks']} blocks of {timing['iterations_per_block']} iterations after "
                        f"{timing['warmup']} warm-up; batches pre-staged (their drawing is the 'data' column)")
+    if fits:
+        table.notes.append("fit s: seconds of one closed-form fit on the training splits, for methods trained "
+                           "that way instead of by steps")
     if paper:
         table.notes.append(f"paper: {paper['metric']}")
     return table
+
+
+def fmt_seconds(s: float | None) -> str:
+    return DASH if s is None else f"{s:.3f}"
+
+
+def fmt_range(low: float | None, high: float | None) -> str:
+    return DASH if low is None else f"{low:.3f}-{high:.3f}"

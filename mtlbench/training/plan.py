@@ -1,0 +1,89 @@
+"""Which runs of a spec still need training: each (method row, seed) cell has a run identity, and a record on
+disk either finishes it (same identity: skipped), or belongs to another experiment (other identity: refused
+before anything trains, unless ``--force``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from mtlbench.config.loader import ResolvedMethod, ResolvedSpec
+from mtlbench.config.schema import RunSpec
+from mtlbench.errors import UsageError
+from mtlbench.results import (RunRecord, code_version, identity_hash, key_differences, read_record, record_path,
+                              run_key)
+
+
+@dataclass
+class RunCell:
+    method: ResolvedMethod
+    seed: int
+    record_path: Path
+    key: dict  # results.run_key: what makes this run this run
+
+    @property
+    def row(self) -> str:
+        return self.method.entry.row
+
+    @property
+    def identity(self) -> str:
+        return identity_hash(self.key)
+
+    @property
+    def state_path(self) -> Path:
+        return self.record_path.with_name(f"seed{self.seed}.state.pt")
+
+    @property
+    def weights_path(self) -> Path:
+        return self.record_path.with_suffix(".pt")
+
+
+def plan_cells(resolved: ResolvedSpec, seeds: list[int], out_dir: Path) -> list[RunCell]:
+    spec, code = resolved.spec.model_dump(mode="json"), code_version()
+    return [RunCell(m, seed, record_path(out_dir, resolved.spec.name, m.entry.row, seed),
+                    run_key(spec, m.entry.row, seed, code))
+            for m in resolved.methods for seed in seeds]
+
+
+def stored_key(record: RunRecord) -> dict | None:
+    """The run key of a stored record, its spec read through today's schema (so an option added later with
+    its default does not make old records look different); None when that spec is no longer valid."""
+    try:
+        spec = RunSpec.model_validate(record.spec).model_dump(mode="json")
+    except ValidationError:
+        return None
+    return run_key(spec, record.row, record.seed, record.written_by)
+
+
+def finished_runs(cells: list[RunCell], force: bool) -> dict[int, RunRecord]:
+    """{index of cell: its finished record}. Raises UsageError (nothing trained yet) when a record of another
+    identity sits where a cell would write, unless ``force`` (then every cell retrains)."""
+    if force:
+        return {}
+    finished, conflicts = {}, []
+    for i, cell in enumerate(cells):
+        if not cell.record_path.exists():
+            continue
+        record = read_record(cell.record_path)
+        key = stored_key(record)
+        if key == cell.key:
+            finished[i] = record
+        else:
+            conflicts.append((cell, key))
+    if conflicts:
+        raise UsageError(conflict_message(conflicts))
+    return finished
+
+
+def conflict_message(conflicts: list[tuple[RunCell, dict | None]]) -> str:
+    cell, old = conflicts[0]
+    if old is None:
+        what = "its spec is not valid for this mtlbench version"
+    else:
+        diffs = [d.removeprefix("experiment.") for d in key_differences(old, cell.key)]
+        what = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+    more = f" (and {len(conflicts) - 1} more record(s) of this spec)" if len(conflicts) > 1 else ""
+    return (f"{cell.record_path}: holds a run made with other settings ({what}){more}; rerun with --force to "
+            "retrain over it, or give the spec another name or output.dir")
+
