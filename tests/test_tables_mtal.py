@@ -4,12 +4,15 @@ invitation to train -- unless the records hold the task."""
 from __future__ import annotations
 
 from mtlbench.report.tables import build_table, get_paper_table, to_markdown
+from mtlbench.results import RunRecord
 
 
-def record(row: str, values: dict, missing: list[str]) -> dict:
-    return {"row": row, "method": "stl", "seed": 0, "n_params": 1000, "tasks": list(values),
-            "primary_metric": "accuracy", "data_metadata": {"missing_tasks": missing},
-            "metrics": {"test": {"accuracy": {"tasks": values, "mean": sum(values.values()) / len(values)}}}}
+def record(row: str, values: dict, missing: list[str]) -> RunRecord:
+    return RunRecord(spec_name="mtal", row=row, method="stl", seed=0, spec_file="s.yaml", spec={}, params={},
+                     dataset="mtal_unrelated", tasks=list(values), data_metadata={"missing_tasks": missing},
+                     primary_metric="accuracy", selected_on="val", best_iteration=1, iterations_run=1, history=[],
+                     n_params=1000, train_time_s=1.0, wall_time_s=1.0,
+                     metrics={"test": {"accuracy": {"tasks": values, "mean": sum(values.values()) / len(values)}}})
 
 
 def test_unrelated_table_maps_coil_and_marks_art_not_available():
