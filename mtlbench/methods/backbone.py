@@ -104,7 +104,7 @@ def relu_factory(layer: int, width: int) -> nn.Module:
 
 
 def init_shared(module: nn.Module) -> None:
-    """Kaiming (fan-in, ReLU gain) weights and zero biases for every affine layer (taan.md defaults)."""
+    """Kaiming (fan-in, ReLU gain) weights and zero biases for every affine layer (the TAAN defaults)."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")

@@ -74,10 +74,6 @@ class Plan:
     def index_of(self, name: str) -> int | None:
         return next((layer.index for layer in self.layers if layer.name == name), None)
 
-    def describe(self) -> list[dict]:
-        """Name and output shape of every layer (for summaries and error messages)."""
-        return [{"name": layer.name, "out_shape": list(layer.out_shape)} for layer in self.layers]
-
 
 # -- from a spec to a plan --------------------------------------------------------------------------------------
 def trunk_kind(info: DataInfo, spec: BackboneSpec) -> str:
