@@ -33,7 +33,7 @@ RECORD_SCHEMA = 2
 # runs of the current code. Part of the code version, with the package version.
 TRAINING_VERSION = 1
 # training.* fields that say how a run is executed, not what is trained: not part of a run's identity.
-HOW_TO_RUN = ("threads", "device", "eval_batch", "checkpoint_every")
+HOW_TO_RUN = ("threads", "device", "eval_batch", "checkpoint_every", "sync_batchnorm")
 
 
 def code_version(package: str | None = __version__) -> str:
