@@ -147,8 +147,9 @@ def interleaved_blocks(steps: list, modes: list, staged, warmup: int, iterations
     for i, (step, mode) in enumerate(zip(steps, modes)):
         mode()
         start = reset_peak(device)
-        if step is not None:
-            time_block(step, staged, warmup if start is None else max(warmup, 1), device)  # >= 1 step for a peak
+        n = warmup if start is None else max(warmup, 1)  # at least one step to measure a peak on
+        if step is not None and n:
+            time_block(step, staged, n, device)
         if peaks is not None:
             peaks.append(peak_mb(device, start, weight_bytes(models[i])) if step is not None else None)
     times = []

@@ -80,8 +80,7 @@ class VerifiedShards:
             return False
 
     def add(self, file: Path, check: str) -> None:
-        old = self.entries.get(file.name)
-        if isinstance(old, dict) and old.get("stamp") == stamp(file) and STRENGTH.get(old.get("check"), 0) > STRENGTH[check]:
+        if self.passed(file, check) and self.entries[file.name]["check"] != check:
             return  # keep the stronger check already on record
         self.entries[file.name] = {"stamp": stamp(file), "check": check}
         self.changed = True

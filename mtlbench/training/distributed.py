@@ -112,7 +112,7 @@ def wrap(objective: nn.Module, d: Dist, device: torch.device) -> nn.Module:
     if d.world == 1:
         return objective
     ids = [device.index if device.index is not None else d.local_rank] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(objective, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(objective, device_ids=ids, gradient_as_bucket_view=True)
 
 
 def unwrap(objective: nn.Module) -> nn.Module:

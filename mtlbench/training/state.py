@@ -1,10 +1,10 @@
 """Everything a training run needs to continue exactly where it stopped, in one object.
 
-``TrainState`` holds the model, optimizer, batch sampler and (fp16) loss scaler, the iteration, the best-so-far (score, iteration
-and weights), the patience counter, the evaluation history and the training time; ``state_dict()`` adds the
-random-number states (Python, NumPy, torch CPU and, when present, CUDA). Saved atomically beside the run's
-record (``seed<k>.state.pt``) with the run identity, and loaded only by a run of the same identity, a run
-resumed from it continues bit for bit as the uninterrupted run would have (on CPU).
+``TrainState`` holds the model, optimizer, batch sampler and (fp16) loss scaler, the iteration, the best-so-far
+(score, iteration and weights), the patience counter, the evaluation history and the training time;
+``state_dict()`` adds the random-number states (Python, NumPy, torch CPU and, when present, CUDA). Saved
+atomically beside the run's record (``seed<k>.state.pt``) with the run identity, and loaded only by a run of
+the same identity, a run resumed from it continues bit for bit as the uninterrupted run would have (on CPU).
 
 The best weights are a CPU copy, so keeping them never needs a second model on the accelerator.
 """

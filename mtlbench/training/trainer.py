@@ -164,8 +164,9 @@ def run_steps(state: TrainState, objective, data: MTLData, resolved: ResolvedSpe
 def selection_score(state: TrainState, data: MTLData, tr, device: torch.device, d: Dist) -> float:
     """The selection split's mean primary metric, scored by rank 0 and shared with every rank."""
     primary = data.info.primary_metric
-    score = evaluate(state.model, data, tr.select_on, [primary], tr.eval_batch, device)[primary]["mean"] if d.main else None
-    return d.broadcast(score)
+    if not d.main:
+        return d.broadcast(None)
+    return d.broadcast(evaluate(state.model, data, tr.select_on, [primary], tr.eval_batch, device)[primary]["mean"])
 
 
 def fit_run(resolved: ResolvedSpec, cell: RunCell, data: MTLData, model: MTLMethod, device: torch.device,
