@@ -59,9 +59,9 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
           fmt: str = typer.Option("rich", "--format", help="table format after training: rich|markdown|latex|csv"),
           force: bool = typer.Option(False, "--force", help="retrain every run from scratch, over finished records, "
                                      "records of other settings and saved training states"),
-          launcher: Optional[str] = typer.Option(None, help="inprocess (default) | local (parallel processes on "
-                                                 "this machine) | slurm (one cluster job per run); default: the "
-                                                 "spec's launcher.kind"),
+          launcher: Optional[str] = typer.Option(None, help="inprocess | local (parallel processes on this "
+                                                 "machine) | slurm (one cluster job per run); default: the spec's "
+                                                 "launcher.kind, itself inprocess by default"),
           workers: Optional[int] = typer.Option(None, help="local: runs at once"),
           cpus_per_job: Optional[int] = typer.Option(None, help="cores (= torch threads) per job"),
           gpus_per_job: Optional[int] = typer.Option(None, help="GPUs per job"),
