@@ -7,7 +7,7 @@ from mtlbench.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("args", [[], ["train"], ["validate"], ["list"], ["compare"]])
+@pytest.mark.parametrize("args", [[], ["train"], ["validate"], ["list"], ["compare"], ["status"]])
 def test_help_explains(args):
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0

@@ -22,6 +22,10 @@ def test_timing_writes_ratios_to_hard_share(write_spec, tmp_path):
     for r in rows.values():
         assert r["train_min"] <= r["train_s"] <= r["train_max"] and r["infer_s"] > 0 and r["data_s"] >= 0
     assert record["n_tasks"] == 5 and record["batch_per_task"] == 32 and record["threads"] == 1
+    # the provenance of a result record; no device memory to report on the CPU
+    assert record["device"] == "cpu" and record["device_name"] and record["amp"] == "none"
+    assert set(record["env"]) >= {"git", "versions", "torch_threads", "device"} and record["env"]["versions"]["torch"]
+    assert all(r["train_peak_mb"] is None for r in rows.values())
     assert "method,train s,train range,infer s,infer range,data s,train / Hard-Share" in result.output
 
 
@@ -52,3 +56,9 @@ output: {{dir: {tmp_path / "runs"}}}
     rows = {r["row"]: r for r in record["results"]}
     assert set(rows) == {"STL", "Multi-task", "NDDR-CNN"} and record["reference"] == "STL"
     assert rows["STL"]["ratio_train"] == 1.0 and "train / STL" in result.output
+
+def test_timing_times_the_mixed_precision_step(write_spec, tmp_path):
+    spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("threads: 1", "threads: 1\n  amp: bf16"))
+    result = runner.invoke(app, ["timing", str(spec), "--iterations", "1", "--blocks", "1", "--warmup", "0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "runs" / "tiny" / "timing.json").read_text())["amp"] == "bf16"

@@ -23,6 +23,7 @@ from mtlbench.methods.base import MethodParams, MTLMethod
 from mtlbench.methods.plan import backbone_problems
 from mtlbench.metrics import get_metric
 from mtlbench.registry import DATASETS, METHODS, UnknownNameError
+from mtlbench.training.distributed import env_world
 
 Loc = tuple[Any, ...]
 
@@ -181,6 +182,7 @@ def load_spec(path: str | Path, check_data: bool = True) -> ResolvedSpec:
     if info is not None:
         check_methods(spec, methods, info, problems)
         check_metrics(spec, info, problems)
+    check_data_parallel(spec, methods, problems)
     if problems.items:
         raise SpecError(problems.items)
     return ResolvedSpec(spec, path, dataset, options, methods, info)
@@ -274,3 +276,18 @@ def check_metrics(spec: RunSpec, info: DataInfo, problems: Problems) -> None:
         if metric.targets != "any" and targets != {metric.targets}:
             problems.add(("evaluation", "metrics", i),
                          f"{name} scores {metric.targets} tasks; dataset {info.name!r} has {', '.join(sorted(targets))} tasks")
+
+
+def check_data_parallel(spec: RunSpec, methods: list[ResolvedMethod], problems: Problems) -> None:
+    """Under torchrun (several processes): every method must train by steps, and every rank needs a row."""
+    world = env_world()
+    if world == 1:
+        return
+    for m in methods:
+        if m.cls.closed_form:
+            problems.add(("methods", spec.methods.index(m.entry), "name"),
+                         f"{m.entry.name} is fitted in closed form (one fit, no steps) and cannot be split across "
+                         f"the {world} processes torchrun started; run it without torchrun")
+    if spec.training.batch_per_task < world:
+        problems.add(("training", "batch_per_task"), f"{spec.training.batch_per_task} row(s) per task cannot be "
+                     f"split across the {world} processes torchrun started (at least one row each)")
