@@ -29,7 +29,8 @@ def _codes(x, b, nearest, lo, inv, use_grid: bool):
     m = b.shape[0]
     if use_grid:
         t = (x - lo) * inv + 1.5
-        t = torch.where(t == t, t, 0.0).clamp(0.0, m + 0.5)  # NaN must not become a wild index
+        # NaN must not become a wild index (t == t, not isnan: Inductor vectorizes the comparison)
+        t = torch.where(t == t, t, 0.0).clamp(0.0, m + 0.5)  # noqa: PLR0124
         r = t.to(torch.int32)
         k = r - (x < nearest[r]).to(torch.int32)
     else:
@@ -80,9 +81,18 @@ _compiled: dict[str, object] = {}
 def _kernel(name: str):
     fn = _compiled.get(name)
     if fn is None:
-        fn = torch.compile(_SOURCES[name], dynamic=True, fullgraph=True, options=_OPTIONS[name])
+        fn = _no_grad(torch.compile(_SOURCES[name], dynamic=True, fullgraph=True, options=_OPTIONS[name]))
         _compiled[name] = fn
     return fn
+
+
+def _no_grad(fn):
+    """Called without autograd and on detached tensors (the kernels are the autograd Function's insides): one
+    grad mode and no view bases for Dynamo to guard on, so it compiles once per dtype and bucketing."""
+    def call(*args):
+        with torch.no_grad():
+            return fn(*(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
+    return call
 
 
 def _lo_inv(lay: Layout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +117,8 @@ def backward(g: torch.Tensor, x2: torch.Tensor, codes: torch.Tensor, lay: Layout
     if not need_sums:
         return (_kernel("dx")(g, codes, lay.offsets, lay.d_tab) if need_x else None), None
     with _sequential_scatter(x2.device):
-        slots = (torch.arange(x2.shape[1], dtype=torch.int32, device=x2.device) % LANES * lay.n_codes).view(1, -1)
+        columns = torch.arange(x2.shape[1], dtype=torch.int32, device=x2.device)
+        slots = (columns % LANES * lay.n_codes).view(1, -1)
         dx, hist = _kernel("backward")(g, x2, codes, lay.tasks, lay.d_tab, slots, lay.n_codes, need_x)
     return dx, hist.view(2, lay.n_tasks, LANES, lay.n_codes).sum(2)
 

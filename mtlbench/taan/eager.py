@@ -5,8 +5,9 @@ Every element gets a code c = k(x) + (M+1) 1[x > 0] (bucket and sign); with the 
 indexes the flattened per-task tables of ``code_tables``: F = A[code] + x D[code]. Rows are walked in
 cache-sized chunks that ignore task boundaries, so every op's temporaries stay small.
 The per-(task, code) sums of g and g x that the alpha and b gradients need are scattered into LANES copies of
-the histogram, column j of a row into copy j mod LANES: images' flat backgrounds put long runs of equal codes side by
-side, and a scatter into one copy then waits on its own previous add at every element (measured: 3x slower).
+the histogram, column j of a row into copy j mod LANES: images' flat backgrounds put long runs of equal codes
+side by side, and a scatter into one copy then waits on its own previous add at every element (measured: 3x
+slower).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the adaptive activation's kernels share: hinge bucketing, the per-task code tables and the rows' tasks.
+"""What the adaptive activation's kernels share: hinge bucketing, per-task code tables and the rows' tasks.
 
 Because the hinges b are shared and sorted, F_t(x) = relu(x) + sum_i alpha[t, i] max(0, b_i - x) only depends
 on the bucket k(x) = #{i : b_i <= x}: with suffix sums S_t[k] = sum_{i>=k} alpha[t, i] and
@@ -7,13 +7,14 @@ bucket above, which reproduces relu'(0) = 0 for every hinge.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
 Segments = Sequence[tuple[int, int]]
-Grid = Optional[tuple[torch.Tensor, torch.Tensor]]  # (lo, 1 / step) of a uniform hinge grid
+Grid = Optional[tuple[torch.Tensor, torch.Tensor]]  # (lo, 1 / step) of a uniform hinge grid  # noqa: UP045
 
 
 def index_dtype(n_codes: int) -> torch.dtype:
@@ -120,7 +121,7 @@ class Layout:
 
     @classmethod
     def build(cls, alpha: torch.Tensor, b: torch.Tensor, blocks, grid: Grid, dtype: torch.dtype, device
-              ) -> "Layout":
+              ) -> Layout:
         n_tasks, m = alpha.shape
         a_tab, d_tab = (t.reshape(-1) for t in code_tables(alpha, b, dtype))
         b_x = b.detach().to(dtype)
