@@ -1,6 +1,6 @@
 """The adaptive activation's kernels: the compiled (torch.compile) kernels against the eager ones and the
-naive [N, ..., M] formula -- values, gradients, codes, gradcheck in float64 -- on MLP- and conv-shaped inputs with
-several task segments; the inference path keeps nothing for backward; ``auto`` falls back to eager."""
+naive [N, ..., M] formula -- values, gradients, codes, gradcheck in float64 -- on MLP- and conv-shaped inputs
+with several task segments; the inference path keeps nothing for backward; ``auto`` falls back to eager."""
 from __future__ import annotations
 
 import pytest
@@ -198,5 +198,6 @@ training:
 """)
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 2, result.output
-    assert "spec.yaml:7: methods[0].params.kernel: expected: " in result.output.replace(str(path.parent) + "/", "")
+    output = result.output.replace(str(path.parent) + "/", "")
+    assert "spec.yaml:7: methods[0].params.kernel: expected: " in output
     assert "'auto', 'compiled' or 'eager'" in result.output
