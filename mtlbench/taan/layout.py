@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional
 
 import torch
@@ -96,11 +97,13 @@ def row_blocks(segments: Segments, n_rows: int, n_tasks: int) -> tuple[tuple[int
     return tuple(blocks)
 
 
+@lru_cache(maxsize=64)
 def row_tasks(blocks, device) -> torch.Tensor:
-    """[N, 1] int64: the task of every row."""
-    tasks = torch.tensor([task for task, _, _ in blocks], dtype=torch.int64)
-    counts = torch.tensor([r1 - r0 for _, r0, r1 in blocks], dtype=torch.int64)
-    return torch.repeat_interleave(tasks, counts).view(-1, 1).to(device)
+    """[N, 1] int64: the task of every row. Cached: a training run repeats the same few batch layouts, and
+    building it costs a host-to-device copy (a synchronisation on CUDA) and, measured on a 16-core machine,
+    milliseconds in repeat_interleave. Callers only read it."""
+    rows = [task for task, r0, r1 in blocks for _ in range(r1 - r0)]
+    return torch.tensor(rows, dtype=torch.int64).view(-1, 1).to(device)
 
 
 @dataclass
@@ -127,7 +130,7 @@ class Layout:
         b_x = b.detach().to(dtype)
         if grid is not None:
             grid = (grid[0].to(dtype), grid[1].to(dtype))
-        tasks = row_tasks(blocks, device)
+        tasks = row_tasks(blocks, torch.device(device))
         return cls(a_tab, d_tab, b_x, nearest_table(b_x), grid, tasks, tasks * (2 * (m + 1)), n_tasks, m)
 
     @property
