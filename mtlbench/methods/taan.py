@@ -4,7 +4,11 @@ Every hidden layer's weights W and bias are shared by all tasks (as Hard-Share);
 activation F_t(x) = max(0, x) + sum_i alpha[t, i] max(0, b_i - x) with hinges b shared within the layer
 (mtlbench.taan.AdaptiveActivation, computed by the exact fast algorithm). Optional functional regularizers
 (trace norm, cosine, distance) are evaluated once per step from closed forms (mtlbench.taan.functional),
-summed over layers and multiplied by ``reg_coef``. Specification: shared/spec/taan.md, baselines.md B.1.
+summed over layers and multiplied by ``reg_coef``.
+
+Speed: the activation runs on kernels fused by torch.compile (``kernel: auto``, the default; eager ATen
+kernels where compiling is not possible or the input is small, ``kernel: eager`` to skip compiling). In
+evaluation (no gradient) it computes the values alone and keeps nothing for backward.
 """
 from __future__ import annotations
 
