@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
-from mtlbench.taan import adaptive_activation, naive_adaptive_activation, uniform_grid  # noqa: E402
+from mtlbench.taan import adaptive_activation, naive_adaptive_activation, uniform_grid
 
 CASES = {  # shape, M, tasks
     "mlp": ((4096, 1024), 64, 16),
@@ -102,7 +102,8 @@ def peak_bytes(variant, inputs, device) -> int:
         step("train", variant, *inputs)
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         prof.export_chrome_trace(f.name)
-        events = json.load(open(f.name))["traceEvents"]
+        with open(f.name) as trace:
+            events = json.load(trace)["traceEvents"]
     totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
     return max(totals, default=0)
 
