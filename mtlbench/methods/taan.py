@@ -5,6 +5,10 @@ activation F_t(x) = max(0, x) + sum_i alpha[t, i] max(0, b_i - x) with hinges b 
 (mtlbench.taan.AdaptiveActivation, computed by the exact fast algorithm). Optional functional regularizers
 (trace norm, cosine, distance) are evaluated once per step from closed forms (mtlbench.taan.functional),
 summed over layers and multiplied by ``reg_coef``.
+
+Speed: the activation runs on kernels fused by torch.compile (``kernel: auto``, the default; eager ATen
+kernels where compiling is not possible or the input is small, ``kernel: eager`` to skip compiling). In
+evaluation (no gradient) it computes the values alone and keeps nothing for backward.
 """
 from __future__ import annotations
 
@@ -36,6 +40,9 @@ class TAANParams(MethodParams):
     reg_coef: float = Field(default=0.1, ge=0.0, description="regularization coefficient c")
     dis_power: Literal[1, 2] = 1
     fidelity: Literal["paper", "taan_code"] = "paper"
+    kernel: Literal["auto", "compiled", "eager"] = Field(
+        default="auto", description="activation kernels: auto (compiled where it pays, else eager) | "
+        "compiled (torch.compile) | eager (no compiler needed); the same function either way")
 
     @field_validator("gmm")
     @classmethod
@@ -69,6 +76,7 @@ class TAAN(HardShare):
         reg_coef: 0.1                         # c (the authors' README uses 0.1; their code defaults to 1.0)
         dis_power: 1                          # D_st = d(F_s, F_t)^dis_power (paper's "d^2" read literally: 2)
         fidelity: paper                       # paper | taan_code (row-norm "trace norm", relu(b) cosine)
+        kernel: auto                          # auto | compiled | eager: how the activation is computed
 
     A bare kind is accepted for the inits (``b_init: uniform``, ``alpha_init: normal``) with default numbers.
     With alpha_init zero and reg none the network computes exactly what Hard-Share computes. BatchNorm before
@@ -83,7 +91,7 @@ class TAAN(HardShare):
         n_tasks = self.info.n_tasks
 
         def adaptive(layer: int, width: int) -> AdaptiveActivation:
-            return AdaptiveActivation(n_tasks, p.M, p.b_mode, p.b_init, p.alpha_init)
+            return AdaptiveActivation(n_tasks, p.M, p.b_mode, p.b_init, p.alpha_init, p.kernel)
         return adaptive
 
     def adaptive_layers(self) -> list[AdaptiveActivation]:
