@@ -78,6 +78,8 @@ def short_run(case) -> dict:
     torch.set_num_threads(1)
     data = small_data("vector" if kind == "vector" else "image")
     cls = METHODS.get(method)
+    if method == "taan":  # eager kernels: compiled code differs in rounding from one CPU to another
+        params = {"kernel": "eager", **params}
     torch.manual_seed(0)
     model = cls(data.info, BACKBONES[backbone], cls.Params(**params))
     optimizer = torch.optim.Adam(model.param_groups(LR), lr=LR)
