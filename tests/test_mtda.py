@@ -199,10 +199,10 @@ def test_a_spec_with_mtda_trains_and_its_table_marks_the_reimplementation(write_
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "runs" / "mtda_run" / "MTDA" / "seed0.json").read_text())
     assert record["trained_by"] == "fit" and record["iterations_run"] == 0 and record["n_params"] == 1232 * 6 + 18
-    assert record["summary"]["reimplementation"].startswith("reimplemented from the paper's abstract")
+    assert record["summary"]["reimplementation"].startswith("rebuilt from the paper's abstract")
     assert record["metrics"]["test"]["accuracy"]["mean"] > 0.6  # four classes: chance is 0.25
     shown = runner.invoke(app, ["compare", str(spec), "--format", "markdown"]).output
-    assert "| MTDA † |" in shown and "- † MTDA: reimplementation, reimplemented from the paper's abstract" in shown
+    assert "| MTDA † |" in shown and "- † MTDA: reimplementation, rebuilt from the paper's abstract" in shown
     assert "| STL |" in shown
 
 

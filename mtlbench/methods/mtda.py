@@ -34,6 +34,11 @@ Prediction: nearest class mean in the task's r-dim space, distances whitened by 
 scatter (+ lambda_t), i.e. the LDA rule; ``classifier: 1nn`` uses the nearest training example instead (both
 give logits -||z - c||^2 / 2). A class without training examples is never predicted.
 
+Measured (seed-0 splits, defaults, one CPU thread): MTAL's related set HD 0.853, a 0.835, Typographic* 0.925,
+A 0.906 (the paper's MTDA row: 0.78, 0.82, 0.95, 0.85), fit 2.7 s; the unrelated set HD 0.853, COIL-20 1.000,
+Amazon 0.743 (paper: 0.80, 0.97, 0.72), fit 1.0 s. Stopping at the start (``iterations: 0``) gives 0.735 mean
+accuracy on the related set instead of 0.880: there, the pooled W hurts.
+
 Options: ``pca_dim`` (100), ``shared_dim`` d' (default r), ``n_components`` r (default min_t(classes_t) - 1, the
 most LDA can use), ``reg`` (0.01), ``iterations`` (10), ``tol`` (1e-9), ``classifier`` (``nearest_mean`` | ``1nn``).
 Parameters: the P_t and W (sum_t d_t d' + d' r); means, whitening and class means are buffers. Limits:
@@ -56,8 +61,8 @@ from mtlbench.registry import METHODS
 
 F64 = torch.float64
 RANK_TOL = 1e-10  # PCA keeps directions whose variance exceeds this share of the largest
-REIMPLEMENTATION = ("reimplemented from the paper's abstract (full text unavailable); the converged objective "
-                    "gives each task its own regularised LDA")
+REIMPLEMENTATION = ("rebuilt from the paper's abstract (full text unavailable); at convergence each task gets "
+                    "its own regularised LDA")
 
 
 class MTDAParams(MethodParams):
