@@ -20,10 +20,13 @@ REFERENCE = REPO / "results" / "reference"
 
 def test_the_committed_reference_records_read_as_schema_1():
     records = load_records(REFERENCE)
-    assert len(records) >= 14
-    for r in records:
-        assert (r.schema_version, r.status, r.trained_by, r.identity) == (1, "ok", "steps", None), r.path
+    old = [r for r in records if r.schema_version == 1]  # the TAAN tables' references predate schema 2
+    assert len(old) >= 14
+    for r in old:
+        assert (r.status, r.trained_by, r.identity) == ("ok", "steps", None), r.path
         assert r.written_by == "0.1.0+t1" and r.metrics["test"][r.primary_metric].mean > 0
+    for r in records:  # later references (MTDA's) carry their identity
+        assert r.schema_version == 1 or (r.schema_version == 2 and r.identity and r.status == "ok"), r.path
 
 
 def test_the_reference_table_renders_from_old_records():

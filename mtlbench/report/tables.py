@@ -6,7 +6,8 @@ says which spec fills it. A row with a diverged seed renders as "diverged" in ev
 (a mean over the seeds that survived would flatter the method). A paper table may name our columns differently
 (``column_aliases``: the paper's "Typographic" is our "Typographic*") and declare columns we cannot fill offline
 (``unavailable``: Office-Home Art); those render "n/a" with a footnote saying how to prepare the data, unless
-the records hold the task.
+the records hold the task. A row whose records say the method is a reimplementation (``summary.reimplementation``:
+MTDA, rebuilt without the paper's full text) is marked "†" with a footnote.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ PAPER_TABLES = Path(__file__).with_name("paper_tables.yaml")
 DASH = "—"
 DIVERGED = "diverged"
 NA = "n/a"
+REIMPLEMENTED = "†"
 
 
 @lru_cache(maxsize=1)
@@ -106,10 +108,22 @@ def build_table(records: list[RunRecord], metric: str | None = None, split: str 
         table.notes.append(f"not in these runs (data not prepared): {', '.join(missing)}")
     if faithful:
         table.notes.append(f"paper_faithful (selected on test rows, as the original code did): {', '.join(faithful)}")
+    mark_reimplementations(table, {r.row: r.summary["reimplementation"] for r in records
+                                   if r.summary.get("reimplementation")})
     for row, bad in diverged.items():
         table.notes.append(f"{row} diverged (non-finite loss or weights; no score) for seed(s) "
                            f"{', '.join(map(str, sorted(bad)))}")
     return table
+
+
+def mark_reimplementations(table: Table, why: dict[str, str]) -> None:
+    """Our rows of a method rebuilt without the paper's full text (its record's summary says so) get a dagger
+    and a footnote saying what the reimplementation rests on."""
+    paper = table.header[1:2] == ["source"]
+    for cells in table.rows:
+        if cells[0] in why and (not paper or cells[1].startswith("ours")):
+            table.notes.append(f"{REIMPLEMENTED} {cells[0]}: reimplementation, {why[cells[0]]}")
+            cells[0] = f"{cells[0]} {REIMPLEMENTED}"
 
 
 def build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hint, diverged) -> Table:
@@ -200,7 +214,7 @@ def to_markdown(t: Table) -> str:
 
 def latex_escape(s: str) -> str:
     for a, b in [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("—", "--")]:
+                 ("±", r"$\pm$"), ("—", "--"), (REIMPLEMENTED, r"$\dagger$")]:
         s = s.replace(a, b)
     return s
 
