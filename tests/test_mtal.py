@@ -272,3 +272,28 @@ def test_refusals_name_the_reason():
     assert reasons == ["mtal_r: relations: groups needs the dataset's task groups, and dataset 'synthetic_image' "
                        "declares none (use relations: none, i.e. mtal)"]
     assert MTAL.check(info, VGG, params()) == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the GPU path runs one grouped conv per layer")
+@pytest.mark.parametrize("pairing", ["index", "best_match"])
+def test_gpu_grouped_convolution_computes_what_the_cpu_path_computes(pairing, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # compare float32 with float32
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    data = grouped()
+    model = mtal(data, delta=0.0, pairing=pairing)
+    xs = [x for x, _ in inputs(data)]
+    cpu = model(xs)
+    sum(o.square().sum() for o in cpu).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    gpu = model.cuda()([x.cuda() for x in xs])
+    assert torch.is_tensor(model.effective_weights(model.conv_layers[0]))  # stacked: one grouped conv
+    for a, b in zip(cpu, gpu):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-4)
+    sum(o.square().sum() for o in gpu).backward()
+    for n, p in model.named_parameters():
+        if n in grads:
+            torch.testing.assert_close(p.grad.cpu(), grads[n], rtol=1e-3, atol=1e-3)
+    model.eval()
+    together = model([x.cuda() for x in xs])
+    torch.testing.assert_close(together[1], model.forward_task(xs[1].cuda(), 1), rtol=1e-5, atol=1e-5)

@@ -94,7 +94,8 @@ def effective(w: torch.Tensor, sel: Selection, phi: torch.Tensor) -> torch.Tenso
         # CPU BLAS does several times faster than by a transposed view of a small one
         return torch.bmm(mix.transpose(1, 2).contiguous().transpose(1, 2), w)
     # best match: (i, k) mixes j's partner filter l, a [m T, m T] matrix over all filters of the layer
-    pick = F.one_hot(sel.partner, m).to(w.dtype) * partner[..., None]  # [k, i, j, l]
+    chosen = sel.partner[..., None] == torch.arange(m, device=w.device)  # [k, i, j, l] one-hot, no host sync
+    pick = chosen.to(w.dtype) * partner[..., None]
     mix = pick.permute(0, 1, 3, 2).reshape(m * T, m * T) + torch.diag(own.reshape(-1))
     return (mix @ w.reshape(m * T, d)).view(m, T, d)
 
