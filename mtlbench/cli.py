@@ -98,13 +98,17 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
     with session(resolved.spec.training.device) as d:
         with progress_bars(progress and err.is_terminal and d.main) as factory:
             records = run_spec(resolved, seed_list, out_dir, factory or plain_progress(), force=force, log=log, d=d)
-    diverged = [f"{r.row} seed {r.seed}" for r in records if r.status == "diverged"]
     if d.main:
         print_table(spec_table(resolved, out_dir), fmt)
         err.print(f"{len(records)} run(s) under {Path(out_dir or resolved.spec.output.dir) / resolved.spec.name}")
-        if diverged:
-            err.print(f"[red]error:[/red] {len(diverged)} run(s) diverged: {', '.join(diverged)}", highlight=False)
+    exit_if_diverged(records, say=d.main)
+
+
+def exit_if_diverged(records, say: bool = True) -> None:
+    diverged = [f"{r.row} seed {r.seed}" for r in records if r.status == "diverged"]
     if diverged:
+        if say:
+            err.print(f"[red]error:[/red] {len(diverged)} run(s) diverged: {', '.join(diverged)}", highlight=False)
         raise typer.Exit(1)
 
 
@@ -153,6 +157,39 @@ def status(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
         table.add_row(st.cell.row, str(st.cell.seed), f"[{colours[st.state]}]{st.state}[/]", st.job or "",
                       st.detail)
     out.print(table)
+
+
+@app.command()
+@user_errors
+def sweep(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a spec with a `sweep:` section, e.g. "
+                                      "benchmarks/mtal_delta_sweep_cpu.yaml"),
+          seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's, e.g. 0,1,2"),
+          out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
+          progress: bool = typer.Option(True, help="show progress bars"),
+          fmt: str = typer.Option("rich", "--format", help="table format: rich|markdown|latex|csv"),
+          force: bool = typer.Option(False, "--force", help="retrain every point from scratch"),
+          plot: Optional[Path] = typer.Option(None, help="where to write the figure (default: "
+                                              "<out>/<spec name>/sweep_<param>.png)"),
+          no_plot: bool = typer.Option(False, "--no-plot", help="write no figure (no matplotlib needed)")):
+    """Train every point of SPEC's sweep (its method row with one option set to each value, e.g. MTAL's delta),
+    then print the metric and the method's reported scalars against the value and draw them (PNG).
+
+    Each point is a normal run with its own record and run identity: finished points are skipped, an interrupted
+    one resumes. `mtlbench compare SPEC [--plot PNG]` re-renders the table and figure without training."""
+    from mtlbench.config.loader import load_spec
+    from mtlbench.config.sweep import expand_sweep, require_sweep
+    from mtlbench.report.compare import default_sweep_figure, sweep_report
+    from mtlbench.training.run import run_spec
+    check_format(fmt)
+    seed_list = parse_seeds(seeds)
+    resolved = require_sweep(load_spec(spec))
+    log = lambda line: err.print(line, highlight=False, soft_wrap=True)  # noqa: E731
+    with progress_bars(progress and err.is_terminal) as factory:
+        records = run_spec(expand_sweep(resolved), seed_list, out_dir, factory or plain_progress(), force=force,
+                           log=log)
+    figure = None if no_plot else plot or default_sweep_figure(resolved.spec, out_dir)
+    print_table(sweep_report(resolved, out_dir, None, "test", figure), fmt)
+    exit_if_diverged(records)
 
 
 def plain_progress():
@@ -238,11 +275,15 @@ def print_param_counts(spec: Path) -> None:
 @user_errors
 def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a run spec (YAML) or a paper table name (mtlbench list tables)"),
             fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv"),
+            plot: Optional[Path] = typer.Option(None, help="a sweep spec only: also write the sweep's figure (PNG) "
+                                                "to this path"),
             results: Optional[Path] = typer.Option(None, help="results directory (default: the spec's output.dir)"),
             metric: Optional[str] = typer.Option(None, help="metric to show (default: the dataset's primary metric)"),
             split: str = typer.Option("test", help="split to show: test | val")):
     """Render a table from stored result records (never retrains): mean ± std over seeds per method and task,
-    with the paper's printed numbers beside ours when the spec names a paper table."""
+    with the paper's printed numbers beside ours when the spec names a paper table (MTAL's Table 6: the
+    kernel-sharing ratios per conv layer). A spec with a `sweep:` section renders its sweep (the metric and the
+    method's reported scalars against the swept value)."""
     from mtlbench.metrics import get_metric
     from mtlbench.registry import UnknownNameError
     from mtlbench.report.compare import table_for
@@ -254,7 +295,7 @@ def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a r
             get_metric(metric)
         except UnknownNameError as e:
             raise UsageError(f"--metric: {e}") from None
-    print_table(table_for(target, results, metric, split), fmt)
+    print_table(table_for(target, results, metric, split, plot), fmt)
 
 
 @app.command()
@@ -293,8 +334,9 @@ def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record,
            plots: bool = typer.Option(True, help="write one heat-map PNG per layer and matrix (needs matplotlib)"),
            figures: Optional[Path] = typer.Option(None, help="folder for the PNGs (default: <run folder>/figures)"),
            matrix: str = typer.Option("distance", help="which matrices: distance | cosine | both")):
-    """Print the per-layer task-distance and cosine matrices stored with finished runs (TAAN Figures 2 and 4)
-    and, on planted synthetic data, how well they recover the planted task groups."""
+    """Print the per-layer task-distance and cosine matrices stored with finished runs (TAAN Figures 2 and 4;
+    MTAL: the mean kernel cosine of every task pair per conv layer, distance = 1 - cosine) and, on planted
+    synthetic data, how well they recover the planted task groups."""
     from mtlbench.report.analysis import KINDS, records_at
     from mtlbench.report.render_analysis import print_record_analysis
     kinds = KINDS if matrix == "both" else (matrix,)

@@ -105,6 +105,11 @@ def slug(row: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", row).strip("_") or "run"
 
 
+def sweep_row(row: str, param: str, value: Any) -> str:
+    """The row label of a sweep's point: the method row with one option set, e.g. ``MTAL delta=0.4``."""
+    return f"{row} {param}={value}"
+
+
 def run_dir(out_dir: Path, spec_name: str, row: str) -> Path:
     return Path(out_dir) / spec_name / slug(row)
 

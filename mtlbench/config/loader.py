@@ -4,7 +4,8 @@ Problems are collected, not raised one by one, so a user fixes a spec in one pas
 syntax and duplicate keys; the RunSpec schema (unknown keys with "did you mean"); registered dataset and
 method names; each dataset's and method's own options; the prepared-data path; whether each method's backbone
 fits the tasks (every layer's output shape, for the trunk input every task reaches through its stem); whether
-each method can run on the dataset (``MTLMethod.check``). Nothing is trained before all of them pass.
+each method can run on the dataset (``MTLMethod.check``); a ``sweep:`` section's row, option and values.
+Nothing is trained before all of them pass.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mtlbench.config.schema import RunSpec
+from mtlbench.config.sweep import option_names, sweep_problems
 from mtlbench.data.base import DataInfo, DatasetSource
 from mtlbench.errors import MTLBenchError, SpecError
 from mtlbench.methods.base import MethodParams, MTLMethod
@@ -153,7 +155,7 @@ def fields_at(model: Any, loc: Loc) -> list[str]:
         if field is None:
             return []
         model = nested_model(field.annotation)
-    return list(getattr(model, "model_fields", {}))
+    return option_names(model) if hasattr(model, "model_fields") else []
 
 
 def nested_model(annotation: Any) -> Any:
@@ -183,6 +185,8 @@ def load_spec(path: str | Path, check_data: bool = True) -> ResolvedSpec:
         check_methods(spec, methods, info, problems)
         check_metrics(spec, info, problems)
     check_data_parallel(spec, methods, problems)
+    if spec.sweep is not None:
+        sweep_problems(spec, methods, info, problems)
     if problems.items:
         raise SpecError(problems.items)
     return ResolvedSpec(spec, path, dataset, options, methods, info)

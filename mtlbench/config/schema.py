@@ -89,6 +89,15 @@ class OutputSpec(Strict):
     save_checkpoint: bool = True
 
 
+class SweepSpec(Strict):
+    """One option of one method row varied over values (``mtlbench sweep``): each value is a run of its own,
+    labelled ``<row> <param>=<value>``, with its own record and run identity."""
+
+    method: str = Field(description="the row (label, or name when unlabelled) of the method to vary")
+    param: str = Field(description="one of that method's options, e.g. delta (MTAL) or reg_coef (TAAN)")
+    values: list[Any] = Field(min_length=1, description="the option's values, one run (per seed) each")
+
+
 class RunSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="names the results folder")
     description: str = ""
@@ -103,6 +112,7 @@ class RunSpec(Strict):
     output: OutputSpec = Field(default_factory=OutputSpec)
     launcher: LauncherSpec = Field(default_factory=LauncherSpec, description="how the cells run: in process, "
                                    "as local processes or as Slurm jobs (mtlbench.launch.settings)")
+    sweep: SweepSpec | None = Field(default=None, description="an option to vary (mtlbench sweep)")
 
     @field_validator("methods")
     @classmethod

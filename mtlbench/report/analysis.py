@@ -1,5 +1,6 @@
 """Task-relationship matrices stored in result records (TAAN's per-layer distance and cosine matrices, the
-paper's Figures 2 and 4) and how well they recover a planted task grouping. Pure numpy: no torch."""
+paper's Figures 2 and 4; MTAL's per-conv-layer mean kernel cosines) and how well they recover a planted task
+grouping. Pure numpy: no torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,8 +17,13 @@ KINDS = ("distance", "cosine")
 @dataclass
 class LayerMatrices:
     layer: int
-    distance: np.ndarray  # T x T, d(F_s, F_t) (a squared L2(G) distance)
+    distance: np.ndarray  # T x T: TAAN d(F_s, F_t) (a squared L2(G) distance); MTAL 1 - mean kernel cosine
     cosine: np.ndarray    # T x T
+    name: str = ""        # the layer's name in the plan (fc1, conv3_2), where the record gives it
+
+    @property
+    def title(self) -> str:
+        return f"layer {self.layer}" + (f" ({self.name})" if self.name else "")
 
 
 def records_at(path: Path) -> list[RunRecord]:
@@ -35,8 +41,8 @@ def records_at(path: Path) -> list[RunRecord]:
 
 def layer_matrices(record: RunRecord) -> list[LayerMatrices]:
     layers = record.summary.get("layers") or []
-    return [LayerMatrices(entry["layer"], np.asarray(entry["distance"]), np.asarray(entry["cosine"]))
-            for entry in layers if "distance" in entry and "cosine" in entry]
+    return [LayerMatrices(entry["layer"], np.asarray(entry["distance"]), np.asarray(entry["cosine"]),
+                          entry.get("name", "")) for entry in layers if "distance" in entry and "cosine" in entry]
 
 
 def group_separation(distance: np.ndarray, names: list[str], groups: list[list[str]]) -> dict:

@@ -31,15 +31,15 @@ def print_record_analysis(console: Console, record: RunRecord, kinds, plots: boo
     for lm in layers:
         for kind in kinds:
             m = getattr(lm, kind)
-            console.print(matrix_table(f"{head}: layer {lm.layer} task {kind}", names, m))
+            console.print(matrix_table(f"{head}: {lm.title} task {kind}", names, m))
             if plots:
                 from mtlbench.report.plots import heatmap_png
                 out = (figures or path.parent / "figures") / f"{path.stem}_layer{lm.layer}_{kind}.png"
-                heatmap_png(m, names, f"{record.row} layer {lm.layer}: task {kind}", out)
+                heatmap_png(m, names, f"{record.row} {lm.title}: task {kind}", out)
                 console.print(f"wrote {out}")
         if len(meta.get("groups", [])) > 1:
             sep = group_separation(lm.distance, names, meta["groups"])
-            line = (f"layer {lm.layer}: planted groups -- mean distance within {sep['within']:.4g}, "
+            line = (f"{lm.title}: planted groups -- mean distance within {sep['within']:.4g}, "
                     f"across {sep['across']:.4g} (ratio {sep['ratio']:.2f})")
             for o in meta.get("outliers", []):
                 rank = isolation_rank(lm.distance, names, o) + 1
