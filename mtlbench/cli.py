@@ -133,10 +133,12 @@ def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables"
         from mtlbench.registry import DATASETS, METHODS
         reg = METHODS if what == ListWhat.methods else DATASETS
         table.add_column(what.value[:-1]), table.add_column("description")
+        if what == ListWhat.methods:
+            table.add_column("optimizer groups")
         for name in reg.names(pattern):
             obj = reg.get(name)
             doc = getattr(obj, "paper", "") or getattr(obj, "description", "") or (obj.__doc__ or "").strip().split("\n")[0]
-            table.add_row(name, doc)
+            table.add_row(name, doc, *([", ".join(obj.group_names())] if what == ListWhat.methods else []))
     out.print(table)
 
 
