@@ -167,9 +167,12 @@ def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a r
             fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv"),
             results: Optional[Path] = typer.Option(None, help="results directory (default: the spec's output.dir)"),
             metric: Optional[str] = typer.Option(None, help="metric to show (default: the dataset's primary metric)"),
-            split: str = typer.Option("test", help="split to show: test | val")):
+            split: str = typer.Option("test", help="split to show: test | val"),
+            vs: Optional[str] = typer.Option(None, "--vs", metavar="ROW", help="reference row of the paired test "
+                                             "(default: the spec's hard_share row; '' for none)")):
     """Render a table from stored result records (never retrains): mean ± std over seeds per method and task,
-    with the paper's printed numbers beside ours when the spec names a paper table."""
+    with the paper's printed numbers beside ours when the spec names a paper table, and each row's p-value
+    against the reference row (two-sided paired t-test over seeds of the table's summary column)."""
     from mtlbench.metrics import get_metric
     from mtlbench.registry import UnknownNameError
     from mtlbench.report.compare import table_for
@@ -181,7 +184,7 @@ def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a r
             get_metric(metric)
         except UnknownNameError as e:
             raise UsageError(f"--metric: {e}") from None
-    print_table(table_for(target, results, metric, split), fmt)
+    print_table(table_for(target, results, metric, split, vs), fmt)
 
 
 @app.command()

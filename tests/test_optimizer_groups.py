@@ -116,3 +116,19 @@ def test_the_trainer_step_uses_the_groups(write_spec):
     train_step(Objective(model, data.info.tasks), opt, batches, 1)
     assert (model.heads[0].weight - before[0]).abs().max() < 1e-7
     assert (model.trunk.blocks[0].affine.weight - before[1]).abs().max() > 1e-3
+
+
+def test_records_written_before_the_groups_keep_their_identity():
+    """Empty multipliers are left out of the dumped spec, so the committed reference records (written before
+    the groups existed) are still runs of their specs for `train` (skip) and `compare` (grouping)."""
+    import json
+
+    from mtlbench.config.schema import OptimizerSpec
+    from tests.conftest import REPO
+
+    paths = sorted((REPO / "results" / "reference").rglob("seed*.json"))
+    assert paths
+    for path in paths:
+        stored = json.loads(path.read_text())["spec"]["optimizer"]
+        assert OptimizerSpec.model_validate(stored).model_dump(mode="json") == stored, path
+    assert OptimizerSpec(lr_mult={"heads": 50}).model_dump()["lr_mult"] == {"heads": 50}

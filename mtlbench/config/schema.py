@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 from mtlbench.methods.backbone import BackboneSpec
 
@@ -36,6 +36,9 @@ class MethodEntry(Strict):
         return self.label or self.name
 
 
+GROUP_KEYS = ("lr_mult", "weight_decay_mult")
+
+
 class OptimizerSpec(Strict):
     """One optimizer for every parameter; per named parameter group (``heads``, ``stems``, ``trunk`` and the
     method's own, e.g. TAAN's ``alpha``: ``mtlbench list methods``) the learning rate and the weight
@@ -51,6 +54,12 @@ class OptimizerSpec(Strict):
         default_factory=dict, description="learning-rate multiplier per parameter group, e.g. {heads: 50}")
     weight_decay_mult: dict[str, Annotated[float, Field(ge=0)]] = Field(
         default_factory=dict, description="weight-decay multiplier per parameter group, e.g. {alpha: 0}")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # the group multipliers are left out while empty, so records written before they existed keep their
+        # run identity (`train` skips them, `compare` groups a row's seeds by it)
+        return {k: v for k, v in handler(self).items() if k not in GROUP_KEYS or v}
 
 
 class TrainingSpec(Strict):

@@ -1,31 +1,43 @@
 """`mtlbench compare`: find the records of a spec (or of the benchmark spec behind a paper table) and build
-its table."""
+its table, each row tested against a reference row (``--vs``; default: the spec's Hard-Share row)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import yaml
 
-from mtlbench.errors import MTLBenchError
+from mtlbench.errors import MTLBenchError, UsageError
 from mtlbench.report.tables import Table, build_table, get_paper_table, paper_tables
 from mtlbench.results import experiment_key, load_records
 
 BENCHMARKS = Path("benchmarks")
 
 
-def table_for(target: str, results: Path | None, metric: str | None, split: str) -> Table:
+def table_for(target: str, results: Path | None, metric: str | None, split: str, vs: str | None = None) -> Table:
     path = Path(target)
     if path.suffix in (".yaml", ".yml") or path.exists():
         from mtlbench.config.loader import load_spec
         resolved = load_spec(path, check_data=False)
-        return table_for_spec(resolved.spec, path, results, metric, split)
+        return table_for_spec(resolved.spec, path, results, metric, split, vs)
     if target in paper_tables():
-        return table_for_paper(target, results, metric, split)
+        return table_for_paper(target, results, metric, split, vs)
     get_paper_table(target)  # raises the "did you mean" error for a near-miss table name
     raise MTLBenchError(f"{target}: neither a spec file nor a paper table")
 
 
-def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, split: str) -> Table:
+def reference_row(spec, vs: str | None) -> str | None:
+    """The row every other row is tested against: ``vs`` (a row label; '' for none), by default the row of the
+    spec's hard_share method (none when the spec has no such row)."""
+    if vs is None:
+        return next((m.row for m in spec.methods if m.name == "hard_share"), None)
+    rows = [m.row for m in spec.methods]
+    if vs and vs not in rows:
+        raise UsageError(f"--vs: {spec.name} has no row {vs!r} (rows: {', '.join(rows)}; '' for no test)")
+    return vs or None
+
+
+def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, split: str,
+                   vs: str | None = None) -> Table:
     if results is not None and not Path(results).is_dir():
         raise MTLBenchError(f"--results: {results} is not a directory")
     root = Path(results or spec.output.dir) / spec.name
@@ -38,14 +50,14 @@ def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, s
     paper = get_paper_table(spec.table) if spec.table else None
     if paper and metric and records and metric != records[0].primary_metric:
         paper = None  # the paper's numbers are of its own metric: never print them beside another one
-    table = build_table(records, metric, split, paper, rows, spec_hint=str(file))
+    table = build_table(records, metric, split, paper, rows, spec_hint=str(file), reference=reference_row(spec, vs))
     if stale:
         table.notes.append(f"left out {len(stale)} record(s) made with other settings of the same rows "
                            f"(e.g. {stale[0].path}); re-run them or move them away")
     return table
 
 
-def table_for_paper(name: str, results: Path | None, metric: str | None, split: str) -> Table:
+def table_for_paper(name: str, results: Path | None, metric: str | None, split: str, vs: str | None = None) -> Table:
     """Render a paper table from the benchmark specs that name it; paper numbers alone when none has run."""
     specs = [p for p in sorted(BENCHMARKS.rglob("*.y*ml")) if spec_table_name(p) == name]
     if not specs:
@@ -54,7 +66,7 @@ def table_for_paper(name: str, results: Path | None, metric: str | None, split: 
         return table
     from mtlbench.config.loader import load_spec
     resolved = load_spec(specs[0], check_data=False)
-    return table_for_spec(resolved.spec, specs[0], results, metric, split)
+    return table_for_spec(resolved.spec, specs[0], results, metric, split, vs)
 
 
 def spec_table_name(path: Path) -> str | None:
