@@ -222,16 +222,21 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
 def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record, a method's run folder, or a spec's results folder"),
            plots: bool = typer.Option(True, help="write one heat-map PNG per layer and matrix (needs matplotlib)"),
            figures: Optional[Path] = typer.Option(None, help="folder for the PNGs (default: <run folder>/figures)"),
-           matrix: str = typer.Option("distance", help="which matrices: distance | cosine | both")):
-    """Print the per-layer task-distance and cosine matrices stored with finished runs (TAAN Figures 2 and 4)
-    and, on planted synthetic data, how well they recover the planted task groups."""
+           matrix: str = typer.Option("distance", help="which matrices: distance | cosine | both"),
+           top: int = typer.Option(5, min=1, help="most isolated tasks listed per layer")):
+    """Print the per-layer task-distance and cosine matrices stored with finished runs (TAAN Figures 2 and 4),
+    each task's nearest task and the most isolated tasks (a matrix too wide for the terminal is summarised so,
+    beside its heat map), per layer over the seeds of a row, and, on planted synthetic data, how well the
+    matrices recover the planted task groups."""
     from mtlbench.report.analysis import KINDS, records_at
-    from mtlbench.report.render_analysis import print_record_analysis
+    from mtlbench.report.render_analysis import print_over_seeds, print_record_analysis
     kinds = KINDS if matrix == "both" else (matrix,)
     if any(k not in KINDS for k in kinds):
         raise UsageError(f"--matrix: expected distance, cosine or both (got {matrix!r})")
-    for record in records_at(run):
-        print_record_analysis(out, record, kinds, plots, figures)
+    records = records_at(run)
+    for record in records:
+        print_record_analysis(out, record, kinds, plots, figures, top)
+    print_over_seeds(out, records, top)
 
 
 def spec_table(resolved, out_dir):

@@ -35,14 +35,14 @@ def test_report_draws_a_heat_map_per_layer(trained):
     assert pngs == ["seed0_layer0_cosine.png", "seed0_layer0_distance.png",
                     "seed0_layer1_cosine.png", "seed0_layer1_distance.png"]
     assert (trained / "TAAN" / "figures" / pngs[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "layer 0 task distance" in result.output and "planted groups" in result.output
+    assert "layer 0 (fc1) task distance" in result.output and "planted groups" in result.output
 
 
 def test_report_without_plots_and_for_methods_without_matrices(trained):
     result = runner.invoke(app, ["report", str(trained), "--no-plots"])
     assert result.exit_code == 0, result.output
     assert "stores no task matrices" in result.output  # Hard-Share
-    assert "layer 1 task distance" in result.output
+    assert "layer 1 (fc2) task distance" in result.output
     assert not (trained / "TAAN" / "figures").exists()
 
 
