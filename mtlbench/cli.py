@@ -169,7 +169,9 @@ def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a r
             metric: Optional[str] = typer.Option(None, help="metric to show (default: the dataset's primary metric)"),
             split: str = typer.Option("test", help="split to show: test | val"),
             vs: Optional[str] = typer.Option(None, "--vs", metavar="ROW", help="reference row of the paired test "
-                                             "(default: the spec's hard_share row; '' for none)")):
+                                             "(default: the spec's hard_share row; '' for none)"),
+            plot: Optional[Path] = typer.Option(None, "--plot", metavar="PNG", help="also draw a sweep table (e.g. "
+                                                "TAAN Figure 3) as a line plot with error bars, ours beside the paper's")):
     """Render a table from stored result records (never retrains): mean ± std over seeds per method and task,
     with the paper's printed numbers beside ours when the spec names a paper table, and each row's p-value
     against the reference row (two-sided paired t-test over seeds of the table's summary column)."""
@@ -184,7 +186,11 @@ def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a r
             get_metric(metric)
         except UnknownNameError as e:
             raise UsageError(f"--metric: {e}") from None
+    from mtlbench.report.compare import sweep_plot
+    drawn = sweep_plot(target, results, split, plot) if plot is not None else None  # refuses before printing
     print_table(table_for(target, results, metric, split, vs), fmt)
+    if drawn:
+        err.print(f"wrote {drawn}", highlight=False)
 
 
 @app.command()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from mtlbench.errors import MTLBenchError, UsageError
-from mtlbench.report.tables import Table, build_table, get_paper_table, paper_tables
-from mtlbench.results import experiment_key, load_records
+from mtlbench.report.tables import Table, aggregate, build_table, get_paper_table, paper_tables
+from mtlbench.results import RunRecord, experiment_key, load_records, tidy
 
 BENCHMARKS = Path("benchmarks")
 
@@ -38,6 +39,20 @@ def reference_row(spec, vs: str | None) -> str | None:
 
 def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, split: str,
                    vs: str | None = None) -> Table:
+    records, stale = current_records(spec, results)
+    paper = get_paper_table(spec.table) if spec.table else None
+    if paper and metric and records and metric != records[0].primary_metric:
+        paper = None  # the paper's numbers are of its own metric: never print them beside another one
+    table = build_table(records, metric, split, paper, [m.row for m in spec.methods], spec_hint=str(file),
+                        reference=reference_row(spec, vs))
+    if stale:
+        table.notes.append(f"left out {len(stale)} record(s) made with other settings of the same rows "
+                           f"(e.g. {stale[0].path}); re-run them or move them away")
+    return table
+
+
+def current_records(spec, results: Path | None) -> tuple[list[RunRecord], list[RunRecord]]:
+    """(the records of the spec's rows made with its current settings, those made with other settings)."""
     if results is not None and not Path(results).is_dir():
         raise MTLBenchError(f"--results: {results} is not a directory")
     root = Path(results or spec.output.dir) / spec.name
@@ -46,20 +61,42 @@ def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, s
     current = spec.model_dump(mode="json")
     records = [r for r in records if r.row in rows]
     stale = [r for r in records if experiment_key(r.spec, r.row) != experiment_key(current, r.row)]
-    records = [r for r in records if r not in stale]
+    return [r for r in records if r not in stale], stale
+
+
+def sweep_plot(target: str, results: Path | None, split: str, path: Path) -> Path:
+    """The line plot of a sweep table (a paper table with a ``grid``, e.g. TAAN Figure 3): ours beside the
+    paper's, error bars = std over seeds."""
+    from mtlbench.report.plots import sweep_png
+    from mtlbench.report.sweep import grid_series
+    spec = spec_for(target)
     paper = get_paper_table(spec.table) if spec.table else None
-    if paper and metric and records and metric != records[0].primary_metric:
-        paper = None  # the paper's numbers are of its own metric: never print them beside another one
-    table = build_table(records, metric, split, paper, rows, spec_hint=str(file), reference=reference_row(spec, vs))
-    if stale:
-        table.notes.append(f"left out {len(stale)} record(s) made with other settings of the same rows "
-                           f"(e.g. {stale[0].path}); re-run them or move them away")
-    return table
+    if not paper or not paper.get("grid"):
+        raise UsageError(f"--plot: {target} renders {spec.table or 'no paper table'}, not a sweep (a paper table "
+                         f"with a grid, such as taan_figure3_omniglot_regularizers)")
+    records, _ = current_records(spec, results)
+    metric = records[0].primary_metric if records else ""
+    agg = aggregate(tidy(records, split), metric) if records else pd.DataFrame()
+    column = "pooled accuracy" if paper["grid"].get("ours") == "pooled" else f"mean {metric} over tasks"
+    return sweep_png(grid_series(agg, paper), paper["title"], paper["grid"].get("x_label", ""),
+                     f"{column} on {split}", path)
+
+
+def spec_for(target: str):
+    """The spec behind a spec file or a paper table name."""
+    from mtlbench.config.loader import load_spec
+    path = Path(target)
+    if not (path.suffix in (".yaml", ".yml") or path.exists()):
+        specs = specs_naming(target)
+        if not specs:
+            raise UsageError(f"{target}: neither a spec file nor a paper table with a spec under {BENCHMARKS}/")
+        path = specs[0]
+    return load_spec(path, check_data=False).spec
 
 
 def table_for_paper(name: str, results: Path | None, metric: str | None, split: str, vs: str | None = None) -> Table:
     """Render a paper table from the benchmark specs that name it; paper numbers alone when none has run."""
-    specs = [p for p in sorted(BENCHMARKS.rglob("*.y*ml")) if spec_table_name(p) == name]
+    specs = specs_naming(name)
     if not specs:
         table = build_table([], metric, split, get_paper_table(name), [], "")
         table.notes.append(f"no spec under {BENCHMARKS}/ names table {name!r} yet")
@@ -67,6 +104,10 @@ def table_for_paper(name: str, results: Path | None, metric: str | None, split: 
     from mtlbench.config.loader import load_spec
     resolved = load_spec(specs[0], check_data=False)
     return table_for_spec(resolved.spec, specs[0], results, metric, split, vs)
+
+
+def specs_naming(table: str) -> list[Path]:
+    return [p for p in sorted(BENCHMARKS.rglob("*.y*ml")) if spec_table_name(p) == table]
 
 
 def spec_table_name(path: Path) -> str | None:

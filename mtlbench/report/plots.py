@@ -46,3 +46,30 @@ def heatmap_png(matrix: np.ndarray, names: list[str], title: str, path: Path,
     save(fig, path)
     plt.close(fig)
     return path
+
+
+def sweep_png(series, title: str, x_label: str, y_label: str, path: Path) -> Path:
+    """One line per row of a sweep with error bars (ours solid, the paper's dashed in the same colour); a row
+    with a single x (the unregularised TAAN at c = 0) is a point and a dotted level across the plot."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    colours = {}
+    xs = sorted({x for s in series for x in s.x})
+    for s in series:
+        colour = colours.setdefault(s.row, f"C{len(colours)}")
+        ours = s.source == "ours"
+        label = f"{s.row} ({'ours' if ours else 'paper'})"
+        ax.errorbar(s.x, s.mean, yerr=s.std, color=colour, linestyle="-" if ours else "--", marker="o" if ours else "s",
+                    capsize=4, label=label, alpha=1.0 if ours else 0.7)
+        if len(s.x) == 1 and len(xs) > 1:
+            ax.hlines(s.mean[0], xs[0], xs[-1], colors=colour, linestyles=":" if ours else (0, (1, 4)), alpha=0.6)
+    ax.set_xticks(xs)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    save(fig, path)
+    plt.close(fig)
+    return path

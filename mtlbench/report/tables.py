@@ -116,14 +116,19 @@ def build_table(records: list[RunRecord], metric: str | None = None, split: str 
     for row, bad in diverged.items():
         table.notes.append(f"{row} diverged (non-finite loss or weights; no score) for seed(s) "
                            f"{', '.join(map(str, sorted(bad)))}")
-    if reference is not None:
+    if reference is not None and table.ours:
         add_paired_tests(table, df[df.metric == metric], reference, set(diverged))
+    elif reference is not None:
+        table.notes.append("no paired tests in a sweep table (compare its cells' seeds with the spec's own rows)")
     return table
 
 
 def build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hint, diverged) -> Table:
     if diverged:  # such rows have no numbers to show or to rank
         agg = agg[~agg.index.get_level_values(0).isin(list(diverged))] if not agg.empty else agg
+    if paper and paper.get("grid"):  # a sweep (TAAN Figure 3): rows x swept values
+        from mtlbench.report.sweep import grid_layout
+        return grid_layout(agg, seeds, ours, paper, spec_hint, diverged)
     if paper:
         return paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, diverged)
     cols = tasks + ["mean"] + (["pooled"] if (not agg.empty and "pooled" in agg.index.get_level_values(1)) else [])
