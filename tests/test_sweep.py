@@ -60,3 +60,19 @@ def test_plot_refuses_a_table_that_is_no_sweep(tmp_path):
     assert result.exit_code == 2
     assert "--plot: " in result.output and "not a sweep" in result.output and "Model performance" not in result.output
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_taan_code_protocol_is_labelled_paper_faithful():
+    """The TAAN code's protocol selects on test: its spec says so (the record's paper_faithful flag follows from
+    select_on: test), its validation twin differs only in split and selection, and the optimizer is the code's."""
+    code = load_spec(REPO / "benchmarks" / "taan_table3_omniglot_taan_code.yaml", check_data=False).spec
+    val = load_spec(REPO / "benchmarks" / "taan_table3_omniglot_taan_code_val.yaml", check_data=False).spec
+    assert code.training.select_on == "test" and code.data.options == {"split": "paper_faithful"}
+    assert val.training.select_on == "val" and val.data.options == {}
+    o = code.optimizer
+    assert (o.lr, o.weight_decay, o.lr_mult, o.betas) == (1e-5, 0.005, {"heads": 50}, (0.9, 0.999))
+    t = code.training
+    assert (t.iterations, t.batch_per_task, t.eval_every, t.patience) == (15000, 5, 100, 100)
+    strip = lambda s: s.model_dump(exclude={"name", "data", "training"})  # noqa: E731
+    assert strip(code) == strip(val)
+    assert code.training.model_dump(exclude={"select_on"}) == val.training.model_dump(exclude={"select_on"})

@@ -192,4 +192,5 @@ def test_paper_faithful_records_are_footnoted(write_spec, tmp_path):
     records = run_spec(load_spec(spec), seeds=[0])
     assert all(r.paper_faithful for r in records)
     result = runner.invoke(app, ["compare", str(spec), "--format", "markdown"])
-    assert "paper_faithful (selected on test rows, as the original code did): Hard-Share, STL" in result.output
+    assert "† paper_faithful (selected on test rows, as the original code did): Hard-Share, STL" in result.output
+    assert "| STL † |" in result.output and "| Hard-Share † |" in result.output  # the rows carry the label too

@@ -112,7 +112,10 @@ def build_table(records: list[RunRecord], metric: str | None = None, split: str 
     if missing and not paper:
         table.notes.append(f"not in these runs (data not prepared): {', '.join(missing)}")
     if faithful:
-        table.notes.append(f"paper_faithful (selected on test rows, as the original code did): {', '.join(faithful)}")
+        for row in faithful:  # the row's name carries the label too, wherever the table is pasted
+            if row in table.ours:
+                table.rows[table.ours[row]][0] += " †"
+        table.notes.append(f"† paper_faithful (selected on test rows, as the original code did): {', '.join(faithful)}")
     for row, bad in diverged.items():
         table.notes.append(f"{row} diverged (non-finite loss or weights; no score) for seed(s) "
                            f"{', '.join(map(str, sorted(bad)))}")
