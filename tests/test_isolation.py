@@ -34,7 +34,7 @@ def test_nearest_tasks_and_the_most_isolated_first():
 def test_similarity_matrices_count_the_least_similar_as_isolated():
     cosine = 1.0 - HAND / 10.0
     iso = isolation(cosine, list("abcd"), similarity=True)
-    assert iso.neighbour == ["b", "a", "b", "c"] and [iso.names[i] for i in iso.order][0] == "d"
+    assert iso.neighbour == ["b", "a", "b", "c"] and iso.names[iso.order[0]] == "d"
     assert iso.nearest[3] == pytest.approx(0.5)
 
 

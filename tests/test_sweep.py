@@ -73,6 +73,7 @@ def test_the_taan_code_protocol_is_labelled_paper_faithful():
     assert (o.lr, o.weight_decay, o.lr_mult, o.betas) == (1e-5, 0.005, {"heads": 50}, (0.9, 0.999))
     t = code.training
     assert (t.iterations, t.batch_per_task, t.eval_every, t.patience) == (15000, 5, 100, 100)
-    strip = lambda s: s.model_dump(exclude={"name", "data", "training"})  # noqa: E731
+    def strip(spec):
+        return spec.model_dump(exclude={"name", "data", "training"})
     assert strip(code) == strip(val)
     assert code.training.model_dump(exclude={"select_on"}) == val.training.model_dump(exclude={"select_on"})
