@@ -67,8 +67,8 @@ def current_records(spec, results: Path | None) -> tuple[list[RunRecord], list[R
 def sweep_plot(target: str, results: Path | None, split: str, path: Path) -> Path:
     """The line plot of a sweep table (a paper table with a ``grid``, e.g. TAAN Figure 3): ours beside the
     paper's, error bars = std over seeds."""
-    from mtlbench.report.plots import sweep_png
-    from mtlbench.report.sweep import grid_series
+    from mtlbench.report.plots import grid_png
+    from mtlbench.report.grid import grid_series
     spec = spec_for(target)
     paper = get_paper_table(spec.table) if spec.table else None
     if not paper or not paper.get("grid"):
@@ -78,7 +78,7 @@ def sweep_plot(target: str, results: Path | None, split: str, path: Path) -> Pat
     metric = records[0].primary_metric if records else ""
     agg = aggregate(tidy(records, split), metric) if records else pd.DataFrame()
     column = "pooled accuracy" if paper["grid"].get("ours") == "pooled" else f"mean {metric} over tasks"
-    return sweep_png(grid_series(agg, paper), paper["title"], paper["grid"].get("x_label", ""),
+    return grid_png(grid_series(agg, paper), paper["title"], paper["grid"].get("x_label", ""),
                      f"{column} on {split}", path)
 
 

@@ -48,7 +48,7 @@ def heatmap_png(matrix: np.ndarray, names: list[str], title: str, path: Path,
     return path
 
 
-def sweep_png(series, title: str, x_label: str, y_label: str, path: Path) -> Path:
+def grid_png(series, title: str, x_label: str, y_label: str, path: Path) -> Path:
     """One line per row of a sweep with error bars (ours solid, the paper's dashed in the same colour); a row
     with a single x (the unregularised TAAN at c = 0) is a point and a dotted level across the plot."""
     plt = pyplot()

@@ -130,7 +130,7 @@ def build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hin
     if diverged:  # such rows have no numbers to show or to rank
         agg = agg[~agg.index.get_level_values(0).isin(list(diverged))] if not agg.empty else agg
     if paper and paper.get("grid"):  # a sweep (TAAN Figure 3): rows x swept values
-        from mtlbench.report.sweep import grid_layout
+        from mtlbench.report.grid import grid_layout
         return grid_layout(agg, seeds, ours, paper, spec_hint, diverged)
     if paper:
         return paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, diverged)

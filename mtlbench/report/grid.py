@@ -12,7 +12,7 @@ option, each with the x it is plotted at and the suffix our row labels carry for
 
 so the cell (paper row R, column C) is filled by our row labelled R + suffix(C): the same matching by label as
 every other table. Each cell shows mean ± std over seeds, the paper's row beside ours. ``grid_series`` gives
-the same numbers to ``plots.sweep_png`` (a line per row, error bars = std over seeds; the paper's dashed).
+the same numbers to ``plots.grid_png`` (a line per row, error bars = std over seeds; the paper's dashed).
 """
 from __future__ import annotations
 

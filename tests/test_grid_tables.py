@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from mtlbench.cli import app
 from mtlbench.config.loader import load_spec
-from mtlbench.report.sweep import parse_paper_cell
+from mtlbench.report.grid import parse_paper_cell
 from tests.conftest import REPO
 
 runner = CliRunner()
