@@ -245,10 +245,12 @@ def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables"
         from mtlbench.registry import DATASETS, METHODS
         reg = METHODS if what == ListWhat.methods else DATASETS
         table.add_column(what.value[:-1]), table.add_column("description")
+        if what == ListWhat.methods:
+            table.add_column("optimizer groups")
         for name in reg.names(pattern):
             obj = reg.get(name)
             doc = getattr(obj, "paper", "") or getattr(obj, "description", "") or (obj.__doc__ or "").strip().split("\n")[0]
-            table.add_row(name, doc)
+            table.add_row(name, doc, *([", ".join(obj.group_names())] if what == ListWhat.methods else []))
     out.print(table)
 
 
@@ -275,15 +277,19 @@ def print_param_counts(spec: Path) -> None:
 @user_errors
 def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a run spec (YAML) or a paper table name (mtlbench list tables)"),
             fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv"),
-            plot: Optional[Path] = typer.Option(None, help="a sweep spec only: also write the sweep's figure (PNG) "
-                                                "to this path"),
             results: Optional[Path] = typer.Option(None, help="results directory (default: the spec's output.dir)"),
             metric: Optional[str] = typer.Option(None, help="metric to show (default: the dataset's primary metric)"),
-            split: str = typer.Option("test", help="split to show: test | val")):
+            split: str = typer.Option("test", help="split to show: test | val"),
+            vs: Optional[str] = typer.Option(None, "--vs", metavar="ROW", help="reference row of the paired test "
+                                             "(default: the spec's hard_share row; '' for none)"),
+            plot: Optional[Path] = typer.Option(None, "--plot", metavar="PNG", help="also draw the figure of a "
+                                                "sweep: a spec's `sweep:` (e.g. MTAL's delta) or a paper table with "
+                                                "a grid (TAAN Figure 3), error bars = std over seeds")):
     """Render a table from stored result records (never retrains): mean ± std over seeds per method and task,
     with the paper's printed numbers beside ours when the spec names a paper table (MTAL's Table 6: the
-    kernel-sharing ratios per conv layer). A spec with a `sweep:` section renders its sweep (the metric and the
-    method's reported scalars against the swept value)."""
+    kernel-sharing ratios per conv layer), and each row's p-value against the reference row (two-sided paired
+    t-test over seeds of the table's summary column). A spec with a `sweep:` section renders its sweep (the metric
+    and the method's reported scalars against the swept value)."""
     from mtlbench.metrics import get_metric
     from mtlbench.registry import UnknownNameError
     from mtlbench.report.compare import table_for
@@ -295,7 +301,7 @@ def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a r
             get_metric(metric)
         except UnknownNameError as e:
             raise UsageError(f"--metric: {e}") from None
-    print_table(table_for(target, results, metric, split, plot), fmt)
+    print_table(table_for(target, results, metric, split, plot, vs), fmt)
 
 
 @app.command()
@@ -333,17 +339,22 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
 def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record, a method's run folder, or a spec's results folder"),
            plots: bool = typer.Option(True, help="write one heat-map PNG per layer and matrix (needs matplotlib)"),
            figures: Optional[Path] = typer.Option(None, help="folder for the PNGs (default: <run folder>/figures)"),
-           matrix: str = typer.Option("distance", help="which matrices: distance | cosine | both")):
+           matrix: str = typer.Option("distance", help="which matrices: distance | cosine | both"),
+           top: int = typer.Option(5, min=1, help="most isolated tasks listed per layer")):
     """Print the per-layer task-distance and cosine matrices stored with finished runs (TAAN Figures 2 and 4;
-    MTAL: the mean kernel cosine of every task pair per conv layer, distance = 1 - cosine) and, on planted
-    synthetic data, how well they recover the planted task groups."""
+    MTAL: the mean kernel cosine of every task pair per conv layer, distance = 1 - cosine), each task's nearest
+    task and the most isolated tasks (a matrix too wide for the terminal is summarised so, beside its heat map),
+    per layer over the seeds of a row, and, on planted synthetic data, how well the matrices recover the planted
+    task groups."""
     from mtlbench.report.analysis import KINDS, records_at
-    from mtlbench.report.render_analysis import print_record_analysis
+    from mtlbench.report.render_analysis import print_over_seeds, print_record_analysis
     kinds = KINDS if matrix == "both" else (matrix,)
     if any(k not in KINDS for k in kinds):
         raise UsageError(f"--matrix: expected distance, cosine or both (got {matrix!r})")
-    for record in records_at(run):
-        print_record_analysis(out, record, kinds, plots, figures)
+    records = records_at(run)
+    for record in records:
+        print_record_analysis(out, record, kinds, plots, figures, top)
+    print_over_seeds(out, records, top)
 
 
 def spec_table(resolved, out_dir):

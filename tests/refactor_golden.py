@@ -1,8 +1,8 @@
 """Short seeded CPU runs of the methods that existed before the layer plan, recorded on the code before that
 refactor (tests/golden/methods_short_run.json) and re-run by tests/test_refactor_golden.py.
 
-Only the method contract is used (constructor, forward, forward_task, regularizer, after_step, param_groups) and
-the training step is written out here, so the recording does not depend on the trainer's internals.
+Only the method contract is used (constructor, forward, forward_task, regularizer, after_step, its optimizer
+groups) and the training step is written out here, so the recording does not depend on the trainer's internals.
 
 Regenerate (only on purpose, on code whose numbers you trust):
     python -m tests.refactor_golden tests/golden/methods_short_run.json
@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mtlbench.config.schema import OptimizerSpec
 from mtlbench.methods.backbone import BackboneSpec
 from mtlbench.registry import METHODS
+from mtlbench.training.optim import optimizer_groups
 from tests.conftest import small_data
 
 GOLDEN = Path(__file__).with_name("golden") / "methods_short_run.json"
@@ -82,7 +84,7 @@ def short_run(case) -> dict:
         params = {"kernel": "eager", **params}
     torch.manual_seed(0)
     model = cls(data.info, BACKBONES[backbone], cls.Params(**params))
-    optimizer = torch.optim.Adam(model.param_groups(LR), lr=LR)
+    optimizer = torch.optim.Adam(optimizer_groups(model, OptimizerSpec(lr=LR)), lr=LR)
     splits, tasks = data.split("train"), data.info.tasks
     losses = []
     for it in range(1, ITERATIONS + 1):

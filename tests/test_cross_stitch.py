@@ -4,9 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mtlbench.config.schema import OptimizerSpec
 from mtlbench.data.base import DataInfo, TaskInfo
 from mtlbench.methods.backbone import BackboneSpec
 from mtlbench.registry import METHODS
+from mtlbench.training.optim import optimizer_groups
 
 CrossStitch, STL = METHODS.get("cross_stitch"), METHODS.get("stl")
 
@@ -95,7 +97,7 @@ def test_positions_channel_units_and_lr_multiplier():
     model = CrossStitch(info_of((7,)), spec, CrossStitch.Params(positions=[1], granularity="channel",
                                                                alpha_lr_mult=100.0))
     assert model.positions == [1] and model.alphas[0].shape == (5, 3, 3)
-    groups = model.param_groups(1e-3)
+    groups = optimizer_groups(model, OptimizerSpec(lr=1e-3))
     assert groups[1]["lr"] == pytest.approx(0.1) and groups[1]["params"][0] is model.alphas[0]
     n_all = sum(p.numel() for g in groups for p in g["params"])
     assert n_all == sum(p.numel() for p in model.parameters())

@@ -5,13 +5,17 @@ trainable parameter once, and a method refuses only at ``check`` time, with a re
 checked after its ``fit`` on the training split (that is the model it is evaluated as)."""
 from __future__ import annotations
 
+import fnmatch
+
 import pytest
 import torch
 
+from mtlbench.config.schema import OptimizerSpec
 from mtlbench.data.base import DataInfo, MTLData, TaskInfo, TaskSplit
 from mtlbench.methods.backbone import BackboneSpec
 from mtlbench.methods.base import count_parameters, parameter_counts
 from mtlbench.registry import METHODS
+from mtlbench.training.optim import optimizer_groups
 from tests.conftest import small_data
 
 # Three equal-width layers and size-preserving convolutions: the shape every method accepts (Soft-Order
@@ -94,10 +98,20 @@ def test_every_parameter_gets_a_gradient(name, kind):
 @pytest.mark.parametrize("kind", ["vector", "vector_image"])
 @pytest.mark.parametrize("name", METHODS.names())
 def test_optimizer_groups_hold_every_trainable_parameter_once(name, kind):
+    if METHODS.get(name).closed_form:
+        pytest.skip(f"{name} is fitted in closed form: no optimizer, no parameter groups")
     model, data = build(name, kind)
-    grouped = [p for g in model.param_groups(1e-3) for p in g["params"]]
+    grouped = [p for g in optimizer_groups(model, OptimizerSpec(lr_mult={"heads": 2.0})) for p in g["params"]]
     assert len({id(p) for p in grouped}) == len(grouped), "a parameter is in two groups"
     assert sum(p.numel() for p in grouped) == count_parameters(model) > 0
+    named = model.named_groups()
+    assert set(named) == set(model.group_names()) and named["heads"], "every method has heads"
+    assert not any(n.startswith("heads.") for g, pairs in named.items() if g != "heads" for n, _ in pairs)
+    # a pattern of one method group must not also match another's: each parameter has one group by rule, not by order
+    for n, _ in model.named_parameters():
+        hits = [g for g, pats in type(model).groups.items() if any(fnmatch.fnmatch(n, p) for p in pats)]
+        assert len(hits) <= 1, f"{n} matches the patterns of {hits}"
+    assert not hasattr(model, "param_groups"), "methods name groups (groups, group_lr_mult); the optimizer builds them"
     counts = parameter_counts(model)
     homogeneous = len({t.input_shape for t in data.info.tasks}) == 1
     assert (counts["stems"] == 0) == (homogeneous or model.raw_inputs) and counts["stems"] < counts["trainable"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mtlbench.config.schema import OptimizerSpec
 from mtlbench.data.base import DataInfo, TaskInfo
 from mtlbench.methods.backbone import BackboneSpec
 from mtlbench.methods.base import parameter_counts
 from mtlbench.registry import METHODS
+from mtlbench.training.optim import optimizer_groups
 
 NDDR, STL = METHODS.get("nddr"), METHODS.get("stl")
 
@@ -77,8 +79,9 @@ def test_parameter_count_closed_form(shapes, spec):
 
 def test_lr_multiplier_on_the_nddr_weights_only():
     model = NDDR(info_of([(7,)] * 3), BackboneSpec(hidden=[6, 5]), NDDR.Params(positions=["fc2"]))
-    groups = model.param_groups(1e-3)
+    groups = optimizer_groups(model, OptimizerSpec(lr=1e-3))
     assert groups[1]["lr"] == pytest.approx(0.1) and groups[1]["params"] == [model.units[0].reduce.weight]
+    assert groups[1]["groups"] == ["reductions"] and groups[0]["lr"] == pytest.approx(1e-3)
     assert model.positions == [1] and model.summary()["nddr"]["position_names"] == ["fc2"]
     assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
 

@@ -114,7 +114,7 @@ def test_train_then_compare_rerenders_without_training(write_spec, tmp_path):
     md = runner.invoke(app, ["compare", str(spec), "--format", "markdown"])
     assert md.exit_code == 0, md.output
     lines = [ln for ln in md.output.splitlines() if ln.startswith("| Hard-Share")]
-    assert len(lines) == 1 and "±" in lines[0] and lines[0].rstrip().endswith("| 2 |")
+    assert len(lines) == 1 and "±" in lines[0] and lines[0].rstrip().endswith("| 2 | ref |")
     csv_out = runner.invoke(app, ["compare", str(spec), "--format", "csv"]).output
     assert csv_out.splitlines()[0].startswith("method,A1,A2,B1,B2,X,mean")
     latex = runner.invoke(app, ["compare", str(spec), "--format", "latex"]).output
@@ -192,4 +192,5 @@ def test_paper_faithful_records_are_footnoted(write_spec, tmp_path):
     records = run_spec(load_spec(spec), seeds=[0])
     assert all(r.paper_faithful for r in records)
     result = runner.invoke(app, ["compare", str(spec), "--format", "markdown"])
-    assert "paper_faithful (selected on test rows, as the original code did): Hard-Share, STL" in result.output
+    assert "‡ paper_faithful (selected on test rows, as the original code did): Hard-Share, STL" in result.output
+    assert "| STL ‡ |" in result.output and "| Hard-Share ‡ |" in result.output  # the rows carry the label too

@@ -181,6 +181,7 @@ def load_spec(path: str | Path, check_data: bool = True) -> ResolvedSpec:
         raise SpecError(problems.items) from None
     dataset, options, info = resolve_data(spec, problems, check_data)
     methods = [m for i, entry in enumerate(spec.methods) if (m := resolve_method(i, entry, problems))]
+    check_optimizer_groups(spec, methods, problems)
     if info is not None:
         check_methods(spec, methods, info, problems)
         check_metrics(spec, info, problems)
@@ -235,6 +236,30 @@ def resolve_method(i: int, entry, problems: Problems) -> ResolvedMethod | None:
     except ValidationError as err:
         problems.add_validation(err, ("methods", i, "params"), cls.Params)
         return None
+
+
+def check_optimizer_groups(spec: RunSpec, methods: list[ResolvedMethod], problems: Problems) -> None:
+    """Every group named in optimizer.lr_mult / weight_decay_mult must be a group of some method of the spec
+    (a group another method lacks simply does not apply to it: TAAN's alpha beside Hard-Share)."""
+    if len(methods) < len(spec.methods):
+        return  # an unknown method is reported already; its groups are unknown
+    has = {m.entry.row: m.cls.group_names() for m in methods}
+    known = sorted({g for groups in has.values() for g in groups})
+    for field in ("lr_mult", "weight_decay_mult"):
+        for group in getattr(spec.optimizer, field):
+            if group not in known:
+                close = difflib.get_close_matches(group, known, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                problems.add(("optimizer", field, group), f"no method of this spec has a parameter group "
+                             f"{group!r}{hint} ({group_listing(has)})")
+
+
+def group_listing(has: dict[str, list[str]]) -> str:
+    """'groups of every method: heads, stems, trunk; of TAAN: alpha, hinges'."""
+    common = [g for g in next(iter(has.values())) if all(g in groups for groups in has.values())]
+    own = [f"of {row}: {', '.join(extra)}" for row, groups in has.items()
+           if (extra := [g for g in groups if g not in common])]
+    return "; ".join([f"groups of every method: {', '.join(common)}", *own])
 
 
 def check_methods(spec: RunSpec, methods: list[ResolvedMethod], info: DataInfo, problems: Problems) -> None:

@@ -7,9 +7,9 @@ params are validated by the ``Params`` model declared in the method's file (see 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 from mtlbench.launch.settings import LauncherSpec
 from mtlbench.methods.backbone import BackboneSpec
@@ -37,12 +37,30 @@ class MethodEntry(Strict):
         return self.label or self.name
 
 
+GROUP_KEYS = ("lr_mult", "weight_decay_mult")
+
+
 class OptimizerSpec(Strict):
+    """One optimizer for every parameter; per named parameter group (``heads``, ``stems``, ``trunk`` and the
+    method's own, e.g. TAAN's ``alpha``: ``mtlbench list methods``) the learning rate and the weight
+    decay can be scaled: ``lr_mult: {heads: 50}`` trains the heads at 50 x lr (times the method's own
+    multiplier, e.g. NDDR's 100 on its reductions), ``weight_decay_mult: {alpha: 0}`` exempts TAAN's alpha."""
+
     name: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(default=1e-3, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = Field(default=0.9, ge=0)
-    weight_decay: float = Field(default=0.0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0, description="every group's, unless weight_decay_mult scales it")
+    lr_mult: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="learning-rate multiplier per parameter group, e.g. {heads: 50}")
+    weight_decay_mult: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="weight-decay multiplier per parameter group, e.g. {alpha: 0}")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # the group multipliers are left out while empty, so records written before they existed keep their
+        # run identity (`train` skips them, `compare` groups a row's seeds by it)
+        return {k: v for k, v in handler(self).items() if k not in GROUP_KEYS or v}
 
 
 class TrainingSpec(Strict):

@@ -49,12 +49,6 @@ class FusedTowers(MTLMethod):
         towers = [trunk.blocks for trunk in self.trunks]
         return torch.stack(run_towers(self.plan, towers, [x] * len(towers), segments, fuse=self.fuse_units()))
 
-    def groups_with(self, lr: float, special: list[nn.Parameter], mult: float) -> list[dict]:
-        """Optimizer groups: ``special`` at ``lr * mult``, every other trainable parameter at ``lr``."""
-        ids = {id(p) for p in special}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        return [{"params": rest, "lr": lr}, {"params": special, "lr": lr * mult}]
-
     def tower_summary(self) -> dict:
         return {"positions": self.positions, "position_names": [self.plan.layers[i].name for i in self.positions],
                 "tower_batch_passes_per_iteration": self.info.n_tasks ** 2}

@@ -37,6 +37,11 @@ class MTLMethod(nn.Module):
     # True for a method that reads every task's raw input and builds no trunk (a shallow method such as a
     # discriminant analysis on flattened inputs): no layer plan, identity stems, the backbone is not checked.
     raw_inputs: ClassVar[bool] = False
+    # Named optimizer groups of the method's own parameters: group -> fnmatch patterns of parameter names
+    # (TAAN's {"alpha": ("*.act.alpha",)}). Matched first; every other parameter is in "heads" (heads.*),
+    # "stems" (stems.*) or "trunk" (the rest: the shared trunk, or the per-task towers). Specs scale a group's
+    # learning rate and weight decay by name (optimizer.lr_mult, optimizer.weight_decay_mult).
+    groups: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, info: DataInfo, backbone: BackboneSpec, params: MethodParams):
         super().__init__()
@@ -78,9 +83,31 @@ class MTLMethod(nn.Module):
         the model's device as needed)."""
         raise NotImplementedError(f"{type(self).__name__} is trained by steps (closed_form is False)")
 
-    def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        """Optimizer parameter groups; methods with learning-rate multipliers override this."""
-        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+    @classmethod
+    def group_names(cls) -> list[str]:
+        """Every optimizer group this method may have (some may be empty for a given dataset or options)."""
+        return [*cls.groups, *COMMON_GROUPS]
+
+    def group_of(self, name: str) -> str:
+        """The optimizer group of the parameter called ``name``."""
+        for group, patterns in self.groups.items():
+            if any(fnmatch.fnmatch(name, pattern) for pattern in patterns):
+                return group
+        return next((g for g in ("heads", "stems") if name.startswith(g + ".")), "trunk")
+
+    def named_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """group -> its trainable (name, parameter) pairs, in ``named_parameters`` order; every trainable
+        parameter is in exactly one group."""
+        out: dict[str, list[tuple[str, nn.Parameter]]] = {g: [] for g in self.group_names()}
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                out[self.group_of(name)].append((name, p))
+        return out
+
+    def group_lr_mult(self) -> dict[str, float]:
+        """The method's own learning-rate multipliers per group (NDDR's 100 on its reductions); the spec's
+        ``optimizer.lr_mult`` multiplies on top."""
+        return {}
 
     def summary(self) -> dict[str, Any]:
         """Method-specific facts stored in the result record (chosen ranks, task-distance matrices...)."""
@@ -101,6 +128,9 @@ class MTLMethod(nn.Module):
         """Reasons this method cannot run on this dataset with these options (empty when it can). The backbone's
         shapes are checked before this (``plan.backbone_problems``)."""
         return []
+
+
+COMMON_GROUPS = ("heads", "stems", "trunk")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -97,6 +97,7 @@ class CrossStitch(FusedTowers):
     """
 
     Params = CrossStitchParams
+    groups = {"units": ("alphas.*",)}  # the cross-stitch alphas (alpha_lr_mult scales their learning rate)
     paper = "Misra, Shrivastava, Gupta & Hebert, Cross-stitch Networks for Multi-task Learning, CVPR 2016"
 
     def __init__(self, info, backbone, params: CrossStitchParams):
@@ -119,8 +120,8 @@ class CrossStitch(FusedTowers):
             alpha.div_(alpha.norm(dim=-1, keepdim=True))
 
     # -- optimiser and reporting -----------------------------------------------------------------------------
-    def param_groups(self, lr: float) -> list[dict]:
-        return self.groups_with(lr, list(self.alphas), self.params.alpha_lr_mult)
+    def group_lr_mult(self) -> dict[str, float]:
+        return {"units": self.params.alpha_lr_mult}
 
     def summary(self) -> dict:
         units = [(a.mean(0) if a.dim() == 3 else a).detach().cpu().tolist() for a in self.alphas]

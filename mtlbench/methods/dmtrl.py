@@ -123,6 +123,7 @@ class DMTRL(MTLMethod):
     """
 
     Params = DMTRLParams
+    groups = {"factors": ("tensors.*",)}  # the factorised layer weights (the shared and task-specific factors)
     paper = "Yang & Hospedales, Deep Multi-task Representation Learning: A Tensor Factorisation Approach, ICLR 2017"
     factorisation: ClassVar[str] = ""
 

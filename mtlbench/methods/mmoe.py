@@ -49,6 +49,7 @@ class MMoE(MTLMethod):
     """
 
     Params = MMoEParams
+    groups = {"gates": ("gates.*",)}
     paper = "Ma et al., Modeling Task Relationships in Multi-task Learning with Multi-gate Mixture-of-Experts, KDD 2018"
 
     def __init__(self, info, backbone, params: MMoEParams):

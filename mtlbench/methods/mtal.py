@@ -127,6 +127,7 @@ class MTAL(MTLMethod):
     """
 
     Params = MTALParams
+    groups = {"thetas": ("thetas.*",)}  # the pair weights phi = sigmoid(theta): optimizer.lr_mult: {thetas: ...}
     paper = ("Feng & Chen, Learning Twofold Heterogeneous Multi-Task by Sharing Similar Convolution Kernel Pairs, "
              "arXiv 2101.12431")
 

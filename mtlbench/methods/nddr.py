@@ -120,6 +120,8 @@ class NDDR(FusedTowers):
     """
 
     Params = NDDRParams
+    # the 1x1 reduction weights (lr_mult scales their learning rate) and the BatchNorm after them
+    groups = {"reductions": ("units.*.reduce.weight",), "reduction_norms": ("units.*.norm.*",)}
     paper = ("Gao, Ma, Zhao, Liu & Yuille, NDDR-CNN: Layerwise Feature Fusing in Multi-Task CNNs by Neural "
              "Discriminative Dimensionality Reduction, CVPR 2019")
 
@@ -133,8 +135,8 @@ class NDDR(FusedTowers):
     def fuse_units(self) -> dict:
         return dict(zip(self.positions, self.units))
 
-    def param_groups(self, lr: float) -> list[dict]:
-        return self.groups_with(lr, [unit.reduce.weight for unit in self.units], self.params.lr_mult)
+    def group_lr_mult(self) -> dict[str, float]:
+        return {"reductions": self.params.lr_mult}
 
     def summary(self) -> dict:
         return {"nddr": {**self.tower_summary(),

@@ -88,6 +88,7 @@ class SoftOrder(MTLMethod):
     """
 
     Params = SoftOrderParams
+    groups = {"order": ("sigma",)}  # the soft-ordering scales sigma
     paper = "Meyerson & Miikkulainen, Beyond Shared Hierarchies: Deep MTL through Soft Layer Ordering, ICLR 2018"
 
     def __init__(self, info, backbone, params: SoftOrderParams):

@@ -84,6 +84,7 @@ class TAAN(HardShare):
     """
 
     Params = TAANParams
+    groups = {"alpha": ("*.act.alpha",), "hinges": ("*.act.b",)}  # per-task alpha; b when b_mode is learned
     paper = "Liu et al., Learning Task-Adaptive Activation Functions for Multi-Task Learning, AAAI 2020"
 
     def activation_factory(self) -> ActFactory:

@@ -1,38 +1,59 @@
 """`mtlbench compare`: find the records of a spec (or of the benchmark spec behind a paper table) and build
-its table -- a sweep spec's (``sweep:``) table and figure too."""
+its table, each row tested against a reference row (``--vs``; default: the spec's Hard-Share row) -- a sweep
+spec's (``sweep:``) table and figure too."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from mtlbench.errors import MTLBenchError, UsageError
 from mtlbench.report.sharing import sharing_table
-from mtlbench.report.tables import Table, build_table, get_paper_table, paper_tables
-from mtlbench.results import RunRecord, experiment_key, load_records
+from mtlbench.report.tables import Table, aggregate, build_table, get_paper_table, paper_tables
+from mtlbench.results import RunRecord, experiment_key, load_records, tidy
 
 BENCHMARKS = Path("benchmarks")
 
 
-def table_for(target: str, results: Path | None, metric: str | None, split: str, plot: Path | None = None) -> Table:
-    """The table of a spec file or a paper table; for a sweep spec, the sweep's (and its figure at ``plot``)."""
+def table_for(target: str, results: Path | None, metric: str | None, split: str, plot: Path | None = None,
+              vs: str | None = None) -> Table:
+    """The table of a spec file or a paper table; for a sweep spec, the sweep's. ``plot``: where to draw the
+    figure of a sweep spec or of a paper table with a grid (refused, before anything is drawn, for others)."""
     path = Path(target)
     if path.suffix in (".yaml", ".yml") or path.exists():
         from mtlbench.config.loader import load_spec
         resolved = load_spec(path, check_data=False)
         if resolved.spec.sweep is not None:
             return sweep_report(resolved, results, metric, split, plot)
-        if plot is not None:
-            raise UsageError(f"--plot: {path} has no sweep section (figures are drawn for sweeps)")
-        return table_for_spec(resolved.spec, path, results, metric, split)
+        drawn = grid_plot(target, results, split, plot) if plot is not None else None
+        return with_figure(table_for_spec(resolved.spec, path, results, metric, split, vs), drawn)
     if target in paper_tables():
-        return table_for_paper(target, results, metric, split)
+        drawn = grid_plot(target, results, split, plot) if plot is not None else None
+        return with_figure(table_for_paper(target, results, metric, split, vs), drawn)
     get_paper_table(target)  # raises the "did you mean" error for a near-miss table name
     raise MTLBenchError(f"{target}: neither a spec file nor a paper table")
 
 
+def with_figure(table: Table, figure: Path | None) -> Table:
+    if figure is not None:
+        table.notes.append(f"figure: {figure}")
+    return table
+
+
+def reference_row(spec, vs: str | None) -> str | None:
+    """The row every other row is tested against: ``vs`` (a row label; '' for none), by default the row of the
+    spec's hard_share method (none when the spec has no such row)."""
+    if vs is None:
+        return next((m.row for m in spec.methods if m.name == "hard_share"), None)
+    rows = [m.row for m in spec.methods]
+    if vs and vs not in rows:
+        raise UsageError(f"--vs: {spec.name} has no row {vs!r} (rows: {', '.join(rows)}; '' for no test)")
+    return vs or None
+
+
 def spec_records(spec, results: Path | None) -> tuple[list[RunRecord], list[RunRecord]]:
-    """(records of the spec's rows made with its current settings, records of its rows made with others)."""
+    """(the records of the spec's rows made with its current settings, those made with other settings)."""
     if results is not None and not Path(results).is_dir():
         raise MTLBenchError(f"--results: {results} is not a directory")
     root = Path(results or spec.output.dir) / spec.name
@@ -49,7 +70,8 @@ def stale_note(stale: list[RunRecord]) -> str:
             "re-run them or move them away")
 
 
-def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, split: str) -> Table:
+def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, split: str,
+                   vs: str | None = None) -> Table:
     records, stale = spec_records(spec, results)
     rows = [m.row for m in spec.methods]
     paper = get_paper_table(spec.table) if spec.table else None
@@ -58,7 +80,8 @@ def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, s
     if paper and paper.get("layout") == "kernel_sharing":  # MTAL's Table 6: ratios from the records' summaries
         table = sharing_table(records, paper, rows, spec_hint=str(file))
     else:
-        table = build_table(records, metric, split, paper, rows, spec_hint=str(file))
+        table = build_table(records, metric, split, paper, rows, spec_hint=str(file),
+                            reference=reference_row(spec, vs))
     if stale:
         table.notes.append(stale_note(stale))
     return table
@@ -69,7 +92,7 @@ def default_sweep_figure(spec, results: Path | None) -> Path:
 
 
 def sweep_report(resolved, results: Path | None, metric: str | None, split: str, plot: Path | None) -> Table:
-    """The sweep's table from its points' records (never trains); its figure written to ``plot`` when given."""
+    """A sweep spec's table from its points' records (never trains); its figure written to ``plot`` when given."""
     from mtlbench.config.sweep import expand_sweep
     from mtlbench.report.sweep import sweep_png, sweep_points, sweep_table
     spec = resolved.spec
@@ -85,16 +108,50 @@ def sweep_report(resolved, results: Path | None, metric: str | None, split: str,
     return table
 
 
-def table_for_paper(name: str, results: Path | None, metric: str | None, split: str) -> Table:
+def grid_plot(target: str, results: Path | None, split: str, path: Path) -> Path:
+    """The line plot of a paper table with a ``grid`` (e.g. TAAN Figure 3): ours beside the paper's, error
+    bars = std over seeds."""
+    from mtlbench.report.grid import grid_series
+    from mtlbench.report.plots import grid_png
+    spec = spec_for(target)
+    paper = get_paper_table(spec.table) if spec.table else None
+    if not paper or not paper.get("grid"):
+        raise UsageError(f"--plot: {target} renders {spec.table or 'no paper table'}, not a sweep (a spec with a "
+                         f"`sweep:` section, or a paper table with a grid such as taan_figure3_omniglot_regularizers)")
+    records, _ = spec_records(spec, results)
+    metric = records[0].primary_metric if records else ""
+    agg = aggregate(tidy(records, split), metric) if records else pd.DataFrame()
+    column = "pooled accuracy" if paper["grid"].get("ours") == "pooled" else f"mean {metric} over tasks"
+    return grid_png(grid_series(agg, paper), paper["title"], paper["grid"].get("x_label", ""),
+                    f"{column} on {split}", path)
+
+
+def spec_for(target: str):
+    """The spec behind a spec file or a paper table name."""
+    from mtlbench.config.loader import load_spec
+    path = Path(target)
+    if not (path.suffix in (".yaml", ".yml") or path.exists()):
+        specs = specs_naming(target)
+        if not specs:
+            raise UsageError(f"{target}: neither a spec file nor a paper table with a spec under {BENCHMARKS}/")
+        path = specs[0]
+    return load_spec(path, check_data=False).spec
+
+
+def table_for_paper(name: str, results: Path | None, metric: str | None, split: str, vs: str | None = None) -> Table:
     """Render a paper table from the benchmark specs that name it; paper numbers alone when none has run."""
-    specs = [p for p in sorted(BENCHMARKS.rglob("*.y*ml")) if spec_table_name(p) == name]
+    specs = specs_naming(name)
     if not specs:
         table = build_table([], metric, split, get_paper_table(name), [], "")
         table.notes.append(f"no spec under {BENCHMARKS}/ names table {name!r} yet")
         return table
     from mtlbench.config.loader import load_spec
     resolved = load_spec(specs[0], check_data=False)
-    return table_for_spec(resolved.spec, specs[0], results, metric, split)
+    return table_for_spec(resolved.spec, specs[0], results, metric, split, vs)
+
+
+def specs_naming(table: str) -> list[Path]:
+    return [p for p in sorted(BENCHMARKS.rglob("*.y*ml")) if spec_table_name(p) == table]
 
 
 def spec_table_name(path: Path) -> str | None:

@@ -1,5 +1,6 @@
-"""Heat maps of per-layer task matrices (TAAN Figures 2 and 4). matplotlib is the optional [plot] extra and is
-imported only here, with the Agg backend (no display needed)."""
+"""Figures: heat maps of per-layer task matrices (TAAN Figures 2 and 4) and line plots with error bars of a
+swept option (TAAN Figure 3). matplotlib is the optional [plot] extra and is imported only here, lazily, with
+the Agg backend (no display needed)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,21 +11,65 @@ from mtlbench.errors import MTLBenchError
 from mtlbench.io import atomic_write
 
 
-def heatmap_png(matrix: np.ndarray, names: list[str], title: str, path: Path) -> Path:
+def pyplot():
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise MTLBenchError("heat maps need matplotlib: pip install 'mtlbench[plot]' (or use --no-plots)") from None
-    size = max(4.0, 0.35 * len(names) + 2)
+        raise MTLBenchError("figures need matplotlib: pip install 'mtlbench[plot]' (or use --no-plots)") from None
+    return plt
+
+
+def save(fig, path: Path) -> Path:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    fig.clf()
+    return path
+
+
+def heatmap_png(matrix: np.ndarray, names: list[str], title: str, path: Path,
+                highlight: list[str] | None = None) -> Path:
+    """One T x T matrix with the task names on both axes; ``highlight`` names are drawn in bold red."""
+    plt = pyplot()
+    size = max(4.0, 0.3 * len(names) + 3)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     im = ax.imshow(matrix, cmap="viridis")
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
+    font = 8 if len(names) > 20 else 9
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=font)
+    ax.set_yticks(range(len(names)), names, fontsize=font)
+    for label in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
+        if label.get_text() in (highlight or []):
+            label.set_color("red"), label.set_fontweight("bold")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def grid_png(series, title: str, x_label: str, y_label: str, path: Path) -> Path:
+    """One line per row of a sweep with error bars (ours solid, the paper's dashed in the same colour); a row
+    with a single x (the unregularised TAAN at c = 0) is a point and a dotted level across the plot."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    colours = {}
+    xs = sorted({x for s in series for x in s.x})
+    for s in series:
+        colour = colours.setdefault(s.row, f"C{len(colours)}")
+        ours = s.source == "ours"
+        label = f"{s.row} ({'ours' if ours else 'paper'})"
+        ax.errorbar(s.x, s.mean, yerr=s.std, color=colour, linestyle="-" if ours else "--", marker="o" if ours else "s",
+                    capsize=4, label=label, alpha=1.0 if ours else 0.7)
+        if len(s.x) == 1 and len(xs) > 1:
+            ax.hlines(s.mean[0], xs[0], xs[-1], colors=colour, linestyles=":" if ours else (0, (1, 4)), alpha=0.6)
+    ax.set_xticks(xs)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    save(fig, path)
     plt.close(fig)
     return path

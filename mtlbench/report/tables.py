@@ -28,7 +28,8 @@ PAPER_TABLES = Path(__file__).with_name("paper_tables.yaml")
 DASH = "—"
 DIVERGED = "diverged"
 NA = "n/a"
-REIMPLEMENTED = "†"
+REIMPLEMENTED = "†"  # a method rebuilt without the paper's full text
+FAITHFUL = "‡"  # a paper_faithful row (selected on test, as the original code did)
 
 
 @lru_cache(maxsize=1)
@@ -50,6 +51,11 @@ class Table:
     rows: list[list[str]]
     best: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells to emphasise
     notes: list[str] = field(default_factory=list)
+    ours: dict[str, int] = field(default_factory=dict)  # our row label -> its row index
+    summary: str = "mean"  # the column a run is summarised by (tested against the reference row)
+    summary_at: int = 0  # the header index showing it (0: not shown; markers then go on the row name)
+    p_column: int | None = None  # the p-value column; rich drops it and marks ``marks`` instead
+    marks: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column) -> * / **
 
 
 def fmt_params(n: float) -> str:
@@ -88,7 +94,9 @@ def our_column(paper_col: str, tasks: list[str], aliases: dict | None = None) ->
 
 
 def build_table(records: list[RunRecord], metric: str | None = None, split: str = "test",
-                paper: dict | None = None, rows: list[str] | None = None, spec_hint: str = "") -> Table:
+                paper: dict | None = None, rows: list[str] | None = None, spec_hint: str = "",
+                reference: str | None = None) -> Table:
+    """``reference``: a row every other row is tested against (a paired t-test over seeds, significance.py)."""
     df = tidy(records, split)
     tasks = records[0].tasks if records else []
     metric = metric or (records[0].primary_metric if records else "")
@@ -107,12 +115,20 @@ def build_table(records: list[RunRecord], metric: str | None = None, split: str 
     if missing and not paper:
         table.notes.append(f"not in these runs (data not prepared): {', '.join(missing)}")
     if faithful:
-        table.notes.append(f"paper_faithful (selected on test rows, as the original code did): {', '.join(faithful)}")
+        for row in faithful:  # the row's name carries the label too, wherever the table is pasted
+            if row in table.ours:
+                table.rows[table.ours[row]][0] += f" {FAITHFUL}"
+        table.notes.append(f"{FAITHFUL} paper_faithful (selected on test rows, as the original code did): "
+                           f"{', '.join(faithful)}")
     mark_reimplementations(table, {r.row: r.summary["reimplementation"] for r in records
                                    if r.summary.get("reimplementation")})
     for row, bad in diverged.items():
         table.notes.append(f"{row} diverged (non-finite loss or weights; no score) for seed(s) "
                            f"{', '.join(map(str, sorted(bad)))}")
+    if reference is not None and table.ours:
+        add_paired_tests(table, df[df.metric == metric], reference, set(diverged))
+    elif reference is not None:
+        table.notes.append("no paired tests in a sweep table (compare its cells' seeds with the spec's own rows)")
     return table
 
 
@@ -129,6 +145,9 @@ def mark_reimplementations(table: Table, why: dict[str, str]) -> None:
 def build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hint, diverged) -> Table:
     if diverged:  # such rows have no numbers to show or to rank
         agg = agg[~agg.index.get_level_values(0).isin(list(diverged))] if not agg.empty else agg
+    if paper and paper.get("grid"):  # a sweep (TAAN Figure 3): rows x swept values
+        from mtlbench.report.grid import grid_layout
+        return grid_layout(agg, seeds, ours, paper, spec_hint, diverged)
     if paper:
         return paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, diverged)
     cols = tasks + ["mean"] + (["pooled"] if (not agg.empty and "pooled" in agg.index.get_level_values(1)) else [])
@@ -138,9 +157,11 @@ def build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hin
     if short:
         table.notes.append("tasks: " + ", ".join(f"t{i + 1} = {t}" for i, t in enumerate(tasks)))
     for row in ours:
+        table.ours[row] = len(table.rows)
         table.rows.append([row, *[DIVERGED if row in diverged else cell(agg, row, c, 1.0) for c in cols],
                            fmt_params(params[row]) if row in params else DASH, str(seeds.get(row, 0))])
     mark_best(table, agg, ours, cols, offset=1)
+    table.summary_at = 1 + cols.index("mean")
     missing = [r for r in ours if r not in seeds]
     if missing:
         table.notes.append(f"no result yet for {', '.join(missing)}: run `mtlbench train {spec_hint}`")
@@ -181,6 +202,8 @@ def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, dive
         if row in paper["rows"]:
             table.rows.append([row, "paper", *[fmt_paper(v) for v in paper["rows"][row]]])
     mark_best(table, agg, [r for r in ours if r in seeds], mapped, offset=2, row_index=index)
+    table.ours, table.summary = index, next((c for c in ("pooled", "mean") if c in mapped), "mean")
+    table.summary_at = 2 + mapped.index(table.summary) if table.summary in mapped else 0
     table.notes += [f"{NA}: {c} -- {how}" for c, how in unavailable.items()]
     renamed = {c: a for c, a in aliases.items() if c in cols}
     if renamed:
@@ -194,6 +217,34 @@ def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, dive
     if "setup" in paper:
         table.notes.append(f"paper setup: {paper['setup']}")
     return table
+
+
+def add_paired_tests(table: Table, df: pd.DataFrame, reference: str, diverged: set[str]) -> None:
+    """A "p vs <reference>" column: each of our rows against the reference row, paired over seeds, on the
+    table's summary column; the summary cell (else the row name) gets the rich marker."""
+    from mtlbench.report.significance import MIN_SEEDS, fmt_p, legend, marker, paired_test
+    sub = df[df.column == table.summary]
+    values = {row: dict(zip(g.seed, g.value)) for row, g in sub.groupby("row", sort=False)}
+    table.p_column = len(table.header)
+    table.header.append(f"p vs {reference}")
+    untested: dict[str, list[str]] = {}
+    for i, r in enumerate(table.rows):
+        row = next((name for name, j in table.ours.items() if j == i), None)
+        if row is None or row == reference:
+            r.append("ref" if row == reference else "")
+            continue
+        test = paired_test(values.get(row, {}), values.get(reference, {})) if row not in diverged else None
+        r.append(fmt_p(test.p) if test and test.p is not None else DASH)
+        if test and test.why:
+            untested.setdefault(test.why, []).append(f"{row} (n={test.n})" if test.why != "identical" else row)
+        if test and marker(test.p):
+            table.marks[(i, table.summary_at)] = marker(test.p)
+    table.notes.append(legend(reference, "pooled accuracy" if table.summary == "pooled" else "mean over tasks"))
+    if "too few seeds" in untested:
+        table.notes.append(f"no p-value (fewer than {MIN_SEEDS} seeds shared with {reference}): "
+                           + ", ".join(untested["too few seeds"]))
+    if "identical" in untested:
+        table.notes.append(f"not tested (identical to {reference} on every seed): {', '.join(untested['identical'])}")
 
 
 def our_paper_cell(agg, params, row: str, col: str, ours: str, scale: float, diverged: bool) -> str:
@@ -214,7 +265,7 @@ def to_markdown(t: Table) -> str:
 
 def latex_escape(s: str) -> str:
     for a, b in [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("—", "--"), (REIMPLEMENTED, r"$\dagger$")]:
+                 ("±", r"$\pm$"), ("—", "--"), (REIMPLEMENTED, r"$\dagger$"), (FAITHFUL, r"$\ddagger$")]:
         s = s.replace(a, b)
     return s
 
@@ -241,10 +292,12 @@ def to_csv(t: Table) -> str:
 def to_rich(t: Table):
     from rich.table import Table as RichTable
     rt = RichTable(title=t.title, caption="\n".join(t.notes) or None, caption_justify="left")
-    for h in t.header:
-        rt.add_column(h, justify="left" if h in ("method", "source") else "right", no_wrap=True)
+    shown = [j for j in range(len(t.header)) if j != t.p_column]  # rich shows p-values as markers
+    for j in shown:
+        rt.add_column(t.header[j], justify="left" if t.header[j] in ("method", "source") else "right", no_wrap=True)
     for i, r in enumerate(t.rows):
-        rt.add_row(*[f"[bold]{v}[/bold]" if (i, j) in t.best else v for j, v in enumerate(r)])
+        cells = [r[j] + (f" {t.marks[(i, j)]}" if (i, j) in t.marks else "") for j in shown]
+        rt.add_row(*[f"[bold]{v}[/bold]" if (i, j) in t.best else v for j, v in zip(shown, cells)])
     return rt
 
 

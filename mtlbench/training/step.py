@@ -16,6 +16,7 @@ from mtlbench.data.base import TaskInfo
 from mtlbench.methods.base import MTLMethod
 from mtlbench.training.distributed import SINGLE, Dist, unwrap
 from mtlbench.training.precision import Precision
+from mtlbench.training.optim import optimizer_groups
 
 
 def task_loss(logits: torch.Tensor, y: torch.Tensor, task: TaskInfo, total: int | None = None) -> torch.Tensor:
@@ -62,8 +63,9 @@ def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batches, 
 
 
 def make_optimizer(resolved: ResolvedSpec, model: MTLMethod) -> torch.optim.Optimizer:
+    """The spec's optimizer over the method's named parameter groups, each at its own lr and weight decay."""
     o = resolved.spec.optimizer
-    groups = model.param_groups(o.lr)
+    groups = optimizer_groups(model, o)
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam

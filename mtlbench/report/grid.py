@@ -1,0 +1,99 @@
+"""Tables and figures of a swept option (TAAN Figure 3: each functional regularizer x its coefficient c).
+
+A paper table that is a sweep declares a ``grid`` in paper_tables.yaml: its columns are values of the swept
+option, each with the x it is plotted at and the suffix our row labels carry for it::
+
+    grid:
+      x_label: regularization coefficient c
+      ours: pooled                      # which of our columns a cell shows (else the mean over tasks)
+      columns:
+        c_0.0: {x: 0.0, suffix: ""}      # (TAAN, c_0.0) is our row "TAAN"
+        c_0.1: {x: 0.1, suffix: " c=0.1"} # (TAAN+L_dis, c_0.1) is our row "TAAN+L_dis c=0.1"
+
+so the cell (paper row R, column C) is filled by our row labelled R + suffix(C): the same matching by label as
+every other table. Each cell shows mean ± std over seeds, the paper's row beside ours. ``grid_series`` gives
+the same numbers to ``plots.grid_png`` (a line per row, error bars = std over seeds; the paper's dashed).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from mtlbench.report.tables import DASH, DIVERGED, Table, cell, fmt_paper
+
+PAPER_CELL = re.compile(r"^\s*([-+0-9.eE]+)\s*(?:±\s*([0-9.eE]+))?\s*$")
+
+
+@dataclass
+class Series:
+    row: str
+    source: str  # "ours" | "paper"
+    x: list[float] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+
+def our_label(paper_row: str, grid: dict, column: str) -> str:
+    return paper_row + grid["columns"][column].get("suffix", "")
+
+
+def summary_column(agg: pd.DataFrame, grid: dict) -> str:
+    want = grid.get("ours", "mean")
+    return want if agg.empty or want in agg.index.get_level_values(1) else "mean"
+
+
+def grid_layout(agg: pd.DataFrame, seeds: dict, ours: list[str], paper: dict, spec_hint: str,
+                diverged: set[str]) -> Table:
+    grid, cols = paper["grid"], list(paper["grid"]["columns"])
+    col = summary_column(agg, grid)
+    table = Table(paper["title"], ["method", "source", *cols], [], notes=[f"metric: {paper.get('metric', '')}"])
+    for row, printed in paper["rows"].items():
+        labels = [our_label(row, grid, c) for c in cols]
+        n = sorted({seeds[lab] for lab in labels if lab in seeds})
+        table.rows.append([row, f"ours (n={'/'.join(map(str, n)) or 0})",
+                           *[DIVERGED if lab in diverged else cell(agg, lab, col, 1.0) if lab in ours else DASH
+                             for lab in labels]])
+        table.rows.append([row, "paper", *[fmt_paper(v) for v in printed]])
+    table.notes.append(f"ours: mean ± sample std over seeds of the "
+                       f"{'pooled accuracy' if col == 'pooled' else 'mean over tasks'}; "
+                       f"our row for (R, c) is labelled R + the column's suffix (e.g. "
+                       f"{our_label(list(paper['rows'])[-1], grid, cols[-1])!r})")
+    missing = [lab for row in paper["rows"] for c in cols if (lab := our_label(row, grid, c)) in ours
+               and lab not in seeds]
+    if missing:
+        table.notes.append(f"no result yet for {', '.join(missing)}: run `mtlbench train {spec_hint}`")
+    absent = [our_label(r, grid, c) for r, printed in paper["rows"].items() for c, v in zip(cols, printed)
+              if v is not None and our_label(r, grid, c) not in ours]
+    if absent:
+        table.notes.append(f"paper cells without a row in this spec: {', '.join(absent)}")
+    return table
+
+
+def grid_series(agg: pd.DataFrame, paper: dict) -> list[Series]:
+    """Ours and the paper's numbers of every row of the grid, as plotted."""
+    grid, out = paper["grid"], []
+    col = summary_column(agg, grid)
+    for row, printed in paper["rows"].items():
+        ours, theirs = Series(row, "ours"), Series(row, "paper")
+        for c, value in zip(grid["columns"], printed):
+            x, lab = grid["columns"][c]["x"], our_label(row, grid, c)
+            if (lab, col) in agg.index:
+                m = agg.loc[(lab, col)]
+                ours.x.append(x), ours.mean.append(float(m["mean"])), ours.std.append(float(m["std"]))
+            parsed = parse_paper_cell(value)
+            if parsed:
+                theirs.x.append(x), theirs.mean.append(parsed[0]), theirs.std.append(parsed[1])
+        out += [s for s in (ours, theirs) if s.x]
+    return out
+
+
+def parse_paper_cell(value) -> tuple[float, float] | None:
+    """'0.8412±0.0077' -> (0.8412, 0.0077); a bare number has std 0; None / '—' -> None."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value), 0.0
+    m = PAPER_CELL.match(str(value))
+    return (float(m.group(1)), float(m.group(2) or 0.0)) if m else None

@@ -1,0 +1,63 @@
+"""Is a row's gap to a reference row more than seed noise? A two-sided paired t-test over seeds.
+
+What is tested: the table's summary number of each run (the pooled accuracy where the table shows it, as TAAN's
+Omniglot table; else the mean over tasks), row against reference, pairs = runs with the same seed (the same
+batch order and data split for both methods). Why over seeds and not over (seed, task) cells: the seed is the
+unit of replication -- the 50 tasks of one run share one trained network, so their differences are not
+independent draws, and counting 5 x 50 cells as 250 pairs would make any gap look significant (pseudo-
+replication). Why a t-test and not Wilcoxon's signed-rank test: with 5 seeds the smallest two-sided p-value
+Wilcoxon can give is 0.0625, so it could never say anything. Fewer than ``MIN_SEEDS`` shared seeds: no p-value
+(said so in a note). A row whose every paired value equals the reference's is not tested (no p, no marker).
+
+scipy is imported here only, and only when a test runs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_SEEDS = 3  # a t-test with fewer pairs has at most one degree of freedom
+MARKS = ((0.01, "**"), (0.05, "*"))
+
+
+@dataclass
+class Paired:
+    n: int                       # seeds run by both rows
+    p: float | None = None       # two-sided p-value; None when not tested (see why)
+    diff: float | None = None    # mean of (row - reference) over the paired seeds
+    why: str = ""                # "too few seeds" | "identical" | ""
+
+
+def paired_test(values: dict[int, float], reference: dict[int, float]) -> Paired:
+    """Paired t-test of ``values`` against ``reference`` (both seed -> value) over the seeds they share."""
+    seeds = sorted(set(values) & set(reference))
+    if len(seeds) < MIN_SEEDS:
+        return Paired(len(seeds), why="too few seeds")
+    a = np.array([values[s] for s in seeds], dtype=float)
+    b = np.array([reference[s] for s in seeds], dtype=float)
+    d = a - b
+    if not d.any():
+        return Paired(len(seeds), diff=0.0, why="identical")
+    if not (d - d[0]).any():  # every seed moved by the same amount: no noise at all, the t statistic is infinite
+        return Paired(len(seeds), p=0.0, diff=float(d[0]))
+    from scipy import stats
+    return Paired(len(seeds), p=float(stats.ttest_rel(a, b).pvalue), diff=float(d.mean()))
+
+
+def marker(p: float | None) -> str:
+    if p is None or math.isnan(p):
+        return ""
+    return next((m for level, m in MARKS if p < level), "")
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None:
+        return ""
+    return "<1e-4" if p < 1e-4 else f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
+
+
+def legend(reference: str, column: str) -> str:
+    return (f"p vs {reference}: two-sided paired t-test over seeds of the {column} (pairs: the same seed); "
+            f"rich tables mark * p < 0.05, ** p < 0.01; no p-value with fewer than {MIN_SEEDS} shared seeds")

@@ -1,0 +1,79 @@
+"""TAAN Figure 3 as a table and a figure: each regularizer x coefficient cell filled from our runs (rows labelled
+"<paper row> c=<value>"), mean ± std over seeds beside the authors' logged numbers; `compare --plot` draws it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mtlbench.cli import app
+from mtlbench.config.loader import load_spec
+from mtlbench.report.grid import parse_paper_cell
+from tests.conftest import REPO
+
+runner = CliRunner()
+SPEC = REPO / "benchmarks" / "taan_figure3_omniglot_cpu.yaml"
+RECORD = REPO / "results" / "reference" / "taan_table3_omniglot_cpu" / "TAAN" / "seed0.json"
+
+
+def write_runs(root, values: dict[str, list[float]]) -> None:
+    """Records of the figure's spec for the given rows, one per seed, with these pooled test accuracies."""
+    spec = load_spec(SPEC, check_data=False).spec
+    base = json.loads(RECORD.read_text())
+    base["spec"], base["spec_name"] = spec.model_dump(mode="json"), spec.name
+    for row, accuracies in values.items():
+        for seed, acc in enumerate(accuracies):
+            record = {**base, "row": row, "seed": seed}
+            record["metrics"]["test"]["accuracy"]["pooled"] = acc
+            path = root / spec.name / row.replace(" ", "_").replace("=", "_") / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record))
+
+
+def test_paper_cells_parse():
+    assert parse_paper_cell("0.8672±0.0054") == (0.8672, 0.0054)
+    assert parse_paper_cell(84.11) == (84.11, 0.0) and parse_paper_cell(None) is None
+
+
+def test_the_grid_shows_ours_beside_the_paper_and_draws_the_figure(tmp_path):
+    pytest.importorskip("matplotlib")
+    write_runs(tmp_path, {"TAAN": [0.70, 0.72, 0.74], "TAAN+L_dis c=0.3": [0.80, 0.81, 0.82]})
+    png = tmp_path / "figure3.png"
+    result = runner.invoke(app, ["compare", str(SPEC), "--results", str(tmp_path), "--format", "csv",
+                                 "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "method,source,c_0.0,c_0.1,c_0.2,c_0.3,c_0.4"
+    sd = np.std([0.70, 0.72, 0.74], ddof=1)
+    assert lines[1] == f"TAAN,ours (n=3),0.720 ± {sd:.3f},—,—,—,—"
+    assert lines[2] == "TAAN,paper,0.8412±0.0077,—,—,—,—"
+    assert lines[3] == "TAAN+L_dis,ours (n=3),—,—,—,0.810 ± 0.010,—"
+    assert lines[4].startswith("TAAN+L_dis,paper,—,0.8594±0.0045")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_refuses_a_table_that_is_no_sweep(tmp_path):
+    result = runner.invoke(app, ["compare", str(REPO / "benchmarks" / "taan_table3_omniglot_cpu.yaml"),
+                                 "--plot", str(tmp_path / "x.png")])
+    assert result.exit_code == 2
+    assert "--plot: " in result.output and "not a sweep" in result.output and "Model performance" not in result.output
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_the_taan_code_protocol_is_labelled_paper_faithful():
+    """The TAAN code's protocol selects on test: its spec says so (the record's paper_faithful flag follows from
+    select_on: test), its validation twin differs only in split and selection, and the optimizer is the code's."""
+    code = load_spec(REPO / "benchmarks" / "taan_table3_omniglot_taan_code.yaml", check_data=False).spec
+    val = load_spec(REPO / "benchmarks" / "taan_table3_omniglot_taan_code_val.yaml", check_data=False).spec
+    assert code.training.select_on == "test" and code.data.options == {"split": "paper_faithful"}
+    assert val.training.select_on == "val" and val.data.options == {}
+    o = code.optimizer
+    assert (o.lr, o.weight_decay, o.lr_mult, o.betas) == (1e-5, 0.005, {"heads": 50}, (0.9, 0.999))
+    t = code.training
+    assert (t.iterations, t.batch_per_task, t.eval_every, t.patience) == (15000, 5, 100, 100)
+    def strip(spec):
+        return spec.model_dump(exclude={"name", "data", "training"})
+    assert strip(code) == strip(val)
+    assert code.training.model_dump(exclude={"select_on"}) == val.training.model_dump(exclude={"select_on"})

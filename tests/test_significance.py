@@ -1,0 +1,96 @@
+"""`compare` tests each row against a reference row: a two-sided paired t-test over seeds of the table's summary
+column, a p column in csv / markdown, * / ** markers in rich; no p-value for identical rows or too few seeds."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mtlbench.cli import app
+from mtlbench.report.significance import paired_test
+from tests.conftest import REPO
+
+runner = CliRunner()
+SPEC = REPO / "benchmarks" / "taan_table3_omniglot_cpu.yaml"
+REFERENCE = REPO / "results" / "reference" / "taan_table3_omniglot_cpu"
+
+# Student's sleep data (Cushny & Peebles 1905): extra hours of sleep of 10 patients under two drugs. The paired
+# t-test of the textbooks (R: t.test(extra ~ group, data = sleep, paired = TRUE)): t = -4.0621, df = 9,
+# p-value = 0.002833, mean difference -1.58.
+DRUG1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
+DRUG2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
+
+
+def test_the_textbook_paired_t_test():
+    test = paired_test(dict(enumerate(DRUG1)), dict(enumerate(DRUG2)))
+    assert test.n == 10 and test.p == pytest.approx(0.002833, abs=5e-7) and test.diff == pytest.approx(-1.58)
+
+
+def test_pairs_are_the_shared_seeds_only():
+    one = paired_test({**dict(enumerate(DRUG1)), 99: 50.0}, dict(enumerate(DRUG2)))
+    assert one.n == 10 and one.p == pytest.approx(0.002833, abs=5e-7)
+
+
+def write_runs(root, rows: dict[str, list[float]]) -> None:
+    """Records of the committed reference runs, one per seed, with the given pooled test accuracies."""
+    for row, values in rows.items():
+        base = json.loads((REFERENCE / row / "seed0.json").read_text())
+        for seed, value in enumerate(values):
+            base["seed"], base["metrics"]["test"]["accuracy"]["pooled"] = seed, value
+            path = root / "taan_table3_omniglot_cpu" / row / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(base))
+
+
+def compare(tmp_path, *args):
+    result = runner.invoke(app, ["compare", str(SPEC), "--results", str(tmp_path), *args], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def flat(output: str) -> str:
+    """The rich caption's notes wrap at the table's width; join the words again."""
+    return " ".join(output.split())
+
+
+def taan_line(output: str, marker: str = "│ TAAN") -> str:
+    return next(line for line in output.splitlines() if line.startswith(marker) and "ours" in line)
+
+
+def test_a_significant_row_gets_its_p_value_and_marker(tmp_path):
+    write_runs(tmp_path, {"Hard-Share": DRUG2, "TAAN": DRUG1})
+    csv = compare(tmp_path, "--format", "csv").splitlines()
+    assert csv[0].endswith(",p vs Hard-Share")
+    assert csv[1].startswith("Hard-Share,ours (n=10)") and csv[1].endswith(",ref")
+    assert csv[2].startswith("TAAN,ours (n=10)") and csv[2].endswith(",0.0028")
+    rich = compare(tmp_path)
+    assert "p vs Hard-Share" not in rich.splitlines()[2]  # rich shows markers, not the column
+    assert taan_line(rich).rstrip(" │").endswith("**")
+    assert "two-sided paired t-test over seeds of the pooled accuracy" in flat(rich)
+
+
+def test_a_row_identical_to_the_reference_is_not_marked(tmp_path):
+    write_runs(tmp_path, {"Hard-Share": DRUG2, "TAAN": DRUG2})
+    assert compare(tmp_path, "--format", "csv").splitlines()[2].endswith(",—")
+    rich = compare(tmp_path)
+    assert "*" not in taan_line(rich)
+    assert "not tested (identical to Hard-Share on every seed): TAAN" in flat(rich)
+
+
+def test_too_few_seeds_give_no_p_value_and_say_so(tmp_path):
+    write_runs(tmp_path, {"Hard-Share": DRUG2[:2], "TAAN": DRUG1[:2]})
+    assert compare(tmp_path, "--format", "csv").splitlines()[2].endswith(",—")
+    rich = compare(tmp_path)
+    assert "*" not in taan_line(rich)
+    assert "no p-value (fewer than 3 seeds shared with Hard-Share): TAAN (n=2)" in flat(rich)
+
+
+def test_another_reference_row_or_none(tmp_path):
+    write_runs(tmp_path, {"Hard-Share": DRUG2, "TAAN": DRUG1})
+    csv = compare(tmp_path, "--format", "csv", "--vs", "TAAN").splitlines()
+    assert csv[0].endswith(",p vs TAAN") and csv[1].endswith(",0.0028") and csv[2].endswith(",ref")
+    assert "p vs" not in compare(tmp_path, "--format", "csv", "--vs", "")
+    bad = runner.invoke(app, ["compare", str(SPEC), "--results", str(tmp_path), "--vs", "HS"])
+    assert bad.exit_code == 2
+    assert "--vs: taan_table3_omniglot_cpu has no row 'HS' (rows: Hard-Share, TAAN; '' for no test)" in flat(bad.output)
