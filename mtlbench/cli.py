@@ -167,17 +167,12 @@ def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a r
             split: str = typer.Option("test", help="split to show: test | val")):
     """Render a table from stored result records (never retrains): mean ± std over seeds per method and task,
     with the paper's printed numbers beside ours when the spec names a paper table."""
-    from mtlbench.metrics import get_metric
-    from mtlbench.registry import UnknownNameError
     from mtlbench.report.compare import table_for
     check_format(fmt)
     if split not in ("test", "val"):
         raise UsageError(f"--split: expected test or val (got {split!r})")
     if metric is not None:
-        try:
-            get_metric(metric)
-        except UnknownNameError as e:
-            raise UsageError(f"--metric: {e}") from None
+        get_metric_or_usage(metric)
     print_table(table_for(target, results, metric, split), fmt)
 
 
@@ -226,6 +221,62 @@ def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record,
         raise UsageError(f"--matrix: expected distance, cosine or both (got {matrix!r})")
     for record in records_at(run):
         print_record_analysis(out, record, kinds, plots, figures)
+
+
+@app.command()
+@user_errors
+def check(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="the run spec whose records are checked"),
+          against: Path = typer.Option(..., help="reference results folder, e.g. results/reference (records under "
+                                                 "DIR/<spec name>/, and timing.json beside them if ratios are checked)"),
+          results: Optional[Path] = typer.Option(None, help="fresh results folder (default: the spec's output.dir)"),
+          metric: Optional[str] = typer.Option(None, help="metric compared (default: check.metric or the primary)"),
+          split: Optional[str] = typer.Option(None, help="test | val (default: check.split)"),
+          per_task: Optional[bool] = typer.Option(None, "--per-task/--mean-only",
+                                                  help="check every task too (default: check.per_task)"),
+          tolerance: Optional[float] = typer.Option(None, help="allowed absolute drop with fewer than "
+                                                    "check.min_seeds reference seeds (default: check.tolerance)"),
+          std_k: Optional[float] = typer.Option(None, help="allowed drop in reference standard deviations "
+                                                "(default: check.std_k)"),
+          timing_tolerance: Optional[float] = typer.Option(None, help="allowed relative growth of a timing ratio "
+                                                           "(default: check.timing_tolerance)"),
+          fmt: str = typer.Option("rich", "--format", help="rich | markdown (a pull-request summary) | latex | csv"),
+          junit: Optional[Path] = typer.Option(None, help="also write JUnit XML here (what CI systems display)")):
+    """Check fresh result records against reference records: per method (and optionally per task) the mean score
+    must not fall below the reference by more than the tolerance, and timing ratios must not grow beyond theirs.
+
+    Tolerances come from the spec's `check:` section, overridden by these options. Exit 0 when every check holds,
+    1 with the table of checks when one regressed (a diverged or missing run is a regression), 2 for bad input."""
+    from mtlbench.config.loader import load_spec
+    from mtlbench.io import atomic_write_text
+    from mtlbench.metrics import get_metric
+    from mtlbench.report.check import as_table, check_spec, fresh_folder, reference_folder, to_junit, tolerances
+    check_format(fmt)
+    if junit is not None and junit.is_dir():
+        raise UsageError(f"--junit: {junit} is a directory; expected a file name such as check.xml")
+    resolved = load_spec(spec, check_data=False)
+    s = resolved.spec
+    tol = tolerances(s.check, metric=metric, split=split, per_task=per_task, tolerance=tolerance, std_k=std_k,
+                     timing_tolerance=timing_tolerance)
+    if tol.metric is not None:
+        get_metric_or_usage(tol.metric)
+    result = check_spec(s, fresh_folder(results or s.output.dir, s.name, spec), reference_folder(against, s.name),
+                        tol, lambda m: get_metric(m).higher_is_better)
+    if junit is not None:
+        atomic_write_text(junit, to_junit(result))
+    print_table(as_table(result), fmt)
+    if result.failures:
+        err.print(f"[red]error:[/red] {len(result.failures)} check(s) failed: "
+                  + "; ".join(f.detail for f in result.failures), highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def get_metric_or_usage(name: str):
+    from mtlbench.metrics import get_metric
+    from mtlbench.registry import UnknownNameError
+    try:
+        return get_metric(name)
+    except UnknownNameError as e:
+        raise UsageError(f"--metric: {e}") from None
 
 
 def spec_table(resolved, out_dir):

@@ -213,13 +213,20 @@ def image_folder(src: Path = typer.Option(..., help="folder with one sub-folder 
 @prepare_app.command("verify")
 @user_errors
 def verify(path: Path = typer.Argument(..., help="a prepared dataset directory")):
-    """Check a prepared directory: manifest, every shard's sha256 and every HDF5 chunk's checksum.
+    """Check a prepared directory: the manifest (its seal, and its class counts, split counts and task names
+    against the shards), every shard's sha256 and every HDF5 chunk's checksum.
 
-    Prints the tasks and their split sizes; exit 1 with the reason when anything is missing or corrupt."""
+    Prints the tasks and their split sizes; exit 2 with the reason when anything is missing, edited or corrupt
+    (the same code `validate` and `train` give for the same problem)."""
     from rich.table import Table
 
+    from mtlbench.data.manifest_check import SEAL, is_sealed
     from mtlbench.data.shards import verify_prepared
-    manifest = verify_prepared(path)
+    from mtlbench.errors import DataError, InputError
+    try:
+        manifest = verify_prepared(path)
+    except DataError as e:
+        raise InputError(str(e)) from None
     table = Table(title=f"{path}: {manifest['dataset']}, {len(manifest['tasks'])} tasks, split seed "
                         f"{manifest['split']['seed']}")
     for col in ("task", "classes", "examples", "train", "val", "test"):
@@ -229,6 +236,9 @@ def verify(path: Path = typer.Argument(..., help="a prepared dataset directory")
         table.add_row(t["name"], str(t["n_classes"]), str(c.get("all", sum(c.values()))), str(c["train"]),
                       str(c["val"]), str(c["test"]))
     out.print(table)
+    if not is_sealed(path):
+        err.print(f"{path}: note: no {SEAL} (prepared by an older mtlbench), so hand edits of class names cannot "
+                  f"be detected; re-run its prepare command with --force to seal it", highlight=False)
     err.print(f"{path}: ok ({len(manifest['shards'])} shards verified)", highlight=False)
 
 

@@ -85,11 +85,24 @@ def line_map(node: yaml.Node, loc: Loc = ()) -> dict[Loc, int]:
     return lines
 
 
-def read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:
+def read_text(path: Path) -> str:
+    """The spec's text; a file that is not UTF-8 text (a binary, a spec saved in another encoding) is one
+    line naming the first offending byte."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as e:
         raise SpecError([f"{path}: cannot read the spec ({e.strerror})"]) from None
+    if b"\0" in raw:
+        raise SpecError([f"{path}: a binary file (NUL byte at offset {raw.index(0)}), not a YAML spec"])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError([f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save the "
+                         "spec as UTF-8"]) from None
+
+
+def read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:
+    text = read_text(path)
     try:
         data = yaml.load(text, Loader=_Loader)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -172,11 +185,15 @@ def load_spec(path: str | Path, check_data: bool = True) -> ResolvedSpec:
     except ValidationError as err:
         problems.add_validation(err, (), RunSpec)
         raise SpecError(problems.items) from None
+    check_table(spec, problems)
+    if check_data:
+        check_device(spec, problems)
     dataset, options, info = resolve_data(spec, problems, check_data)
     methods = [m for i, entry in enumerate(spec.methods) if (m := resolve_method(i, entry, problems))]
     if info is not None:
         check_methods(spec, methods, info, problems)
-        check_metrics(spec, info, problems)
+        check_backbones(spec, methods, info, problems)
+    check_metrics(spec, info, problems)
     if problems.items:
         raise SpecError(problems.items)
     return ResolvedSpec(spec, path, dataset, options, methods, info)
@@ -238,14 +255,53 @@ def check_methods(spec: RunSpec, methods: list[ResolvedMethod], info: DataInfo, 
             problems.add(("methods", i, "name"), reason)
 
 
-def check_metrics(spec: RunSpec, info: DataInfo, problems: Problems) -> None:
-    targets = {t.target for t in info.tasks}
-    for i, name in enumerate(spec.evaluation.metrics or []):
+def check_metrics(spec: RunSpec, info: DataInfo | None, problems: Problems) -> None:
+    """Every metric named (``evaluation.metrics``, ``check.metric``) exists and scores this dataset's tasks."""
+    named = [(("evaluation", "metrics", i), name) for i, name in enumerate(spec.evaluation.metrics or [])]
+    if spec.check.metric is not None:
+        named.append((("check", "metric"), spec.check.metric))
+    targets = {t.target for t in info.tasks} if info is not None else set()
+    for where, name in named:
         try:
             metric = get_metric(name)
         except UnknownNameError as e:
-            problems.add(("evaluation", "metrics", i), str(e))
+            problems.add(where, str(e))
             continue
-        if metric.targets != "any" and targets != {metric.targets}:
-            problems.add(("evaluation", "metrics", i),
-                         f"{name} scores {metric.targets} tasks; dataset {info.name!r} has {', '.join(sorted(targets))} tasks")
+        if info is not None and metric.targets != "any" and targets != {metric.targets}:
+            problems.add(where, f"{name} scores {metric.targets} tasks; dataset {info.name!r} has "
+                                f"{', '.join(sorted(targets))} tasks")
+
+
+def check_table(spec: RunSpec, problems: Problems) -> None:
+    from mtlbench.registry import unknown_name_message
+    from mtlbench.report.tables import paper_tables
+    if spec.table is not None and spec.table not in paper_tables():
+        problems.add(("table",), unknown_name_message("paper table", spec.table, paper_tables()))
+
+
+def check_device(spec: RunSpec, problems: Problems) -> None:
+    import torch
+    device = spec.training.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        problems.add(("training", "device"), f"{device!r} asked for, but this torch build sees no CUDA device "
+                                             "(use auto or cpu)")
+
+
+def check_backbones(spec: RunSpec, methods: list[ResolvedMethod], info: DataInfo, problems: Problems) -> None:
+    """Build each method's trunk for every input shape on the meta device (no memory, no time), so that a
+    network that does not fit the inputs (e.g. more pooling stages than the images allow) is refused here
+    rather than when its run starts."""
+    import torch
+
+    from mtlbench.methods.backbone import build_trunk
+    shapes = list(dict.fromkeys(t.input_shape for t in info.tasks))
+    backbones = {("methods", spec.methods.index(m.entry), "backbone") if m.entry.backbone is not None
+                 else ("backbone",): spec.backbone_for(m.entry) for m in methods}
+    for where, backbone in backbones.items():
+        for shape in shapes:
+            try:
+                with torch.device("meta"):
+                    build_trunk(shape, backbone)
+            except ValueError as e:
+                problems.add(where, str(e))
+                break

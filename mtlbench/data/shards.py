@@ -33,7 +33,8 @@ import crc32c
 import h5py
 import numpy as np
 
-from mtlbench.errors import DataError
+from mtlbench.data.manifest_check import check_against_shards, check_consistency, check_seal, write_seal
+from mtlbench.errors import DataError, InputError
 
 FORMAT = "mtlbench-prepared"
 FORMAT_VERSION = 1
@@ -130,12 +131,12 @@ class PreparedWriter:
         if not self.out.exists():
             return
         if not self.out.is_dir():
-            raise DataError(f"{self.out} exists and is not a directory")
+            raise InputError(f"{self.out} exists and is not a directory")
         is_ours = (self.out / MANIFEST).exists()
         if is_ours and not self.force:
-            raise DataError(f"{self.out} already holds a prepared dataset; pass --force to rebuild it")
+            raise InputError(f"{self.out} already holds a prepared dataset; pass --force to rebuild it")
         if not is_ours and any(self.out.iterdir()):
-            raise DataError(f"{self.out} exists, is not empty and holds no {MANIFEST}; "
+            raise InputError(f"{self.out} exists, is not empty and holds no {MANIFEST}; "
                             f"choose another --out (mtlbench only replaces directories it wrote)")
 
     def _resume_or_restart(self) -> dict[str, dict[str, Any]]:
@@ -202,6 +203,7 @@ class PreparedWriter:
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest,
                 "shards": [{k: v for k, v in self.done[n].items() if k != "info"} for n in shard_order]}
         write_json_atomic(self.partial / MANIFEST, full)
+        write_seal(self.partial, MANIFEST)  # lets every reader refuse a manifest edited by hand
         (self.partial / PROGRESS).unlink()
         old = self.out.with_name(self.out.name + ".old")
         if self.out.exists():  # --force, or an empty directory the user created
@@ -263,6 +265,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
         missing = [k for k in ("file", "bytes", "sha256", "crc32c") if k not in entry]
         if missing:
             raise DataError(f"{mf}: shard entry {i} lacks {', '.join(missing)}; re-run prepare with --force")
+    check_seal(path, MANIFEST)
+    check_consistency(mf, manifest)
     return manifest
 
 
@@ -314,6 +318,8 @@ def open_prepared(path: Path, dataset: str | tuple[str, ...], check: Check = "sh
     if manifest["dataset"] not in kinds:
         raise DataError(f"{path} holds a prepared {manifest['dataset']!r} dataset, not {' or '.join(kinds)}")
     verify_shards(path, manifest, check)
+    if check == "sha256":  # the thorough check (validate): the manifest's tasks against their shards too
+        check_against_shards(Path(path), manifest, Path(path) / MANIFEST)
     return manifest
 
 
@@ -322,6 +328,7 @@ def verify_prepared(path: Path) -> dict[str, Any]:
     full (so HDF5 verifies each chunk's fletcher32). Returns the manifest."""
     manifest = read_manifest(Path(path))
     verify_shards(Path(path), manifest, "sha256")
+    check_against_shards(Path(path), manifest, Path(path) / MANIFEST)
     for entry in manifest["shards"]:
         file = Path(path) / entry["file"]
         try:

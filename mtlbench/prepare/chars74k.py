@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtlbench.errors import DataError
+from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
 from mtlbench.prepare.common import (TaskArrays, TaskJob, images_nchw, mtal_scheme, require, sources_entry,
                                      write_per_task)
@@ -28,7 +28,7 @@ def choose_letters(seed: int, letters: str | None) -> tuple[str, str]:
     if letters:
         chosen = sorted(set(letters.lower()))
         if len(chosen) != N_LETTERS or not all(c in string.ascii_lowercase for c in chosen):
-            raise DataError(f"--letters needs {N_LETTERS} distinct letters a-z (got {letters!r})")
+            raise InputError(f"--letters needs {N_LETTERS} distinct letters a-z (got {letters!r})")
         return "".join(chosen).upper(), "".join(chosen)
     upper = np.random.default_rng([seed, 1]).choice(26, N_LETTERS, replace=False)
     lower = np.random.default_rng([seed, 2]).choice(26, N_LETTERS, replace=False)

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from mtlbench.errors import DataError
+from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
 from mtlbench.prepare.common import TaskArrays, TaskJob, require, sources_entry, write_per_task
 
@@ -129,7 +129,7 @@ def png_index(src: Path) -> tuple[dict[str, dict], list[Path], dict[str, Callabl
             entry = alphabets.setdefault(parts[-3], {"set": which, "chars": defaultdict(dict)})
             entry["chars"][int(match.group(1))][int(match.group(2))] = m
     if not alphabets:
-        raise DataError(f"{src}: found neither the Omniglot npz pair nor images_background / images_evaluation "
+        raise InputError(f"{src}: found neither the Omniglot npz pair nor images_background / images_evaluation "
                         f"(folders or .zip) with <Alphabet>/characterNN/XXXX_YY.png")
     return alphabets, files, readers
 

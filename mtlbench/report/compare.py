@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from mtlbench.errors import MTLBenchError
+from mtlbench.errors import UsageError
 from mtlbench.report.tables import Table, build_table, get_paper_table, paper_tables
 from mtlbench.results import experiment_key, load_records
 
@@ -22,12 +22,12 @@ def table_for(target: str, results: Path | None, metric: str | None, split: str)
     if target in paper_tables():
         return table_for_paper(target, results, metric, split)
     get_paper_table(target)  # raises the "did you mean" error for a near-miss table name
-    raise MTLBenchError(f"{target}: neither a spec file nor a paper table")
+    raise UsageError(f"{target}: neither a spec file nor a paper table (mtlbench list tables)")
 
 
 def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, split: str) -> Table:
     if results is not None and not Path(results).is_dir():
-        raise MTLBenchError(f"--results: {results} is not a directory")
+        raise UsageError(f"--results: {results} is not a directory")
     root = Path(results or spec.output.dir) / spec.name
     records = load_records(root) if root.exists() else []
     rows = [m.row for m in spec.methods]
@@ -35,6 +35,7 @@ def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, s
     records = [r for r in records if r.row in rows]
     stale = [r for r in records if experiment_key(r.spec, r.row) != experiment_key(current, r.row)]
     records = [r for r in records if r not in stale]
+    check_metric_stored(records, metric, split, root)
     paper = get_paper_table(spec.table) if spec.table else None
     if paper and metric and records and metric != records[0].primary_metric:
         paper = None  # the paper's numbers are of its own metric: never print them beside another one
@@ -63,3 +64,12 @@ def spec_table_name(path: Path) -> str | None:
     except (OSError, yaml.YAMLError):
         return None
     return data.get("table") if isinstance(data, dict) else None
+
+
+def check_metric_stored(records, metric: str | None, split: str, root: Path) -> None:
+    """A --metric the records do not hold would render a table of dashes: refuse it, naming what they hold."""
+    scored = [r for r in records if r.metrics]
+    held = sorted({m for r in scored for m in r.metrics.get(split, {})})
+    if metric and scored and metric not in held:
+        raise UsageError(f"--metric {metric}: the records under {root} hold {', '.join(held) or 'no metric'} "
+                         f"on {split}, not {metric}")
