@@ -29,7 +29,7 @@ def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
     try:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers such as 0,1,2 (got {text!r})") from None
+        raise UsageError(f"--seeds: expected comma-separated integers such as 0,1,2 (got {text!r})") from None
 
 
 @contextmanager
@@ -65,9 +65,11 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
     checkpoint; a record of other settings at a run's place stops the command before training (exit 2) unless
     --force. A run whose loss or weights become non-finite is recorded as diverged and the command exits 1."""
     from mtlbench.config.loader import load_spec
+    from mtlbench.io import output_folder
     from mtlbench.training.run import run_spec
     check_format(fmt)
     seed_list = parse_seeds(seeds)
+    output_folder(out_dir)
     resolved = load_spec(spec)
     log = lambda line: err.print(line, highlight=False, soft_wrap=True)  # noqa: E731
     with progress_bars(progress and err.is_terminal) as factory:
@@ -189,11 +191,12 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
     """Seconds per 100 training and inference iterations for each method of SPEC (protocol.md "Timing"),
     with each method's ratio to the reference measured in the same run. Writes <out>/<spec name>/timing.json."""
     from mtlbench.config.loader import load_spec
-    from mtlbench.io import atomic_write_json
+    from mtlbench.io import atomic_write_json, output_folder
     from mtlbench.report.tables import build_timing_table, get_paper_table
     from mtlbench.timing import time_spec, with_reference
     from mtlbench.training.run import load_data
     check_format(fmt)
+    output_folder(out_dir)
     resolved = load_spec(spec)
     if vs:
         resolved = with_reference(resolved, vs)

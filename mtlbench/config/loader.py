@@ -186,6 +186,8 @@ def load_spec(path: str | Path, check_data: bool = True) -> ResolvedSpec:
         problems.add_validation(err, (), RunSpec)
         raise SpecError(problems.items) from None
     check_table(spec, problems)
+    if spec.output.dir.exists() and not spec.output.dir.is_dir():
+        problems.add(("output", "dir"), f"{spec.output.dir} is a file; expected a directory (created if missing)")
     if check_data:
         check_device(spec, problems)
     dataset, options, info = resolve_data(spec, problems, check_data)

@@ -128,16 +128,7 @@ class PreparedWriter:
         self.release()  # also when the prepare failed: the partial directory stays, for the next run
 
     def _refuse_to_clobber(self) -> None:
-        if not self.out.exists():
-            return
-        if not self.out.is_dir():
-            raise InputError(f"{self.out} exists and is not a directory")
-        is_ours = (self.out / MANIFEST).exists()
-        if is_ours and not self.force:
-            raise InputError(f"{self.out} already holds a prepared dataset; pass --force to rebuild it")
-        if not is_ours and any(self.out.iterdir()):
-            raise InputError(f"{self.out} exists, is not empty and holds no {MANIFEST}; "
-                            f"choose another --out (mtlbench only replaces directories it wrote)")
+        refuse_to_clobber(self.out, self.force)
 
     def _resume_or_restart(self) -> dict[str, dict[str, Any]]:
         progress = self.partial / PROGRESS
@@ -215,6 +206,22 @@ class PreparedWriter:
             shutil.rmtree(old)
         self.release()
         return self.out
+
+
+def refuse_to_clobber(out: Path, force: bool) -> None:
+    """InputError unless ``out`` can become a prepared directory: absent, empty, or (with ``force``) one that
+    mtlbench wrote. ``prepare`` checks this before reading any source, and again when it starts writing."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory")
+    is_ours = (out / MANIFEST).exists()
+    if is_ours and not force:
+        raise InputError(f"{out} already holds a prepared dataset; pass --force to rebuild it")
+    if not is_ours and any(out.iterdir()):
+        raise InputError(f"{out} exists, is not empty and holds no {MANIFEST}; "
+                         f"choose another --out (mtlbench only replaces directories it wrote)")
 
 
 def _lock_holder(lock: Path) -> int | None:

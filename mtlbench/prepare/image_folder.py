@@ -48,7 +48,7 @@ def scan(src: Path, tasks: list[str] | None) -> dict[str, dict[str, list[Path]]]
                         for c in classes}
         empty = [c for c, fs in layout[task].items() if not fs]
         if len(layout[task]) < 2 or empty:
-            raise DataError(f"{src / task}: needs at least 2 class sub-folders, each with images "
+            raise InputError(f"{src / task}: needs at least 2 class sub-folders, each with images "
                             f"(empty: {', '.join(empty) or 'none'}; found {len(layout[task])} classes)")
     return layout
 

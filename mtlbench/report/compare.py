@@ -2,6 +2,7 @@
 its table."""
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import yaml
@@ -21,7 +22,8 @@ def table_for(target: str, results: Path | None, metric: str | None, split: str)
         return table_for_spec(resolved.spec, path, results, metric, split)
     if target in paper_tables():
         return table_for_paper(target, results, metric, split)
-    get_paper_table(target)  # raises the "did you mean" error for a near-miss table name
+    if difflib.get_close_matches(target, list(paper_tables()), n=1, cutoff=0.6):
+        get_paper_table(target)  # raises the "did you mean" error for a near-miss table name
     raise UsageError(f"{target}: neither a spec file nor a paper table (mtlbench list tables)")
 
 
