@@ -1,6 +1,6 @@
 """Micro-benchmark of the TAAN activation alone: the naive [N, H, M] form vs the exact fast algorithm
 (uniform-grid and bucketize paths), with ReLU for reference; forward + backward (gradients for x and alpha,
-and for b on the bucketize path, which is the learned-b one). Targets (taan.md): fast >= 10x faster than
+and for b on the bucketize path, which is the learned-b one). Targets: fast >= 10x faster than
 naive; memory saved for backward <= 8 bytes per element (naive: 4 M bytes and more).
 
 Memory, two numbers:

@@ -188,8 +188,10 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
            warmup: int = typer.Option(3, min=0, help="discarded warm-up iterations per method and mode"),
            out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
            fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv")):
-    """Seconds per 100 training and inference iterations for each method of SPEC (protocol.md "Timing"),
-    with each method's ratio to the reference measured in the same run. Writes <out>/<spec name>/timing.json."""
+    """Seconds per 100 training and inference iterations for each method of SPEC, with each method's ratio to
+    the reference measured in the same run. Batches are drawn before the clock starts (timed apart, the "data"
+    column), warm-up iterations are discarded, the methods take turns inside every timed block, and the median
+    and range over blocks are reported. Writes <out>/<spec name>/timing.json."""
     from mtlbench.config.loader import load_spec
     from mtlbench.io import atomic_write_json, output_folder
     from mtlbench.report.tables import build_timing_table, get_paper_table

@@ -7,7 +7,7 @@ import statistics
 import pytest
 from typer.testing import CliRunner
 
-import mtlbench.timing as timing
+from mtlbench import timing
 from mtlbench.cli import app
 from mtlbench.methods.hard_share import HardShare
 from tests.conftest import TINY_SPEC

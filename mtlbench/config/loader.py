@@ -97,8 +97,8 @@ def read_text(path: Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SpecError([f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save the "
-                         "spec as UTF-8"]) from None
+        raise SpecError([(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save the "
+                          "spec as UTF-8")]) from None
 
 
 def read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:

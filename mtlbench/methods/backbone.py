@@ -126,7 +126,7 @@ def build_conv_trunk(input_shape: tuple[int, ...], spec: BackboneSpec, act: ActF
 
 
 def init_shared(module: nn.Module) -> None:
-    """Kaiming (fan-in, ReLU gain) weights and zero biases for every affine layer (taan.md defaults)."""
+    """Kaiming (fan-in, ReLU gain) weights and zero biases for every affine layer (the TAAN code's defaults)."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")

@@ -1,7 +1,7 @@
 """Cross-Stitch networks (Misra, Shrivastava, Gupta & Hebert, "Cross-stitch Networks for Multi-task
 Learning", CVPR 2016).
 
-What it implements (baselines.md §B.5): one tower (the backbone trunk) and one head per task; after chosen
+What it implements: one tower (the backbone trunk) and one head per task; after chosen
 hidden blocks (default: every one -- the paper stitches after every pooling and fully connected layer) the
 towers' activations x_1..x_T of the same examples are recombined by a cross-stitch unit
 

@@ -1,7 +1,7 @@
 """DMTRL -- Deep Multi-Task Representation Learning, a tensor factorisation approach (Yang & Hospedales,
 ICLR 2017). Registered as ``dmtrl_laf``, ``dmtrl_tucker`` and ``dmtrl_tt``.
 
-What it implements (baselines.md §B.3): every hidden layer is task-specific, and the T per-task weights of a
+What it implements: every hidden layer is task-specific, and the T per-task weights of a
 layer are stacked with the task axis last -- dense: [in, out, T]; conv: [kH, kW, C_in, C_out, T] -- and the
 stacked tensor is *parametrised* by a factorisation (mtlbench/methods/_tensor_factors.py): LAF (W = L S),
 Tucker (core and one factor per mode, task mode included) or TT (a train of cores, task core last). The

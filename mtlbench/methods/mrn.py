@@ -2,7 +2,7 @@
 Relationship Networks", NIPS 2017). Registered as ``mrn_t`` (task covariance only) and ``mrn_full`` (task,
 output-feature and input-feature covariances).
 
-What it implements (baselines.md §B.2): task-specific layers whose weights, stacked over tasks into
+What it implements: task-specific layers whose weights, stacked over tasks into
 W in R^{D1 x D2 x T}, carry a tensor-normal prior vec(W) ~ N(0, Sigma_task (x) Sigma_out (x) Sigma_in). With the
 covariances fixed, the regularizer in per-task matrix form (W_t in R^{D2 x D1}, precisions Omega = Sigma^-1) is
 
@@ -28,12 +28,12 @@ TAAN's ``--mrn_constant``), ``eps``, ``update_interval`` (100 as the official co
 ``fidelity: taan_code`` selects ``update_rule: official`` and ``update_interval: 50``.
 
 Known limits / differences: the TAAN code never calls its update (all Omega stay I there, MRN_t == MRN_full);
-here the updates run, which is the decision of baselines.md. The log-det terms of the MAP objective do not
+here the updates run (our decision: the paper's method updates them). The log-det terms of the MAP objective do not
 depend on the weights and are not added to the loss. The precisions are registered buffers (checkpointed,
 moved with the model); MRN_t keeps Omega_out = Omega_in = I. Each update costs
 O(T D1 D2 (D1 + D2) + T^2 D1 D2) per regularised layer, and with learned feature covariances so does every
 regularizer evaluation. The paper's ``[recall]`` naming of MRN_t as the task-covariance-only variant is
-inferred (baselines.md §B.2).
+inferred from its description (task covariance only).
 Measured behaviour (tests/test_mrn.py, 6 tasks in 2 planted groups, Adam): with the paper rule the prior's
 strength grows as the weights shrink (Omega ~ 1 / variance) and at the MLE the penalty is c times the number
 of regularised weights, so a large ``c`` collapses the regularised weights (toy: c = 1e-2 did, 1e-3 did not).

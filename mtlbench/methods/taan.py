@@ -4,7 +4,7 @@ Every hidden layer's weights W and bias are shared by all tasks (as Hard-Share);
 activation F_t(x) = max(0, x) + sum_i alpha[t, i] max(0, b_i - x) with hinges b shared within the layer
 (mtlbench.taan.AdaptiveActivation, computed by the exact fast algorithm). Optional functional regularizers
 (trace norm, cosine, distance) are evaluated once per step from closed forms (mtlbench.taan.functional),
-summed over layers and multiplied by ``reg_coef``. Specification: shared/spec/taan.md, baselines.md B.1.
+summed over layers and multiplied by ``reg_coef``.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from mtlbench.taan.options import AlphaInit, BInit, GridInit, ZeroInit
 
 
 class TAANParams(MethodParams):
-    """The options of taan.md "Defaults and options"; YAML layout in ``TAAN``'s docstring."""
+    """TAAN's options and their defaults (README "Decisions"); YAML layout in ``TAAN``'s docstring."""
 
     M: int = Field(default=64, ge=1, le=32767, description="hinges (basis functions) per layer")
     b_mode: Literal["fixed", "learned"] = "fixed"

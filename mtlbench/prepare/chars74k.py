@@ -1,6 +1,6 @@
 """``mtlbench prepare chars74k``: MTAL's character tasks (Feng & Chen, Tables 2-3) from Chars74K English.
 
-Tasks (shared/spec/datasets.md, "MTAL datasets"): **HD** = handwritten digits 0-9 (``hnd_64x64.npz``);
+Tasks (MTAL's character sets; data_prep/README.md): **HD** = handwritten digits 0-9 (``hnd_64x64.npz``);
 **A** / **a** = 10 upper- / lower-case handwritten letters, a seeded choice recorded in the manifest (the
 paper picked 10 at random); **Typographic*** = computer-font digits 0-9 (``fnt_28x28.npz``), the stand-in
 for MTAL's typographic digit set, which is not obtainable (tables footnote the asterisk). Images are stored
@@ -37,7 +37,7 @@ def choose_letters(seed: int, letters: str | None) -> tuple[str, str]:
 
 
 def read_npz(path: Path, index_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    require(path, "a Chars74K npz from shared/data/chars74k")
+    require(path, "a Chars74K npz (hnd_64x64.npz or fnt_28x28.npz)")
     try:
         with np.load(path) as z:
             return z["images"], z["labels"].astype(np.int64), z[index_name].astype(np.int64)

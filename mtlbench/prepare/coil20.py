@@ -45,7 +45,7 @@ def read_images(files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         side = int(round(np.sqrt(x.shape[1])))
         if side * side != x.shape[1] or len(x) != len(y):
             raise DataError(f"{f}: X {x.shape} is not n square images matching Y {y.shape}")
-        images = x.reshape(-1, side, side).transpose(0, 2, 1)  # stored column-major (PROVENANCE.md)
+        images = x.reshape(-1, side, side).transpose(0, 2, 1)  # the .mat stores each image column-major
         pose = np.concatenate([np.arange((y == o).sum()) for o in np.unique(y)])
         return np.ascontiguousarray(images.astype(np.uint8)), y, pose
     if f.suffix == ".npz":

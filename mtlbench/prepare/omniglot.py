@@ -1,7 +1,7 @@
 """``mtlbench prepare omniglot``: the 50 Omniglot alphabets as 50 classification tasks (TAAN Table 3).
 
-Reads either the npz pair (``images_background.npz`` + ``images_evaluation.npz`` + ``alphabets.csv``, see
-shared/data/omniglot/PROVENANCE.md) or Omniglot's original layout
+Reads either the npz pair (``images_background.npz`` + ``images_evaluation.npz`` + ``alphabets.csv``: per
+alphabet, its background/evaluation set and first and last global character id) or Omniglot's original layout
 ``images_{background,evaluation}/<Alphabet>/characterNN/XXXX_YY.png`` (folders, or the official
 ``images_*.zip`` files), where ``XXXX`` is the global character id and ``YY`` the drawing number. Either
 source gives the same tasks: alphabets ordered by their first character id, classes by character id,
@@ -29,7 +29,7 @@ from mtlbench.prepare.common import TaskArrays, TaskJob, require, sources_entry,
 
 SIDE = 105
 SETS = ("background", "evaluation")
-FIRST_ID = {"background": 1, "evaluation": 965}  # global id of row 0 of each npz (PROVENANCE.md)
+FIRST_ID = {"background": 1, "evaluation": 965}  # global character id of row 0 of each npz
 SCHEMES = {
     "default": {"scheme": "per_group_count", "params": {"counts": [14, 2, 4]},
                 "description": "per character, seeded: 14 train / 2 val / 4 test drawings"},

@@ -6,7 +6,7 @@ layer.
 The naive form expands x to [N, ..., M] (1 GiB per layer at the paper's batch). Because b is shared and
 sorted, the sum only depends on the bucket k(x) = #{i : b_i <= x}: with suffix sums
 S_t[k] = sum_{i>=k} alpha[t, i] and A_t[k] = sum_{i>=k} alpha[t, i] b_i,
-    F_t(x) = relu(x) + A_t[k] - x S_t[k]                        (taan.md "Fast exact activation")
+    F_t(x) = relu(x) + A_t[k] - x S_t[k]
 An x equal to a hinge goes to the bucket above, which reproduces relu'(0) = 0 for every hinge. Backward needs
 only x and the bucket (saved in 1-2 bytes), per-(task, bucket) sums G, GX of g and g x, and their prefix sums:
     dx = g (1[x > 0] - S_t[k]),  dalpha[t, i] = b_i cG[t, i] - cGX[t, i],  db_i = sum_t alpha[t, i] cG[t, i].
