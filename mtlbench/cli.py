@@ -27,9 +27,12 @@ def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
     if text is None:
         return None
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise UsageError(f"--seeds: expected comma-separated integers such as 0,1,2 (got {text!r})") from None
+        seeds = []
+    if not seeds:
+        raise UsageError(f"--seeds: expected comma-separated integers such as 0,1,2 (got {text!r})")
+    return seeds
 
 
 @contextmanager

@@ -15,8 +15,9 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def user_errors(on_interrupt: str):
-    """Decorator: an MTLBenchError becomes its message on stderr (one line per problem) and its exit code;
-    Ctrl-C prints ``on_interrupt`` (what was kept on disk) and exits 130. No traceback for either."""
+    """Decorator: an MTLBenchError becomes its message on stderr (one line per problem) and its exit code; an
+    OSError (a full disk, a folder that cannot be written) one line and exit 1; Ctrl-C prints ``on_interrupt``
+    (what was kept on disk) and exits 130. No traceback for any of them."""
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
@@ -26,6 +27,10 @@ def user_errors(on_interrupt: str):
                 for line in str(e).splitlines():
                     err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
                 raise typer.Exit(e.exit_code) from None
+            except OSError as e:  # the machine failed us while working (disk full, permissions): exit 1
+                where = f"{e.filename}: " if e.filename else ""
+                err.print(f"[red]error:[/red] {where}{e.strerror or e}", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
             except KeyboardInterrupt:
                 err.print(on_interrupt)
                 raise typer.Exit(130) from None

@@ -238,6 +238,8 @@ def _(w, tmp):
 case("train: seeds not integers", 2,
      "error: --seeds: expected comma-separated integers such as 0,1,2 (got 'a,b')")(
     lambda w, tmp: ["train", str(w.good), "--seeds", "a,b", "--out", str(tmp / "out")])
+case("train: no seeds", 2, "error: --seeds: expected comma-separated integers such as 0,1,2 (got ',')")(
+    lambda w, tmp: ["train", str(w.good), "--seeds", ",", "--out", str(tmp / "out")])
 case("train: unknown --format", 2, "error: --format: expected one of rich, markdown, latex, csv (got 'html')")(
     lambda w, tmp: ["train", str(w.good), "--format", "html", "--out", str(tmp / "out")])
 case("train: unknown table", 2,
@@ -629,3 +631,21 @@ def test_the_catalogue_covers_every_command():
     commands = {name.split(":")[0] for name in CASES}
     assert commands == {"train", "validate", "compare", "timing", "report", "check", "list", "prepare", "verify"}
     assert len(CASES) >= 40
+
+
+def test_a_full_disk_while_training_is_one_line_and_exit_1(world, tmp_path, monkeypatch):
+    """A failure of the machine while working (here: no space left when a record is renamed into place)."""
+    import errno
+    import os
+
+    import mtlbench.io as io_mod
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith(".json"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        real_replace(src, dst)
+    monkeypatch.setattr(io_mod.os, "replace", replace)
+    result = runner.invoke(app, ["train", str(world.good), "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.splitlines()[-1] == f"error: {tmp_path}/good/Hard-Share/seed0.json: No space left on device"
