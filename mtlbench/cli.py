@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtlbench.console import err, out
+from mtlbench.console import err, error_line, out
 from mtlbench.console import user_errors as _user_errors
 from mtlbench.errors import UsageError
 
@@ -74,14 +74,14 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
     seed_list = parse_seeds(seeds)
     output_folder(out_dir)
     resolved = load_spec(spec)
-    log = lambda line: err.print(line, highlight=False, soft_wrap=True)  # noqa: E731
+    log = lambda line: err.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
     with progress_bars(progress and err.is_terminal) as factory:
         records = run_spec(resolved, seed_list, out_dir, factory or plain_progress(), force=force, log=log)
     print_table(spec_table(resolved, out_dir), fmt)
-    err.print(f"{len(records)} run(s) under {Path(out_dir or resolved.spec.output.dir) / resolved.spec.name}")
+    err.print(f"{len(records)} run(s) under {Path(out_dir or resolved.spec.output.dir) / resolved.spec.name}", markup=False)
     diverged = [f"{r.row} seed {r.seed}" for r in records if r.status == "diverged"]
     if diverged:
-        err.print(f"[red]error:[/red] {len(diverged)} run(s) diverged: {', '.join(diverged)}", highlight=False)
+        error_line(f"{len(diverged)} run(s) diverged: {', '.join(diverged)}")
         raise typer.Exit(1)
 
 
@@ -91,7 +91,7 @@ def plain_progress():
         def update(it: int, _total: int, info: dict) -> None:
             if "select" in info and "loss" in info:
                 err.print(f"{row} seed {seed}: iteration {it}/{total} loss {info['loss']:.4f} "
-                          f"selection score {info['select']:.4f}", highlight=False)
+                          f"selection score {info['select']:.4f}", highlight=False, markup=False)
         return update
     return factory
 
@@ -211,13 +211,13 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
     atomic_write_json(path, result)
     paper = get_paper_table(resolved.spec.table) if resolved.spec.table == "taan_table2_timing" else None
     print_table(build_timing_table(result, paper), fmt)
-    err.print(f"written {path}")
+    err.print(f"written {path}", markup=False)
 
 
 @app.command()
 @user_errors
 def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record, a method's run folder, or a spec's results folder"),
-           plots: bool = typer.Option(True, help="write one heat-map PNG per layer and matrix (needs matplotlib)"),
+           plots: bool = typer.Option(True, help="write one heat-map PNG per layer and matrix (needs matplotlib: pip install 'mtlbench[plot]')"),
            figures: Optional[Path] = typer.Option(None, help="folder for the PNGs (default: <run folder>/figures)"),
            matrix: str = typer.Option("distance", help="which matrices: distance | cosine | both")):
     """Print the per-layer task-distance and cosine matrices stored with finished runs (TAAN Figures 2 and 4)
@@ -227,6 +227,9 @@ def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record,
     kinds = KINDS if matrix == "both" else (matrix,)
     if any(k not in KINDS for k in kinds):
         raise UsageError(f"--matrix: expected distance, cosine or both (got {matrix!r})")
+    if plots:
+        from mtlbench.report.plots import pyplot
+        pyplot()
     for record in records_at(run):
         print_record_analysis(out, record, kinds, plots, figures)
 
@@ -273,8 +276,7 @@ def check(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="the run sp
         atomic_write_text(junit, to_junit(result))
     print_table(as_table(result), fmt)
     if result.failures:
-        err.print(f"[red]error:[/red] {len(result.failures)} check(s) failed: "
-                  + "; ".join(f.detail for f in result.failures), highlight=False, soft_wrap=True)
+        error_line(f"{len(result.failures)} check(s) failed: " + "; ".join(f.detail for f in result.failures))
         raise typer.Exit(1)
 
 

@@ -37,7 +37,7 @@ def bars(enabled: bool) -> Iterator[ProgressFactory]:
     """A progress factory drawing rich bars (or printing one line per phase when bars are off)."""
     if not enabled:
         def plain(description: str, total: int):
-            err.print(f"{description} ({total})", highlight=False)
+            err.print(f"{description} ({total})", highlight=False, markup=False)
             return lambda n=1: None
         yield plain
         return
@@ -74,7 +74,7 @@ def refuse_early(out: Path, force: bool, fractions: tuple[float, float] | None =
 
 
 def done(out: Path) -> None:
-    err.print(f"prepared dataset written to {out}", highlight=False)
+    err.print(f"prepared dataset written to {out}", highlight=False, markup=False)
 
 
 @prepare_app.command("youtube8m")
@@ -253,8 +253,8 @@ def verify(path: Path = typer.Argument(..., help="a prepared dataset directory")
     out.print(table)
     if not is_sealed(path):
         err.print(f"{path}: note: no {SEAL} (prepared by an older mtlbench), so hand edits of class names cannot "
-                  f"be detected; re-run its prepare command with --force to seal it", highlight=False)
-    err.print(f"{path}: ok ({len(manifest['shards'])} shards verified)", highlight=False)
+                  f"be detected; re-run its prepare command with --force to seal it", highlight=False, markup=False)
+    err.print(f"{path}: ok ({len(manifest['shards'])} shards verified)", highlight=False, markup=False)
 
 
 if __name__ == "__main__":

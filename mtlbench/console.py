@@ -6,12 +6,18 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mtlbench.errors import MTLBenchError
 
 # Wide enough for a 16-task table when writing to a file or a CI log (a terminal keeps its own width).
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def error_line(text: str) -> None:
+    """``error: <text>`` on stderr, the text taken literally (a message may hold brackets, e.g. mtlbench[plot])."""
+    err.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def user_errors(on_interrupt: str):
@@ -25,11 +31,10 @@ def user_errors(on_interrupt: str):
                 return fn(*args, **kwargs)
             except MTLBenchError as e:
                 for line in str(e).splitlines():
-                    err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+                    error_line(line)
                 raise typer.Exit(e.exit_code) from None
             except OSError as e:  # the machine failed us while working (disk full, permissions): exit 1
-                where = f"{e.filename}: " if e.filename else ""
-                err.print(f"[red]error:[/red] {where}{e.strerror or e}", highlight=False, soft_wrap=True)
+                error_line(f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e))
                 raise typer.Exit(1) from None
             except KeyboardInterrupt:
                 err.print(on_interrupt)

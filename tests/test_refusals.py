@@ -649,3 +649,13 @@ def test_a_full_disk_while_training_is_one_line_and_exit_1(world, tmp_path, monk
     result = runner.invoke(app, ["train", str(world.good), "--out", str(tmp_path), "--no-progress"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.splitlines()[-1] == f"error: {tmp_path}/good/Hard-Share/seed0.json: No space left on device"
+
+
+def test_report_without_matplotlib_refuses_before_printing(world, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    result = runner.invoke(app, ["report", str(world.runs)])
+    assert result.exit_code == 2
+    assert result.output == ("error: --plots: heat maps need matplotlib: pip install 'mtlbench[plot]' (in a "
+                             "checkout: pip install -e '.[plot]'), or pass --no-plots\n")
+    assert runner.invoke(app, ["report", str(world.runs), "--no-plots"]).exit_code == 0

@@ -6,17 +6,24 @@ from pathlib import Path
 
 import numpy as np
 
-from mtlbench.errors import MTLBenchError
+from mtlbench.errors import UsageError
 from mtlbench.io import atomic_write
 
 
-def heatmap_png(matrix: np.ndarray, names: list[str], title: str, path: Path) -> Path:
+def pyplot():
+    """matplotlib.pyplot on the Agg backend; without matplotlib a UsageError (``report`` asks before any work)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise MTLBenchError("heat maps need matplotlib: pip install 'mtlbench[plot]' (or use --no-plots)") from None
+        raise UsageError("--plots: heat maps need matplotlib: pip install 'mtlbench[plot]' (in a checkout: "
+                         "pip install -e '.[plot]'), or pass --no-plots") from None
+    return plt
+
+
+def heatmap_png(matrix: np.ndarray, names: list[str], title: str, path: Path) -> Path:
+    plt = pyplot()
     size = max(4.0, 0.35 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     im = ax.imshow(matrix, cmap="viridis")
