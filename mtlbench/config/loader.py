@@ -1,9 +1,11 @@
 """YAML -> validated spec, with every problem reported as ``FILE:LINE: field: what was expected``.
 
-Problems are collected, not raised one by one, so a user fixes a spec in one pass. Checks, in order: YAML
-syntax and duplicate keys; the RunSpec schema (unknown keys with "did you mean"); registered dataset and
-method names; each dataset's and method's own options; the prepared-data path; whether each method can run
-on the dataset (``MTLMethod.check``). Nothing is trained before all of them pass.
+Problems are collected, not raised one by one, so a user fixes a spec in one pass. Checks, in order: UTF-8
+text, YAML syntax and duplicate keys; the RunSpec schema (unknown keys with "did you mean"); the paper table,
+``output.dir`` and, when data are checked, the device; registered dataset and method names; each dataset's
+and method's own options; the prepared data (checksums, and the manifest against its shards); whether each
+method can run on the dataset (``MTLMethod.check``) and its network fits the inputs (built on the meta device);
+the metrics named. Nothing is trained before all of them pass.
 """
 from __future__ import annotations
 
@@ -284,9 +286,14 @@ def check_table(spec: RunSpec, problems: Problems) -> None:
 def check_device(spec: RunSpec, problems: Problems) -> None:
     import torch
     device = spec.training.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
         problems.add(("training", "device"), f"{device!r} asked for, but this torch build sees no CUDA device "
                                              "(use auto or cpu)")
+    elif torch.device(device).index is not None and torch.device(device).index >= torch.cuda.device_count():
+        problems.add(("training", "device"), f"{device!r} asked for, but this machine has "
+                                             f"{torch.cuda.device_count()} CUDA device(s)")
 
 
 def check_backbones(spec: RunSpec, methods: list[ResolvedMethod], info: DataInfo, problems: Problems) -> None:

@@ -16,7 +16,8 @@ finished shards; a different request (other sources, seed or options) starts the
 Integrity on reading, in three layers: HDF5 checks every chunk's fletcher32 and every metadata block's
 checksum whenever it reads them; ``load`` checks each shard's whole-file CRC32C against the manifest (fast:
 hardware CRC, ~10 ms for YouTube-8M's 115 MB); ``check_path`` (what ``validate`` runs) and
-``mtlbench prepare verify`` check each shard's sha256.
+``mtlbench prepare verify`` check each shard's sha256. The manifest itself is sealed (``manifest.sha256``,
+written last) and checked against its shards (``manifest_check.py``), so a hand-edited manifest is refused.
 """
 from __future__ import annotations
 
