@@ -249,6 +249,10 @@ case("train: unknown table", 2,
      "mtal_table4_unrelated_with_relations, mtal_table5_unrelated_without_relations, mtal_table6_sharing_ratio, "
      "taan_figure3_omniglot_regularizers)")(
     lambda w, tmp: ["train", str(spec_file(tmp, GOOD.replace("name: good\n", "name: good\ntable: taan_tabel3_omniglot\n")))])
+case("train: CUDA asked for, none present", 2,
+     "error: {tmp}/spec.yaml:9: training.device: 'cuda' asked for, but this torch build sees no CUDA device (use auto "
+     "or cpu)")(
+    lambda w, tmp: ["train", str(spec_file(tmp, GOOD.replace("threads: 1}", "threads: 1, device: cuda}")))])
 case("train: conv net too deep for the images", 2,
      "error: {tmp}/spec.yaml:5: backbone: input (1, 8, 8) is too small for 4 conv blocks")(
     lambda w, tmp: ["train", str(spec_file(tmp, IMAGES.replace("kind: mlp, hidden: [8]", "kind: conv")))])
@@ -659,3 +663,12 @@ def test_report_without_matplotlib_refuses_before_printing(world, monkeypatch):
     assert result.output == ("error: --plots: heat maps need matplotlib: pip install 'mtlbench[plot]' (in a "
                              "checkout: pip install -e '.[plot]'), or pass --no-plots\n")
     assert runner.invoke(app, ["report", str(world.runs), "--no-plots"]).exit_code == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_index_beyond_the_devices_is_refused(tmp_path):
+    spec = spec_file(tmp_path, GOOD.replace("threads: 1}", "threads: 1, device: 'cuda:99'}"))
+    result = runner.invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 2
+    assert result.output == (f"error: {spec}:9: training.device: 'cuda:99' asked for, but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)\n")
