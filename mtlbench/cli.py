@@ -61,28 +61,103 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
           progress: bool = typer.Option(True, help="show progress bars"),
           fmt: str = typer.Option("rich", "--format", help="table format after training: rich|markdown|latex|csv"),
           force: bool = typer.Option(False, "--force", help="retrain every run from scratch, over finished records, "
-                                     "records of other settings and saved training states")):
+                                     "records of other settings and saved training states"),
+          launcher: Optional[str] = typer.Option(None, help="inprocess | local (parallel processes on this "
+                                                 "machine) | slurm (one cluster job per run); default: the spec's "
+                                                 "launcher.kind, itself inprocess by default"),
+          workers: Optional[int] = typer.Option(None, help="local: runs at once"),
+          cpus_per_job: Optional[int] = typer.Option(None, help="cores (= torch threads) per job"),
+          gpus_per_job: Optional[int] = typer.Option(None, help="GPUs per job"),
+          time_min: Optional[int] = typer.Option(None, "--time", help="minutes one job may run (slurm --time)"),
+          mem_gb: Optional[float] = typer.Option(None, help="slurm: memory per job in GB"),
+          partition: Optional[str] = typer.Option(None, help="slurm partition"),
+          max_parallel: Optional[int] = typer.Option(None, help="slurm: jobs of one array running at once"),
+          sbatch: Optional[list[str]] = typer.Option(None, help="slurm: another sbatch option as KEY=VALUE "
+                                                     "(repeatable), e.g. account=my_lab"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="with --launcher: print the jobs it would start "
+                                       "(and their sbatch parameters) and start nothing")):
     """Train every method of SPEC for every seed, write one result record per run, and print the table.
 
     Runs whose record exists for the same run identity are skipped; an interrupted run resumes from its last
     checkpoint; a record of other settings at a run's place stops the command before training (exit 2) unless
-    --force. A run whose loss or weights become non-finite is recorded as diverged and the command exits 1."""
+    --force. A run whose loss or weights become non-finite is recorded as diverged and the command exits 1.
+
+    --launcher local|slurm runs each (method, seed) as its own job (settings from the flags over the spec's
+    `launcher:` section); `mtlbench status SPEC` shows where each job stands. Under `torchrun --nproc_per_node
+    N -m mtlbench train SPEC` every run is trained data-parallel by the N processes."""
     from mtlbench.config.loader import load_spec
     from mtlbench.io import output_folder
-    from mtlbench.training.run import run_spec
+    from mtlbench.launch.settings import with_flags
     check_format(fmt)
     seed_list = parse_seeds(seeds)
     output_folder(out_dir)
     resolved = load_spec(spec)
+    settings = with_flags(resolved.spec.launcher, dict(
+        kind=launcher, workers=workers, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job, time_min=time_min,
+        mem_gb=mem_gb, partition=partition, max_parallel=max_parallel, sbatch=sbatch or None))
     log = lambda line: err.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
-    with progress_bars(progress and err.is_terminal) as factory:
-        records = run_spec(resolved, seed_list, out_dir, factory or plain_progress(), force=force, log=log)
-    print_table(spec_table(resolved, out_dir), fmt)
-    err.print(f"{len(records)} run(s) under {Path(out_dir or resolved.spec.output.dir) / resolved.spec.name}", markup=False)
+    if settings.kind != "inprocess" or dry_run:
+        return train_as_jobs(resolved, seed_list, out_dir, force, settings, dry_run, fmt, log)
+    from mtlbench.training.distributed import session
+    from mtlbench.training.run import run_spec
+    with session(resolved.spec.training.device) as d:
+        with progress_bars(progress and err.is_terminal and d.main) as factory:
+            records = run_spec(resolved, seed_list, out_dir, factory or plain_progress(), force=force, log=log, d=d)
     diverged = [f"{r.row} seed {r.seed}" for r in records if r.status == "diverged"]
+    if d.main:
+        print_table(spec_table(resolved, out_dir), fmt)
+        err.print(f"{len(records)} run(s) under {Path(out_dir or resolved.spec.output.dir) / resolved.spec.name}",
+                  markup=False)
+        if diverged:
+            error_line(f"{len(diverged)} run(s) diverged: {', '.join(diverged)}")
     if diverged:
-        error_line(f"{len(diverged)} run(s) diverged: {', '.join(diverged)}")
         raise typer.Exit(1)
+
+
+def train_as_jobs(resolved, seeds, out_dir, force, settings, dry_run, fmt, log) -> None:
+    from mtlbench.launch.grid import dry_run as describe, launch_grid
+    from mtlbench.training.distributed import env_world
+    if env_world() > 1:
+        raise UsageError("--launcher: under torchrun every process trains the same runs together; "
+                         "start jobs without torchrun")
+    if dry_run:
+        for line in describe(resolved, seeds, out_dir, force, settings, log):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
+    outcome = launch_grid(resolved, seeds, out_dir, force, settings, log)
+    if settings.kind == "slurm":
+        where = Path(out_dir or resolved.spec.output.dir) / resolved.spec.name
+        log(f"{len(outcome)} job(s) submitted; `mtlbench status {resolved.file}` follows them, "
+            f"`mtlbench compare {resolved.file}` renders the table from {where} once they are done")
+        return
+    print_table(spec_table(resolved, out_dir), fmt)
+    bad = {i: state for i, state in outcome.items() if state != "done"}
+    if bad:
+        error_line(f"{len(bad)} run(s) did not finish: " + ", ".join(sorted(set(bad.values())))
+                   + f"; `mtlbench status {resolved.file}` says why")
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def status(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML)"),
+           seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's"),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)")):
+    """Where each (method, seed) run of SPEC stands: done, running, failed (with the last line of its job's
+    log), missing or diverged, and the id of its latest job (from `mtlbench train --launcher ...`)."""
+    from rich.table import Table
+
+    from mtlbench.config.loader import load_spec
+    from mtlbench.launch.status import spec_statuses
+    resolved = load_spec(spec, check_data=False)
+    table = Table(title=f"{resolved.spec.name}")
+    for col in ("method", "seed", "status", "job", "detail"):
+        table.add_column(col)
+    colours = {"done": "green", "running": "cyan", "failed": "red", "diverged": "red", "missing": "yellow"}
+    for st in spec_statuses(resolved, parse_seeds(seeds), out_dir):
+        table.add_row(st.cell.row, str(st.cell.seed), f"[{colours[st.state]}]{st.state}[/]", st.job or "",
+                      st.detail)
+    out.print(table)
 
 
 def plain_progress():
@@ -120,7 +195,8 @@ def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables"
           pattern: str = typer.Option("*", help="glob filter on names, e.g. 'dmtrl*'"),
           params: Optional[Path] = typer.Option(None, "--params", metavar="SPEC.yaml",
                                                 help="with `methods`: parameter counts of every method of SPEC, "
-                                                     "built for its dataset, beside the paper's '# of params'")):
+                                                     "built for its dataset (per-task stems apart), beside the "
+                                                     "paper's '# of params'")):
     """List registered methods, registered datasets, or the paper tables `compare` can render."""
     from rich.table import Table
     if params is not None:
@@ -154,12 +230,12 @@ def print_param_counts(spec: Path) -> None:
     paper = get_paper_table(resolved.spec.table) if resolved.spec.table else None
     has_params = paper is not None and "params" in paper["columns"]
     table = Table(title=f"parameters of {resolved.spec.name} ({resolved.info.n_tasks} tasks)")
-    for col in ["method", "row", "trainable", "", "buffers"] + (["paper"] if has_params else []):
+    for col in ["method", "row", "trainable", "", "of which stems", "buffers"] + (["paper"] if has_params else []):
         table.add_column(col, justify="left" if col in ("method", "row") else "right")
     for r in counts_for_spec(resolved):
         paper_cell = paper["rows"].get(r["row"], ["—"])[0] if has_params else None
-        table.add_row(r["method"], r["row"], f"{r['trainable']:,}", fmt_params(r["trainable"]), f"{r['buffers']:,}",
-                      *([str(paper_cell or "—")] if has_params else []))
+        table.add_row(r["method"], r["row"], f"{r['trainable']:,}", fmt_params(r["trainable"]), f"{r['stems']:,}",
+                      f"{r['buffers']:,}", *([str(paper_cell or "—")] if has_params else []))
     out.print(table)
 
 

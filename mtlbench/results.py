@@ -33,7 +33,10 @@ RECORD_SCHEMA = 2
 # runs of the current code. Part of the code version, with the package version.
 TRAINING_VERSION = 1
 # training.* fields that say how a run is executed, not what is trained: not part of a run's identity.
-HOW_TO_RUN = ("threads", "device", "eval_batch", "checkpoint_every")
+HOW_TO_RUN = ("threads", "device", "eval_batch", "checkpoint_every", "sync_batchnorm")
+# training.* fields added after records existed, with the value every earlier run had: left out of the key at
+# that value, so earlier records and state files keep their identity (and compare keeps their rows).
+ADDED_LATER = {"amp": "none"}
 
 
 def code_version(package: str | None = __version__) -> str:
@@ -155,7 +158,8 @@ def experiment_key(spec: dict, row: str) -> dict:
     stored."""
     entry = next((m for m in spec["methods"] if (m.get("label") or m["name"]) == row), None)
     backbone = (entry or {}).get("backbone") or spec.get("backbone")
-    training = {k: v for k, v in (spec.get("training") or {}).items() if k not in HOW_TO_RUN}
+    training = {k: v for k, v in (spec.get("training") or {}).items()
+                if k not in HOW_TO_RUN and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     return {"data": spec.get("data"), "method": entry, "backbone": backbone, "optimizer": spec.get("optimizer"),
             "training": training, "metrics": (spec.get("evaluation") or {}).get("metrics")}
 

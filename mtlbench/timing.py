@@ -4,8 +4,14 @@
   inference iteration = eval-mode forward of one batch of every task;
 - batches are drawn and staged on the device before the clock starts; drawing them is timed on its own
   (the "data" column), so data loading never hides inside a method's time;
-- warm-up iterations are discarded; CUDA is synchronised before every clock read; several blocks are timed
+- warm-up iterations are discarded; the device is synchronised before every clock read (an accelerator
+  runs asynchronously: without it the clock would time the launches, not the work); several blocks are timed
   and the median and spread (min, max) reported;
+- on an accelerator, each method's peak device memory over its warm-up training steps is reported
+  (``train_peak_mb``: what its steps allocate at most -- activations, gradients, optimizer state -- plus its
+  weights); the record also holds the device's name and the environment fingerprint that result records
+  carry (git commit, package versions, threads, device);
+- the step is the trained step: ``training.amp`` (autocast, the fp16 loss scaler) applies as in training;
 - every method of the spec is timed in the same process with the same staged batches, the methods taking
   turns inside each block; each ratio to Hard-Share is the median of per-block ratios, so ratios stay
   meaningful even where absolute seconds are not (a shared or throttled machine);
@@ -23,6 +29,8 @@ import torch
 from mtlbench.config.loader import ResolvedMethod, ResolvedSpec
 from mtlbench.data.base import MTLData
 from mtlbench.methods.base import count_parameters
+from mtlbench.training.env import device_name, fingerprint
+from mtlbench.training.precision import Precision
 from mtlbench.training.sampler import TaskSampler
 from mtlbench.training.step import Objective, make_optimizer, train_step
 from mtlbench.training.trainer import build_model, resolve_device, seed_everything
@@ -45,11 +53,30 @@ class TimingResult:
     train_blocks: list[float] | None = None  # every block's seconds per 100 iterations, for other ratios
     infer_blocks: list[float] | None = None
     fit_s: float | None = None  # seconds of one closed-form fit, for methods trained that way
+    train_peak_mb: float | None = None  # peak device memory of its training steps + weights (None on the CPU)
 
 
 def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU, whose work is done when a call returns)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> int | None:
+    """Start a peak-memory window; returns the bytes allocated now (None on the CPU)."""
+    if device.type != "cuda":
+        return None
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
+
+
+def peak_mb(device: torch.device, start: int | None, resident: int) -> float | None:
+    """MB: the peak allocated since ``reset_peak`` above what was allocated then, plus ``resident`` bytes."""
+    if start is None:
+        return None
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - start + resident) / 2**20
 
 
 def stage_batches(data: MTLData, batch: int, n: int, device: torch.device, seed: int = 0):
@@ -70,8 +97,8 @@ def time_block(step, staged, iterations: int, device: torch.device) -> float:
     return (time.perf_counter() - start) * 100.0 / iterations
 
 
-def train_step_fn(model, optimizer, tasks):
-    objective, count = Objective(model, tasks), [0]
+def train_step_fn(model, optimizer, tasks, precision: Precision):
+    objective, count = Objective(model, tasks, precision), [0]
 
     def step(batches):  # the trainer's own step, after_step included (MRN's covariance updates cost time too)
         count[0] += 1
@@ -79,10 +106,13 @@ def train_step_fn(model, optimizer, tasks):
     return step
 
 
-def infer_step_fn(model):
+def infer_step_fn(model, precision: Precision | None = None):
+    precision = precision or Precision()
+
     @torch.no_grad()
     def step(batches):
-        model([x for x, _ in batches])
+        with precision.autocast():
+            model([x for x, _ in batches])
     return step
 
 
@@ -91,7 +121,13 @@ def build_timed(resolved: ResolvedSpec, method: ResolvedMethod, data: MTLData, d
     model = build_model(resolved, method, data).to(device)
     if model.closed_form:
         return model, None, infer_step_fn(model)
-    return model, train_step_fn(model, make_optimizer(resolved, model), data.info.tasks), infer_step_fn(model)
+    precision = Precision(resolved.spec.training.amp, device)
+    return (model, train_step_fn(model, make_optimizer(resolved, model), data.info.tasks, precision),
+            infer_step_fn(model, precision))
+
+
+def weight_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
 def fit_seconds(model, data: MTLData, device: torch.device) -> float:
@@ -102,14 +138,20 @@ def fit_seconds(model, data: MTLData, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def interleaved_blocks(steps: list, modes: list, staged, warmup: int, iterations: int, blocks: int, device):
+def interleaved_blocks(steps: list, modes: list, staged, warmup: int, iterations: int, blocks: int, device,
+                       peaks: list | None = None, models: list | None = None):
     """times[b][m] = block b of method m. Methods take turns inside every block (A B C, A B C, ...), so a slow
     spell of a shared machine hits every method alike instead of whichever happened to be running. A None
-    step (a method without training steps) gets None."""
-    for step, mode in zip(steps, modes):
+    step (a method without training steps) gets None. ``peaks`` (when given) receives each method's peak
+    device memory over its warm-up steps."""
+    for i, (step, mode) in enumerate(zip(steps, modes)):
         mode()
-        if step is not None:
-            time_block(step, staged, warmup, device)
+        start = reset_peak(device)
+        n = warmup if start is None else max(warmup, 1)  # at least one step to measure a peak on
+        if step is not None and n:
+            time_block(step, staged, n, device)
+        if peaks is not None:
+            peaks.append(peak_mb(device, start, weight_bytes(models[i])) if step is not None else None)
     times = []
     for _ in range(blocks):
         row = []
@@ -132,34 +174,36 @@ def time_spec(resolved: ResolvedSpec, data: MTLData, warmup: int = 3, iterations
     models = [b[0] for b in built]
     if progress:
         progress("training steps")
+    peaks: list = []
     train = interleaved_blocks([b[1] for b in built], [m.train for m in models], staged, warmup, iterations,
-                               blocks, device)
+                               blocks, device, peaks, models)
     fits = {i: fit_seconds(m, data, device) for i, (m, step, _) in enumerate(built) if step is None}
     if progress:
         progress("inference steps")
     infer = interleaved_blocks([b[2] for b in built], [m.eval for m in models], staged, warmup, iterations,
                                blocks, device)
     ref = next((i for i, m in enumerate(resolved.methods) if m.entry.name == reference), None)
-    results = [summarise(m, models[i], i, train, infer, ref, data_s, fits.get(i))
+    results = [summarise(m, models[i], i, train, infer, ref, data_s, fits.get(i), peaks[i])
                for i, m in enumerate(resolved.methods)]
     first = data.info.tasks[0]
     return {
-        "spec_name": spec.name, "device": str(device), "threads": torch.get_num_threads(),
-        "dtype": str(torch.get_default_dtype()), "batch_per_task": spec.training.batch_per_task,
+        "spec_name": spec.name, "device": str(device), "device_name": device_name(device),
+        "threads": torch.get_num_threads(), "dtype": str(torch.get_default_dtype()), "amp": spec.training.amp,
+        "batch_per_task": spec.training.batch_per_task,
         "n_tasks": data.info.n_tasks, "input_shape": list(first.input_shape),
         "backbone": spec.backbone.model_dump(mode="json"), "warmup": warmup, "iterations_per_block": iterations,
         "blocks": blocks, "reference": None if ref is None else resolved.methods[ref].entry.row,
-        "results": [asdict(r) for r in results],
+        "results": [asdict(r) for r in results], "env": fingerprint(device),
     }
 
 
 def summarise(method: ResolvedMethod, model, i: int, train, infer, ref: int | None, data_s: float,
-              fit_s: float | None) -> TimingResult:
+              fit_s: float | None, train_peak: float | None) -> TimingResult:
     tr, inf = [b[i] for b in train], [b[i] for b in infer]
     stepped = fit_s is None
     result = TimingResult(method.entry.row, method.entry.name, *(spread(tr) if stepped else (None, None, None)),
                           *spread(inf), data_s * 100, count_parameters(model), train_blocks=tr if stepped else None,
-                          infer_blocks=inf, fit_s=fit_s)
+                          infer_blocks=inf, fit_s=fit_s, train_peak_mb=train_peak)
     if ref is not None:  # the median of per-block ratios is robust to drifts in the machine's speed
         result.ratio_train = block_ratio(train, i, ref)
         result.ratio_infer = block_ratio(infer, i, ref)
@@ -186,7 +230,7 @@ def with_reference(resolved: ResolvedSpec, name: str) -> ResolvedSpec:
     if name not in METHODS:
         raise UsageError(f"--vs: {METHODS.unknown_message(name)}")
     cls = METHODS.get(name)
-    label = {"hard_share": "Hard-Share"}.get(name, name)
+    label = {"hard_share": "Hard-Share", "stl": "STL"}.get(name, name)
     entry = MethodEntry(name=name, label=label)
     reasons = cls.check(resolved.info, resolved.spec.backbone, cls.Params()) if resolved.info else []
     if reasons:

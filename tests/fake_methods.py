@@ -45,6 +45,7 @@ class RidgeFit(MTLMethod):
     """Per task, ridge regression from the flattened input (and a bias) to the one-hot or multi-hot targets."""
 
     closed_form = True
+    raw_inputs = True  # no trunk: reads the raw inputs
     fits = 0  # how many times fit ran, over all instances
 
     def __init__(self, info, backbone, params):
@@ -52,7 +53,7 @@ class RidgeFit(MTLMethod):
         for t, task in enumerate(info.tasks):
             self.register_buffer(f"w{t}", torch.zeros(math.prod(task.input_shape) + 1, task.n_classes))
 
-    def forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
+    def forward_one(self, x: torch.Tensor, task: int) -> torch.Tensor:
         x = x.flatten(1)
         return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], 1) @ getattr(self, f"w{task}")
 
@@ -64,3 +65,41 @@ class RidgeFit(MTLMethod):
             y = y.double() if task.target == "multilabel" else torch.nn.functional.one_hot(y, task.n_classes).double()
             w = torch.linalg.solve(x.T @ x + 1.0 * torch.eye(x.shape[1], dtype=torch.float64), x.T @ y)
             getattr(self, f"w{t}").copy_(w.float())
+
+
+class InfGrad(torch.autograd.Function):
+    """Identity forward; +inf gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * math.inf
+
+
+class GradSpike(HardShare):
+    """Hard-Share whose gradients are +inf at training step ``AT`` while its loss stays finite: what a float16
+    overflow in the backward pass looks like."""
+
+    AT = 5
+
+    def __init__(self, info, backbone, params):
+        super().__init__(info, backbone, params)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # a buffer: it resumes with the run
+
+    def forward(self, xs):
+        self.steps += 1  # forward(xs) runs once per training step; evaluation uses forward_task
+        out = super().forward(xs)
+        return [InfGrad.apply(o) for o in out] if int(self.steps) == self.AT else out
+
+
+class FailsWhenAsked(HardShare):
+    """Hard-Share that cannot be built while the environment says MTLBENCH_TEST_FAIL=1 (jobs inherit it)."""
+
+    def __init__(self, info, backbone, params):
+        import os
+        if os.environ.get("MTLBENCH_TEST_FAIL") == "1":
+            raise RuntimeError("asked to fail by MTLBENCH_TEST_FAIL")
+        super().__init__(info, backbone, params)

@@ -47,6 +47,27 @@ def test_identity_units_equal_stl_towers_exactly(shape, spec, granularity):
         assert not torch.allclose(model(xs)[0], ref[0])
 
 
+def test_identity_units_on_mixed_inputs_and_vgg_stages_equal_stl():
+    """Tasks of different sizes and kinds reach the towers through their stems; units after the VGG pooling
+    stages (the default positions); identity units give STL exactly, the convex init does not."""
+    torch.manual_seed(0)
+    shapes = [(1, 16, 16), (3, 12, 12), (20,)]
+    info = DataInfo("mixed", [TaskInfo(f"t{t}", 2 + t, "multiclass", s) for t, s in enumerate(shapes)],
+                    "per_task", "accuracy")
+    spec = BackboneSpec(kind="vgg", stages=[[3, 3], [4]], dense=[5])
+    model = CrossStitch(info, spec, CrossStitch.Params()).eval()
+    assert [model.plan.layers[i].name for i in model.positions] == ["conv1_2", "conv2_1"]
+    stl = STL(info, spec, STL.Params()).eval()
+    stl.load_state_dict(model.state_dict(), strict=False)
+    xs = [torch.randn(4, *s) for s in shapes]
+    with torch.no_grad():
+        assert not torch.allclose(model.forward_task(xs[0], 0), stl.forward_task(xs[0], 0))  # convex 0.9/0.05
+        set_identity(model)
+        for t, (a, b) in enumerate(zip(model(xs), stl(xs))):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+            assert torch.equal(model.forward_task(xs[t], t), stl.forward_task(xs[t], t))
+
+
 def test_convex_init_and_row_sums():
     model = CrossStitch(info_of((7,), n_tasks=5), BackboneSpec(hidden=[6, 5]), CrossStitch.Params())
     assert len(model.alphas) == 2
@@ -92,9 +113,8 @@ def test_stl_tower_init(tmp_path):
 
 
 @pytest.mark.parametrize("info, params, needle", [
-    (DataInfo("m", [TaskInfo("a", 2, "multiclass", (7,)), TaskInfo("b", 2, "multiclass", (8,))], "per_task", "a"),
-     {}, "same input shape"),
     (info_of((7,)), {"positions": [0, 5]}, "positions [5]"),
+    (info_of((7,)), {"positions": ["fc2", "conv1"]}, "positions ['conv1'] are not layers of this backbone"),
     (info_of((7,)), {"tower_init": "stl"}, "stl_checkpoint"),
 ])
 def test_check_refuses(info, params, needle):

@@ -180,7 +180,8 @@ def test_taan_code_fidelity_options():
     assert tucker(fidelity="taan_code", activation="relu").activation == "relu"
     cls = METHODS.get("dmtrl_laf")
     model = cls(info_of((7,)), BackboneSpec(hidden=[6, 5]), p)
-    assert all(torch.equal(b, torch.ones_like(b)) for b in model.biases)
+    biases = [block.affine.bias for tower in model.towers for block in tower.blocks]
+    assert len(biases) == 6 and all(torch.equal(b, torch.ones_like(b)) for b in biases)
     assert [f.ranks for f in model.tensors] == [[3], [3]]  # K = 5 capped by T = 3 tasks
 
 
@@ -205,7 +206,7 @@ def test_check_refuses_bad_options(params, needle):
     assert any(needle in p for p in problems), problems
 
 
-def test_check_refuses_a_checkpoint_of_another_spec_and_heterogeneous_inputs(tmp_path):
+def test_check_refuses_a_checkpoint_of_another_spec(tmp_path):
     info = info_of((7,))
     _, path = stl_checkpoint(tmp_path, info, BackboneSpec(hidden=[6, 5]))
     cls = METHODS.get("dmtrl_laf")
@@ -214,8 +215,6 @@ def test_check_refuses_a_checkpoint_of_another_spec_and_heterogeneous_inputs(tmp
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     problems = cls.check(info, BackboneSpec(hidden=[6, 5]), cls.Params(stl_checkpoint=str(tmp_path / "junk.pt")))
     assert any("cannot be read" in p for p in problems), problems
-    mixed = DataInfo("m", [TaskInfo("a", 2, "multiclass", (7,)), TaskInfo("b", 2, "multiclass", (8,))], "per_task", "a")
-    assert any("same input shape" in p for p in cls.check(mixed, BackboneSpec(hidden=[6]), cls.Params()))
 
 
 def test_seed_placeholder_names_each_seeds_stl_checkpoint(tmp_path, write_spec):
@@ -251,3 +250,21 @@ def test_seed_placeholder_names_each_seeds_stl_checkpoint(tmp_path, write_spec):
     assert [laf[s].summary["dmtrl"]["stl_checkpoint"] for s in (0, 1)] == \
         [f"{out}/seeded/STL/seed{s}.pt" for s in (0, 1)]
     assert all(laf[s].summary["dmtrl"]["init"] == "stl" for s in (0, 1))
+
+
+def test_layers_run_the_activation_factory():
+    """DMTRL's layers go through the backbone's layer plan, with the activation its factory makes (not a
+    hard-coded ReLU): a factory of tanh activations changes every hidden layer of every task."""
+    class Tanh(torch.nn.Module):
+        def forward(self, z, segments=None):
+            calls.append(z.shape)
+            return torch.tanh(z)
+
+    class TanhDMTRL(METHODS.get("dmtrl_laf")):
+        def activation_factory(self):
+            return lambda layer, width: Tanh()
+
+    calls: list = []
+    model = TanhDMTRL(info_of((7,)), BackboneSpec(hidden=[6, 5]), TanhDMTRL.Params(init="random"))
+    model([torch.randn(2, 7) for _ in range(3)])
+    assert calls == [(2, 6)] * 3 + [(2, 5)] * 3

@@ -1,7 +1,6 @@
 """MMoE (Ma et al. 2018): gates are per-task softmaxes over experts; one expert is Hard-Share."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mtlbench.data.base import DataInfo, TaskInfo
@@ -43,9 +42,13 @@ def test_gates_mix_experts_per_task_and_counts():
     assert count_parameters(model) == 4 * trunk + 2 * 4 * 7 + (5 * 2 + 2) + (5 * 3 + 3)
 
 
-def test_refuses_heterogeneous_inputs():
+def test_heterogeneous_inputs_reach_the_experts_through_their_stems():
+    """Task a (7-d) gets a linear stem to the trunk's 8-d input; its gate reads the stemmed input."""
     info = DataInfo("m", [TaskInfo("a", 2, "multiclass", (7,)), TaskInfo("b", 2, "multiclass", (8,))], "per_task", "a")
-    problems = MMoE.check(info, BackboneSpec(), MMoE.Params())
-    assert problems and "same input shape" in problems[0]
-    with pytest.raises(Exception, match="same input shape"):
-        MMoE(info, BackboneSpec(), MMoE.Params())
+    model = MMoE(info, BackboneSpec(hidden=[5]), MMoE.Params(num_experts=2))
+    assert model.plan.input_shape == (8,) and model.gates[0].in_features == 8
+    x = torch.randn(3, 7)
+    h = model.stems[0](x)
+    experts = torch.stack([e(h) for e in model.experts], 1)
+    gate = torch.softmax(h @ model.gates[0].weight.T, -1)
+    torch.testing.assert_close(model.forward_task(x, 0), model.heads[0]((gate[..., None] * experts).sum(1)))

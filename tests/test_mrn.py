@@ -179,6 +179,7 @@ def test_layer_options_and_taan_fidelity():
     last_one = MRN_T(info, BackboneSpec(hidden=[5, 4]), MRN_T.Params(task_layers=1, prior_on_heads=True))
     assert len(last_one.shared) == 1 and len(last_one.priors) == 2
     assert [p.omega_in.shape[0] for p in last_one.priors] == [5, 4]
+    assert last_one.summary()["mrn"]["regularised_layer_names"] == ["fc2", "heads"]
     taan = MRN_T.Params(fidelity="taan_code")
     assert (taan.update_rule, taan.update_interval) == ("official", 50)
     assert MRN_T(info, BackboneSpec(hidden=[5]), taan).c == 1e-3
@@ -198,8 +199,6 @@ def test_conv_backbone_regularises_flattened_kernels():
 
 @pytest.mark.parametrize("info, params, needle", [
     (info_of(3, 6, [2, 3, 2]), {"prior_on_heads": True}, "same number of classes"),
-    (DataInfo("mixed", [TaskInfo("a", 2, "multiclass", (6,)), TaskInfo("b", 2, "multiclass", (7,))],
-              "per_task", "acc"), {}, "same input shape"),
     (info_of(3, 6, 2), {"task_layers": 5}, "only 2 hidden layers"),
     (info_of(3, 6, 2), {"task_layers": 0}, "no layer for the prior"),
 ])

@@ -99,12 +99,11 @@ def test_task_encoders_accept_different_input_sizes():
 @pytest.mark.parametrize("shapes, spec, params, needle", [
     ([(5,)] * 2, BackboneSpec(hidden=[8, 4, 4]), {}, "hidden widths must be equal"),
     ([(5,)] * 2, BackboneSpec(hidden=[8, 8]), {}, "at least 3 hidden layers"),
-    ([(5,), (9,)], BackboneSpec(hidden=[4, 4, 4]), {"encoder": "shared"}, "same input shape"),
     ([(1, 28, 28)] * 2, BackboneSpec(), {}, "conv channels must be equal"),
     ([(1, 28, 28)] * 2, BackboneSpec(channels=[4, 4, 4]), {}, "padding"),
     ([(1, 28, 28)] * 2, BackboneSpec(channels=[4, 4], padding=1), {}, "at least 3 conv blocks"),
     ([(1, 8, 8)] * 2, BackboneSpec(channels=[4, 4, 4, 4, 4], padding=1), {}, "too small"),
-    ([(5,), (1, 8, 8)], BackboneSpec(), {}, "vectors or all images"),
+    ([(1, 32, 32)] * 2, BackboneSpec(kind="vgg"), {}, "vgg backbone"),
 ])
 def test_check_refuses_what_soft_order_cannot_run(shapes, spec, params, needle):
     info = info_of(shapes)

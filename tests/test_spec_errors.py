@@ -43,10 +43,28 @@ CASES = {
     "unknown method param": (
         GOOD.replace("  - name: hard_share", "  - name: hard_share\n    params: {depth: 3}"),
         "spec.yaml:7: methods[0].params.depth: unknown key"),
-    "method cannot take the dataset's inputs": (
+    "default conv backbone on 28x28 images": (
         GOOD.replace("dataset: synthetic_vector", "dataset: synthetic_image")
-            .replace("{input_dim: 16, n_examples: 200}", "{size_step: 4, per_class: 10}"),
-        "spec.yaml:6: methods[0].name: hard_share shares its first layer across tasks, so every task needs the same input shape"),
+            .replace("{input_dim: 16, n_examples: 200}", "{per_class: 10}"),
+        "spec.yaml:3: backbone: the trunk input 1x28x28 (every task's input, after its stem) is too small for this "
+        "backbone: conv4 gets 24x1x1 and its 3x3 convolution (padding 0) and 2x2 max-pool would leave 0x0 "
+        "(conv1 6x13x13, conv2 12x5x5, conv3 24x1x1); give a larger backbone.input size, more padding or fewer "
+        "conv layers (the default backbone: the spec has no backbone key)"),
+    "backbone too deep for its input": (
+        GOOD.replace("dataset: synthetic_vector", "dataset: synthetic_image")
+            .replace("{input_dim: 16, n_examples: 200}", "{per_class: 10}")
+        + "backbone:\n  kind: vgg\n  width: 0.125\n",
+        "spec.yaml:9: backbone: the trunk input 1x28x28 (every task's input, after its stem) is too small for this "
+        "backbone: conv5_3 gets 64x1x1 and its 3x3 convolution (padding 1) and 2x2 max-pool would leave 0x0"),
+    "method's backbone override too deep": (
+        GOOD.replace("dataset: synthetic_vector", "dataset: synthetic_image")
+            .replace("{input_dim: 16, n_examples: 200}", "{per_class: 10}")
+            .replace("  - name: hard_share", "  - name: hard_share\n    backbone: {channels: [4, 4, 4, 4, 4], padding: 1}"),
+        "spec.yaml:7: methods[0].backbone: the trunk input 1x28x28"),
+    "conv trunk on vector-only data": (
+        GOOD + "backbone:\n  kind: conv\n",
+        "spec.yaml:9: backbone.input: every task of 'synthetic_vector' is a vector, so a conv trunk needs input: "
+        "{channels: C, size: S} (or kind: mlp)"),
     "duplicate key": (
         GOOD + "training:\n  iterations: 9\n",
         "spec.yaml:9: duplicate key 'training' (first at line 7)"),
@@ -125,3 +143,14 @@ def test_good_spec_validates(write_spec):
     result = runner.invoke(app, ["validate", str(write_spec(GOOD))])
     assert result.exit_code == 0, result.output
     assert "ok" in result.output
+
+
+def test_train_refuses_the_default_backbone_on_28x28_images_before_any_work(write_spec, tmp_path):
+    """A new user's first image spec: `train` must stop at the shape check (exit 2, one line, nothing
+    written), not die in the middle with a traceback."""
+    path = write_spec(GOOD.replace("dataset: synthetic_vector", "dataset: synthetic_image")
+                      .replace("{input_dim: 16, n_examples: 200}", "{per_class: 10}"))
+    result = runner.invoke(app, ["train", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "spec.yaml:3: backbone: the trunk input 1x28x28" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mtlbench.taan import activation
+from mtlbench.taan import eager
 from mtlbench.taan import (AdaptiveActivation, adaptive_activation, apl, bucket_index,
                            naive_adaptive_activation, uniform_grid)
 
@@ -71,8 +71,8 @@ def test_chunks_cutting_rows_and_tasks_change_nothing(monkeypatch):
     b = torch.linspace(-2, 2, 8, dtype=F64)
     segs, g_out = [(2, 11), (0, 9), (1, 10)], torch.randn(30, 7, generator=gen(12), dtype=F64)
     whole = grads(lambda *a: adaptive_activation(*a, grid=uniform_grid(b)), z, alpha, b, segs, g_out)
-    monkeypatch.setattr(activation, "CHUNK_ELEMENTS", 20)  # 2 rows of 7 per chunk
-    assert len(activation.row_chunks(30, 7)) == 15
+    monkeypatch.setattr(eager, "CHUNK_ELEMENTS", 20)  # 2 rows of 7 per chunk
+    assert len(eager.row_chunks(30, 7)) == 15
     chunked = grads(lambda *a: adaptive_activation(*a, grid=uniform_grid(b)), z, alpha, b, segs, g_out)
     for w, c in zip(whole, chunked):
         torch.testing.assert_close(c, w, rtol=1e-13, atol=1e-13)

@@ -60,6 +60,11 @@ def test_timing_reports_what_the_clock_saw(virtual_clock, write_spec, tmp_path):
     assert rows["Slow"]["ratio_train"] == 3.0 and rows["Slow"]["ratio_infer"] == 3.0
     assert rows["Slow"]["data_s"] == 0.0  # drawing batches runs no forward pass
     assert "Slow,300.000,300.000-300.000,300.000,300.000-300.000,0.000,3.00x,3.00x" in result.output
+    assert record["n_tasks"] == 5 and record["batch_per_task"] == 32 and record["threads"] == 1
+    # the provenance of a result record; no device memory to report on the CPU
+    assert record["device"] == "cpu" and record["device_name"] and record["amp"] == "none"
+    assert set(record["env"]) >= {"git", "versions", "torch_threads", "device"} and record["env"]["versions"]["torch"]
+    assert all(r["train_peak_mb"] is None for r in rows.values())
 
 
 def test_ratios_are_medians_of_per_block_ratios():
@@ -73,3 +78,33 @@ def test_timing_refuses_an_unknown_reference(write_spec, tmp_path):
     spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")))
     result = runner.invoke(app, ["timing", str(spec), "--vs", "hard_shar"])
     assert result.exit_code == 2 and "--vs: unknown method 'hard_shar'; did you mean 'hard_share'?" in result.output
+
+
+def test_timing_vs_stl_on_mixed_inputs(write_spec, tmp_path):
+    """`--vs stl` adds STL as the reference (the MTAL tower baselines are measured against it)."""
+    spec = write_spec(f"""
+name: towers
+data:
+  dataset: synthetic_image
+  options: {{n_groups: 1, tasks_per_group: 1, outlier: true, image_size: 12, size_step: 4, per_class: 10, n_classes: 3}}
+backbone: {{kind: vgg, stages: [[4], [8]], dense: [8]}}
+methods:
+  - {{name: hard_share, label: Multi-task}}
+  - {{name: nddr, label: NDDR-CNN}}
+training: {{batch_per_task: 8, threads: 1}}
+output: {{dir: {tmp_path / "runs"}}}
+""")
+    result = runner.invoke(app, ["timing", str(spec), "--vs", "stl", "--iterations", "2", "--blocks", "1",
+                                 "--warmup", "1", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "runs" / "towers" / "timing.json").read_text())
+    rows = {r["row"]: r for r in record["results"]}
+    assert set(rows) == {"STL", "Multi-task", "NDDR-CNN"} and record["reference"] == "STL"
+    assert "train / STL" in result.output and all(rows[r]["ratio_train"] > 0 for r in ("Multi-task", "NDDR-CNN"))
+
+
+def test_timing_times_the_mixed_precision_step(write_spec, tmp_path):
+    spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("threads: 1", "threads: 1\n  amp: bf16"))
+    result = runner.invoke(app, ["timing", str(spec), "--iterations", "1", "--blocks", "1", "--warmup", "0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "runs" / "tiny" / "timing.json").read_text())["amp"] == "bf16"

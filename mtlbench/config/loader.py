@@ -4,8 +4,9 @@ Problems are collected, not raised one by one, so a user fixes a spec in one pas
 text, YAML syntax and duplicate keys; the RunSpec schema (unknown keys with "did you mean"); the paper table,
 ``output.dir`` and, when data are checked, the device; registered dataset and method names; each dataset's
 and method's own options; the prepared data (checksums, and the manifest against its shards); whether each
-method can run on the dataset (``MTLMethod.check``) and its network fits the inputs (built on the meta device);
-the metrics named. Nothing is trained before all of them pass.
+method's backbone fits the tasks (every layer's output shape, for the trunk input every task reaches through
+its stem); whether each method can run on the dataset (``MTLMethod.check``); the metrics named. Nothing is
+trained before all of them pass.
 """
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from mtlbench.config.schema import RunSpec
 from mtlbench.data.base import DataInfo, DatasetSource
 from mtlbench.errors import MTLBenchError, SpecError
 from mtlbench.methods.base import MethodParams, MTLMethod
+from mtlbench.methods.plan import backbone_problems
 from mtlbench.metrics import get_metric
 from mtlbench.registry import DATASETS, METHODS, UnknownNameError
+from mtlbench.training.distributed import env_world
 
 Loc = tuple[Any, ...]
 
@@ -131,8 +134,10 @@ class Problems:
     def __init__(self, file: Path, lines: dict[Loc, int]):
         self.file, self.lines, self.items = file, lines, []
 
-    def add(self, loc: Loc, message: str) -> None:
-        line = next((self.lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in self.lines), 1)
+    def add(self, loc: Loc, message: str, line_at: Loc | None = None) -> None:
+        """One problem at field ``loc``, on the line of ``line_at`` (default: ``loc``, or its nearest parent)."""
+        at = loc if line_at is None else line_at
+        line = next((self.lines[at[:i]] for i in range(len(at), -1, -1) if at[:i] in self.lines), 1)
         self.items.append(f"{self.file}:{line}: {dotted(loc) or '(top level)'}: {message}")
 
     def add_validation(self, err: ValidationError, prefix: Loc, model: type[BaseModel]) -> None:
@@ -196,8 +201,8 @@ def load_spec(path: str | Path, check_data: bool = True) -> ResolvedSpec:
     methods = [m for i, entry in enumerate(spec.methods) if (m := resolve_method(i, entry, problems))]
     if info is not None:
         check_methods(spec, methods, info, problems)
-        check_backbones(spec, methods, info, problems)
     check_metrics(spec, info, problems)
+    check_data_parallel(spec, methods, problems)
     if problems.items:
         raise SpecError(problems.items)
     return ResolvedSpec(spec, path, dataset, options, methods, info)
@@ -249,14 +254,35 @@ def resolve_method(i: int, entry, problems: Problems) -> ResolvedMethod | None:
 
 
 def check_methods(spec: RunSpec, methods: list[ResolvedMethod], info: DataInfo, problems: Problems) -> None:
+    reported: set = set()
     for m in methods:
         i = spec.methods.index(m.entry)
+        if not m.cls.raw_inputs and not backbone_fits(spec, i, info, problems, reported):
+            continue
         # a `{seed}` option is checked once per seed (each seed may name its own checkpoint)
         variants = dict.fromkeys(m.params_for(seed).model_dump_json() for seed in spec.seeds)
         reasons = [r for v in variants for r in m.cls.check(info, spec.backbone_for(m.entry),
                                                              type(m.params).model_validate_json(v))]
         for reason in dict.fromkeys(reasons):
             problems.add(("methods", i, "name"), reason)
+
+
+def backbone_fits(spec: RunSpec, i: int, info: DataInfo, problems: Problems, reported: set) -> bool:
+    """Report (once per backbone) why method ``i``'s backbone does not fit the tasks; the line is the
+    method's backbone override, the spec's ``backbone`` key, or -- for the default backbone -- the dataset."""
+    entry = spec.methods[i]
+    errors = backbone_problems(info, spec.backbone_for(entry))
+    base: Loc = ("methods", i, "backbone") if entry.backbone else ("backbone",)
+    for e in errors:
+        if (base, e.message) in reported:
+            continue
+        reported.add((base, e.message))
+        if base in problems.lines:
+            problems.add(base + e.field, e.message)
+        else:
+            problems.add(base + e.field, e.message + " (the default backbone: the spec has no backbone key)",
+                         line_at=("data", "dataset"))
+    return not errors
 
 
 def check_metrics(spec: RunSpec, info: DataInfo | None, problems: Problems) -> None:
@@ -296,21 +322,16 @@ def check_device(spec: RunSpec, problems: Problems) -> None:
                                              f"{torch.cuda.device_count()} CUDA device(s)")
 
 
-def check_backbones(spec: RunSpec, methods: list[ResolvedMethod], info: DataInfo, problems: Problems) -> None:
-    """Build each method's trunk for every input shape on the meta device (no memory, no time), so that a
-    network that does not fit the inputs (e.g. more pooling stages than the images allow) is refused here
-    rather than when its run starts."""
-    import torch
-
-    from mtlbench.methods.backbone import build_trunk
-    shapes = list(dict.fromkeys(t.input_shape for t in info.tasks))
-    backbones = {("methods", spec.methods.index(m.entry), "backbone") if m.entry.backbone is not None
-                 else ("backbone",): spec.backbone_for(m.entry) for m in methods}
-    for where, backbone in backbones.items():
-        for shape in shapes:
-            try:
-                with torch.device("meta"):
-                    build_trunk(shape, backbone)
-            except ValueError as e:
-                problems.add(where, str(e))
-                break
+def check_data_parallel(spec: RunSpec, methods: list[ResolvedMethod], problems: Problems) -> None:
+    """Under torchrun (several processes): every method must train by steps, and every rank needs a row."""
+    world = env_world()
+    if world == 1:
+        return
+    for m in methods:
+        if m.cls.closed_form:
+            problems.add(("methods", spec.methods.index(m.entry), "name"),
+                         f"{m.entry.name} is fitted in closed form (one fit, no steps) and cannot be split across "
+                         f"the {world} processes torchrun started; run it without torchrun")
+    if spec.training.batch_per_task < world:
+        problems.add(("training", "batch_per_task"), f"{spec.training.batch_per_task} row(s) per task cannot be "
+                     f"split across the {world} processes torchrun started (at least one row each)")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mtlbench.launch.settings import LauncherSpec
 from mtlbench.methods.backbone import BackboneSpec
 
 
@@ -70,6 +71,11 @@ class TrainingSpec(Strict):
         default=None, ge=1, description="iterations between saves of the resumable training state "
                                         "(default: eval_every); a killed run resumes from the last save")
     deterministic: bool = True
+    amp: Literal["none", "bf16", "fp16"] = Field(
+        default="none", description="mixed precision: autocast to bfloat16 or float16 (fp16 with a loss scaler)")
+    sync_batchnorm: bool = Field(
+        default=False, description="data-parallel runs (torchrun): BatchNorm statistics over the global batch "
+                                   "instead of each rank's slice")
 
 
 class EvaluationSpec(Strict):
@@ -115,6 +121,8 @@ class RunSpec(Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     seeds: list[int] = Field(default=[0], min_length=1)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    launcher: LauncherSpec = Field(default_factory=LauncherSpec, description="how the cells run: in process, "
+                                   "as local processes or as Slurm jobs (mtlbench.launch.settings)")
     check: CheckSpec = Field(default_factory=CheckSpec, description="tolerances of `mtlbench check`")
 
     @field_validator("methods")

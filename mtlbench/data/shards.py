@@ -16,8 +16,10 @@ finished shards; a different request (other sources, seed or options) starts the
 Integrity on reading, in three layers: HDF5 checks every chunk's fletcher32 and every metadata block's
 checksum whenever it reads them; ``load`` checks each shard's whole-file CRC32C against the manifest (fast:
 hardware CRC, ~10 ms for YouTube-8M's 115 MB); ``check_path`` (what ``validate`` runs) and
-``mtlbench prepare verify`` check each shard's sha256. The manifest itself is sealed (``manifest.sha256``,
-written last) and checked against its shards (``manifest_check.py``), so a hand-edited manifest is refused.
+``mtlbench prepare verify`` check each shard's sha256. A shard that passed once and has not changed since is
+not hashed again by ``load`` or ``check_path`` (verified.py); ``prepare verify`` always hashes. The manifest
+itself is sealed (``manifest.sha256``, written last) and checked against its shards (``manifest_check.py``), so
+a hand-edited manifest is refused.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import h5py
 import numpy as np
 
 from mtlbench.data.manifest_check import check_against_shards, check_consistency, check_seal, write_seal
+from mtlbench.data.verified import VerifiedShards
 from mtlbench.errors import DataError, InputError
 
 FORMAT = "mtlbench-prepared"
@@ -278,19 +281,30 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def verify_shards(path: Path, manifest: dict[str, Any], check: Check = "sha256") -> None:
-    """Every shard the manifest lists exists with its recorded size and (``check``) CRC32C or sha256."""
-    for entry in manifest["shards"]:
-        p = Path(path) / entry["file"]
-        if not p.exists():
-            raise DataError(f"{p}: shard listed in the manifest is missing; re-run prepare with --force")
-        if p.stat().st_size != entry["bytes"]:
-            raise DataError(f"{p}: shard is {p.stat().st_size} bytes, the manifest says {entry['bytes']} "
-                            f"(truncated or replaced); re-run prepare with --force")
-        if check == "sha256" and sha256_file(p) != entry["sha256"]:
-            raise DataError(f"{p}: shard sha256 does not match the manifest (corrupt); re-run prepare with --force")
-        if check == "crc32c" and crc32c_file(p) != entry["crc32c"]:
-            raise DataError(f"{p}: shard CRC32C does not match the manifest (corrupt); re-run prepare with --force")
+def verify_shards(path: Path, manifest: dict[str, Any], check: Check = "sha256", remember: bool = True) -> None:
+    """Every shard the manifest lists exists with its recorded size and (``check``) CRC32C or sha256. With
+    ``remember``, a shard whose checksum already passed and that has not changed since is not hashed again
+    (verified.py says how that is known)."""
+    memory = VerifiedShards.of(Path(path), MANIFEST) if remember and check != "size" else None
+    try:
+        for entry in manifest["shards"]:
+            p = Path(path) / entry["file"]
+            if not p.exists():
+                raise DataError(f"{p}: shard listed in the manifest is missing; re-run prepare with --force")
+            if p.stat().st_size != entry["bytes"]:
+                raise DataError(f"{p}: shard is {p.stat().st_size} bytes, the manifest says {entry['bytes']} "
+                                f"(truncated or replaced); re-run prepare with --force")
+            if check == "size" or (memory is not None and memory.passed(p, check)):
+                continue
+            if check == "sha256" and sha256_file(p) != entry["sha256"]:
+                raise DataError(f"{p}: shard sha256 does not match the manifest (corrupt); re-run prepare with --force")
+            if check == "crc32c" and crc32c_file(p) != entry["crc32c"]:
+                raise DataError(f"{p}: shard CRC32C does not match the manifest (corrupt); re-run prepare with --force")
+            if memory is not None:
+                memory.add(p, check)
+    finally:  # what passed before a failure is remembered too
+        if memory is not None:
+            memory.save()
 
 
 def start_verification(path: Path, manifest: dict[str, Any], check: Check) -> Callable[[], None]:
@@ -335,7 +349,7 @@ def verify_prepared(path: Path) -> dict[str, Any]:
     """The most thorough check: manifest, sha256 of every shard, and every dataset of every shard read in
     full (so HDF5 verifies each chunk's fletcher32). Returns the manifest."""
     manifest = read_manifest(Path(path))
-    verify_shards(Path(path), manifest, "sha256")
+    verify_shards(Path(path), manifest, "sha256", remember=False)
     check_against_shards(Path(path), manifest, Path(path) / MANIFEST)
     for entry in manifest["shards"]:
         file = Path(path) / entry["file"]

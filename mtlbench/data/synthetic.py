@@ -127,6 +127,15 @@ class SyntheticVector(DatasetSource):
     description = "generated, YouTube-8M shapes: 1152-d shared inputs, multi-label tasks in planted groups"
 
     @classmethod
+    def describe(cls, options: SyntheticVectorOptions, split_seed: int, path: Path | None = None) -> DataInfo:
+        """The task list without generating the examples (what `validate` needs)."""
+        names, _, meta = task_layout(options)
+        tasks = [TaskInfo(n, c, "multilabel", (options.input_dim,))
+                 for n, c in zip(names, class_counts(options, len(names)))]
+        return DataInfo("synthetic_vector", tasks, "shared", "map@10", meta,
+                        options_checksum("synthetic_vector", options, split_seed))
+
+    @classmethod
     def load(cls, options: SyntheticVectorOptions, split_seed: int, path: Path | None = None) -> MTLData:
         o = options
         gen = torch.Generator().manual_seed(o.data_seed)
@@ -142,9 +151,7 @@ class SyntheticVector(DatasetSource):
         targets = [multilabel_targets(apply_nonlinearity(n, u) @ w.T, o.positive_rate) for n, w in zip(nonlin, weights)]
         ids = split_ids(o.n_examples, split_seed)
         splits = {s: [shared_split(x, targets[t], member[:, t], ids[s]) for t in range(len(names))] for s in SPLITS}
-        tasks = [TaskInfo(n, len(w), "multilabel", (o.input_dim,)) for n, w in zip(names, weights)]
-        info = DataInfo("synthetic_vector", tasks, "shared", "map@10", meta, options_checksum("synthetic_vector", o, split_seed))
-        return MTLData(info, splits)
+        return MTLData(cls.describe(o, split_seed), splits)
 
 
 def multilabel_targets(scores: torch.Tensor, positive_rate: float) -> torch.Tensor:
@@ -167,6 +174,16 @@ class SyntheticImage(DatasetSource):
     description = "generated, Omniglot-like: per-task 1xSxS images, multi-class tasks in planted groups"
 
     @classmethod
+    def describe(cls, options: SyntheticImageOptions, split_seed: int, path: Path | None = None) -> DataInfo:
+        """The task list without generating the examples (what `validate` needs)."""
+        names, _, meta = task_layout(options)
+        sizes = [options.image_size + t * options.size_step for t in range(len(names))]
+        tasks = [TaskInfo(n, c, "multiclass", (1, s, s))
+                 for n, s, c in zip(names, sizes, class_counts(options, len(names)))]
+        return DataInfo("synthetic_image", tasks, "per_task", "accuracy", meta,
+                        options_checksum("synthetic_image", options, split_seed))
+
+    @classmethod
     def load(cls, options: SyntheticImageOptions, split_seed: int, path: Path | None = None) -> MTLData:
         o = options
         gen = torch.Generator().manual_seed(o.data_seed)
@@ -184,10 +201,7 @@ class SyntheticImage(DatasetSource):
             ids = split_ids(len(y), split_seed + 7919 * t)  # a different permutation per task, all seeded
             for s in SPLITS:
                 splits[s].append(TaskSplit(x[ids[s]], y[ids[s]]))
-        sizes = [o.image_size + t * o.size_step for t in range(len(names))]
-        tasks = [TaskInfo(n, len(w), "multiclass", (1, s, s)) for n, s, w in zip(names, sizes, weights)]
-        info = DataInfo("synthetic_image", tasks, "per_task", "accuracy", meta, options_checksum("synthetic_image", o, split_seed))
-        return MTLData(info, splits)
+        return MTLData(cls.describe(o, split_seed), splits)
 
 
 def smooth_patterns(n: int, size: int, gen: torch.Generator) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""Pieces the baseline methods share: per-task copies of backbone blocks, running a slice of a trunk, row
-segments of a concatenated batch, the ``fidelity: taan_code`` switch and STL-checkpoint loading.
+"""Pieces the baseline methods share: per-task copies of backbone blocks, row segments of a concatenated batch,
+the ``fidelity: taan_code`` switch and STL-checkpoint loading.
 
 (The leading underscore keeps the registry's discovery from importing this as a method module.)
 """
@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Literal, Sequence, Union
 
 import torch
 from torch import nn
 
 from mtlbench.data.base import DataInfo
-from mtlbench.methods.backbone import BackboneSpec, Block, Segments, init_shared
+from mtlbench.methods.backbone import BackboneSpec, Segments, init_shared
+from mtlbench.methods.plan import Plan, PlanError, plan_for
 
 
 # -- option handling ------------------------------------------------------------------------------------------
@@ -25,21 +26,7 @@ def apply_fidelity(data: Any, taan_code_defaults: dict[str, Any]) -> Any:
     return data
 
 
-# -- compatibility checks (each returns one line per problem) --------------------------------------------------
-def same_input_problems(info: DataInfo, method: str, why: str) -> list[str]:
-    if info.same_input_shape:
-        return []
-    shapes = sorted({t.input_shape for t in info.tasks})
-    return [f"{method} {why}, so every task needs the same input shape (dataset {info.name!r} has {shapes})"]
-
-
-def mixed_kind_problems(info: DataInfo, method: str) -> list[str]:
-    if len(info.input_kinds) <= 1:
-        return []
-    return [f"{method} needs all tasks to be vectors or all images (dataset {info.name!r} mixes "
-            f"{sorted(info.input_kinds)})"]
-
-
+# -- refusals ----------------------------------------------------------------------------------------------------
 def raise_if_refused(cls: Any, info: DataInfo, backbone: BackboneSpec, params: Any) -> None:
     """Constructors call this so that a method built without `validate` fails with the same lines."""
     from mtlbench.errors import SpecError
@@ -47,6 +34,37 @@ def raise_if_refused(cls: Any, info: DataInfo, backbone: BackboneSpec, params: A
     problems = cls.check(info, backbone, params)
     if problems:
         raise SpecError(problems)
+
+
+# -- fuse positions (Cross-Stitch, NDDR) ------------------------------------------------------------------------
+# stages: every stage end (every layer of the mlp and conv kinds, the pooling stages of vgg); all: every layer;
+# or a list of layer indices / names (fc1, conv3_3)
+Positions = Union[Literal["stages", "all"], list[Union[int, str]]]
+
+
+def resolve_positions(plan: Plan, positions: Positions) -> list[int]:
+    """Layer indices after which a unit sits (unknown entries are left out; ``position_problems`` names them)."""
+    if positions == "stages":
+        return plan.stage_ends()
+    if positions == "all":
+        return [layer.index for layer in plan.layers]
+    found = [plan.index_of(p) if isinstance(p, str) else p for p in positions]
+    return sorted({i for i in found if i is not None and 0 <= i < len(plan.layers)})
+
+
+def position_problems(info: DataInfo, backbone: BackboneSpec, positions: Positions, method: str) -> list[str]:
+    try:
+        plan = plan_for(info, backbone)
+    except PlanError:
+        return []  # the backbone's own problem is reported once, by validate
+    if isinstance(positions, str):
+        return []
+    n = len(plan.layers)
+    bad = [p for p in positions if (plan.index_of(p) if isinstance(p, str) else p) not in range(n)]
+    if bad:
+        names = ", ".join(layer.name for layer in plan.layers)
+        return [f"{method}: positions {bad} are not layers of this backbone (indices 0..{n - 1} or names {names})"]
+    return []
 
 
 # -- blocks ---------------------------------------------------------------------------------------------------
@@ -58,19 +76,6 @@ def fresh_copy(module: nn.Module) -> nn.Module:
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             m.reset_parameters()
     return clone
-
-
-def run_blocks(blocks: Iterable[Block], x: torch.Tensor, first: int, flatten_at: int, n_blocks: int,
-               segments: Segments | None) -> torch.Tensor:
-    """Apply blocks numbered ``first, first+1, ...`` of a trunk with ``n_blocks`` blocks whose conv part ends
-    at ``flatten_at`` -- the same flattening as ``Trunk.forward`` but for any slice of the trunk."""
-    blocks = list(blocks)
-    for i, block in enumerate(blocks, start=first):
-        if i == flatten_at:
-            x = x.flatten(1)
-        x = block(x, segments)
-    ends_trunk = first + len(blocks) == n_blocks
-    return x.flatten(1) if ends_trunk and flatten_at >= n_blocks else x
 
 
 def segments_of(xs: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
@@ -93,6 +98,13 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict):
         raise ValueError("not a state_dict")
     return obj
+
+
+def load_stl_towers(model: nn.Module, path: str) -> None:
+    """Stems, trunks and heads of an ``stl`` checkpoint into a model whose towers use STL's key names."""
+    state = load_state(path)
+    model.load_state_dict({k: v for k, v in state.items() if k.startswith(("stems.", "trunks.", "heads."))},
+                          strict=False)
 
 
 def stl_shapes(info: DataInfo, backbone: BackboneSpec) -> dict[str, torch.Size]:

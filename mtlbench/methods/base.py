@@ -1,8 +1,15 @@
 """The contract every MTL method satisfies. The trainer only ever calls what is here -- it never looks at a
 method's name -- so a new method is one new file: subclass ``MTLMethod``, declare a ``Params`` model,
-decorate with ``@METHODS.register("name")``."""
+decorate with ``@METHODS.register("name")``.
+
+The base class owns what every method shares: the layer plan of its backbone (``self.plan``, shapes checked
+when it is built) and one stem per task that maps the task's input to the trunk's input shape
+(``self.stems``; the identity where a task's input already has it). A method implements ``forward_one`` (and,
+to run all tasks at once, ``forward_all``) on inputs that have been through their stems.
+"""
 from __future__ import annotations
 
+import fnmatch
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -11,6 +18,8 @@ from torch import nn
 
 from mtlbench.data.base import DataInfo, TaskSplit
 from mtlbench.methods.backbone import BackboneSpec
+from mtlbench.methods.plan import plan_for
+from mtlbench.methods.stems import build_stems
 
 
 class MethodParams(BaseModel):
@@ -25,19 +34,36 @@ class MTLMethod(nn.Module):
     # True for a method trained by one closed-form ``fit`` instead of optimizer steps: the trainer then calls
     # fit once (no optimizer, no step loop, the fitted model is the selected one) and evaluates as usual.
     closed_form: ClassVar[bool] = False
+    # True for a method that reads every task's raw input and builds no trunk (a shallow method such as a
+    # discriminant analysis on flattened inputs): no layer plan, identity stems, the backbone is not checked.
+    raw_inputs: ClassVar[bool] = False
 
     def __init__(self, info: DataInfo, backbone: BackboneSpec, params: MethodParams):
         super().__init__()
         self.info, self.backbone_spec, self.params = info, backbone, params
+        if self.raw_inputs:
+            self.plan, self.stems = None, nn.ModuleList(nn.Identity() for _ in info.tasks)
+        else:
+            self.plan = plan_for(info, backbone)  # raises PlanError (one line) when the backbone does not fit
+            self.stems = build_stems(info, self.plan.input_shape, backbone.resize)
 
     # -- what the trainer calls ---------------------------------------------------------------------------
     def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """One input batch per task, in task order -> one logit matrix per task. Methods whose layers are
-        shared override this to run all tasks' rows through each shared layer in one call."""
-        return [self.forward_task(x, t) for t, x in enumerate(xs)]
+        """One input batch per task, in task order -> one logit matrix per task."""
+        return self.forward_all([stem(x) for stem, x in zip(self.stems, xs)])
 
     def forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
         """Logits of one task for one batch (used at evaluation time)."""
+        return self.forward_one(self.stems[task](x), task)
+
+    # -- what a method implements, on inputs already through their stems -----------------------------------
+    def forward_all(self, hs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Every task's batch -> every task's logits. Methods whose layers are shared override this to run all
+        tasks' rows through each shared layer in one call."""
+        return [self.forward_one(h, t) for t, h in enumerate(hs)]
+
+    def forward_one(self, h: torch.Tensor, task: int) -> torch.Tensor:
+        """One task's logits for its batch after its stem (the raw batch for ``raw_inputs`` methods)."""
         raise NotImplementedError
 
     def regularizer(self) -> torch.Tensor | None:
@@ -60,10 +86,20 @@ class MTLMethod(nn.Module):
         """Method-specific facts stored in the result record (chosen ranks, task-distance matrices...)."""
         return {}
 
+    def gradient_exempt(self) -> dict[str, str]:
+        """Parameter-name patterns (fnmatch) that may get no gradient, or an all-zero one, in a training step,
+        each with the reason (e.g. a pair weight whose pair shares no kernel in that step). Every other
+        parameter must get a non-zero gradient from a step over all tasks (tests check it)."""
+        return {}
+
+    def is_gradient_exempt(self, name: str) -> bool:
+        return any(fnmatch.fnmatch(name, pattern) for pattern in self.gradient_exempt())
+
     # -- what `validate` calls before anything is built ------------------------------------------------------
     @classmethod
     def check(cls, info: DataInfo, backbone: BackboneSpec, params: MethodParams) -> list[str]:
-        """Reasons this method cannot run on this dataset with these options (empty when it can)."""
+        """Reasons this method cannot run on this dataset with these options (empty when it can). The backbone's
+        shapes are checked before this (``plan.backbone_problems``)."""
         return []
 
 
@@ -71,18 +107,13 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def needs_same_input_shape(info: DataInfo, method: str) -> list[str]:
-    if info.same_input_shape:
-        return []
-    shapes = sorted({t.input_shape for t in info.tasks})
-    return [f"{method} shares its first layer across tasks, so every task needs the same input shape "
-            f"(dataset {info.name!r} has {shapes}); use a per-task-stem method such as stl"]
-
-
 def parameter_counts(model: nn.Module) -> dict[str, int]:
-    """Trainable parameters, frozen parameters, and buffer entries (BatchNorm statistics, MRN precisions):
-    papers differ in which of these their "# of params" includes, so all three are reported."""
+    """Trainable parameters (stems included), of them the per-task stems', frozen parameters, and buffer
+    entries (BatchNorm statistics, MRN precisions): papers differ in which of these their "# of params"
+    includes, so all are reported."""
     params = list(model.parameters())
+    stems = getattr(model, "stems", None)
     return {"trainable": sum(p.numel() for p in params if p.requires_grad),
+            "stems": count_parameters(stems) if isinstance(stems, nn.Module) else 0,
             "frozen": sum(p.numel() for p in params if not p.requires_grad),
             "buffers": sum(b.numel() for b in model.buffers())}

@@ -30,7 +30,11 @@ as in the paper | ``none``), ``bias_init`` (``zeros`` | ``ones``) for random ini
 ``fidelity: taan_code`` = yingrliu/TAAN-MTL ``DMTRL_Linear``: random 0.01 N(0, 1) tensors, LAF rank 5,
 Tucker/TT relative error 0.5 by the interpolative rule, no nonlinearity between the layers, biases = 1.
 
-Chosen ranks, parameter counts (factor and total) and the initial reconstruction error are in ``summary()``.
+Chosen ranks, parameter counts (factor and total) and the initial reconstruction error are in ``summary()``,
+per named layer (fc1, conv2_1, ...). The layers run through the backbone's layer plan like every other
+method's (``run_towers`` with the factorised weights), with the backbone's BatchNorm, pooling and the activation
+chosen by ``activation``. Tasks with other input shapes reach the task-specific layers through their stems
+(with ``init: stl`` the STL run's stems are taken too).
 Known limits: with ``rank_rule: spectral`` or ``interpolative`` the tolerance holds per SVD, not for the whole
 tensor. BatchNorm (conv backbone) is per task. The TAAN code rebuilds the tensor once per task per iteration;
 here it is once per iteration (same values, T times less work).
@@ -43,15 +47,14 @@ from pathlib import Path
 from typing import ClassVar, Literal, Sequence
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from mtlbench.methods._common import (apply_fidelity, load_state, mixed_kind_problems, raise_if_refused,
-                                      same_input_problems, stl_checkpoint_problems)
+from mtlbench.methods._common import apply_fidelity, load_state, raise_if_refused, stl_checkpoint_problems
 from mtlbench.methods._tensor_factors import FACTORISATIONS
-from mtlbench.methods.backbone import build_trunk, make_heads
+from mtlbench.methods.backbone import ActFactory, NoActivation, make_heads, relu_factory
 from mtlbench.methods.base import MethodParams, MTLMethod, count_parameters
+from mtlbench.methods.plan import Layer, Trunk, plan_for, run_towers
 from mtlbench.registry import METHODS
 
 log = logging.getLogger(__name__)
@@ -86,21 +89,21 @@ class LAFParams(DMTRLParams):
         return {**super().taan_code_defaults(), "eps_or_k": 5}
 
 
-class LayerShape:
-    """What a backbone block looks like from DMTRL's side: dense or conv, weight shape, pooling."""
+def stacked_shape(layer: Layer) -> tuple[int, ...]:
+    """One task's weight in the stacked layout: dense [in, out], conv [kH, kW, C_in, C_out]."""
+    if layer.kind == "conv":
+        return (layer.kernel_size, layer.kernel_size, layer.in_shape[0], layer.width)
+    return (layer.in_shape[0], layer.width)
 
-    def __init__(self, block: nn.Module):
-        affine = block.affine
-        self.conv = isinstance(affine, nn.Conv2d)
-        self.padding = affine.padding if self.conv else 0
-        self.out = affine.out_channels if self.conv else affine.out_features
-        self.fan_in = affine.weight[0].numel()
-        w = affine.weight
-        self.shape = tuple(w.permute(2, 3, 1, 0).shape) if self.conv else tuple(w.T.shape)
 
-    def stack_layout(self, w: torch.Tensor) -> torch.Tensor:
-        """A torch weight ([out, in] or [out, in, kh, kw]) in the stacked layout ([in, out] / [kh, kw, in, out])."""
-        return w.permute(2, 3, 1, 0) if self.conv else w.T
+def to_stacked(layer: Layer, w: torch.Tensor) -> torch.Tensor:
+    """A torch weight ([out, in] or [out, in, kh, kw]) in the stacked layout."""
+    return w.permute(2, 3, 1, 0) if layer.kind == "conv" else w.T
+
+
+def to_torch(layer: Layer, w: torch.Tensor) -> torch.Tensor:
+    """One task's slice of the stacked tensor in torch's layout (the inverse of ``to_stacked``)."""
+    return w.permute(3, 2, 0, 1) if layer.kind == "conv" else w.T
 
 
 class DMTRL(MTLMethod):
@@ -126,86 +129,79 @@ class DMTRL(MTLMethod):
     def __init__(self, info, backbone, params: DMTRLParams):
         super().__init__(info, backbone, params)
         raise_if_refused(type(self), info, backbone, params)
-        with torch.device("meta"):  # only the layer shapes are needed
-            trunk = build_trunk(info.tasks[0].input_shape, backbone)
-        self.layer_shapes = [LayerShape(b) for b in trunk.blocks]
-        self.flatten_at = trunk.flatten_at
         self.init_used = "stl" if params.init == "stl" or checkpoint_exists(params) else "random"
         stl = load_state(params.stl_checkpoint) if self.init_used == "stl" else None
         if stl is None:
             log.warning(RANDOM_WARNING)
-        self._build(trunk, stl)
+        self._build(stl)
+
+    def activation_factory(self) -> ActFactory:
+        return relu_factory if self.params.activation == "relu" else (lambda layer, width: NoActivation())
 
     # -- construction ---------------------------------------------------------------------------------------
-    def _build(self, trunk, stl: dict | None) -> None:
-        T, spec = self.info.n_tasks, self.backbone_spec
+    def _build(self, stl: dict | None) -> None:
+        T, layers = self.info.n_tasks, self.plan.layers
         build = FACTORISATIONS[self.factorisation]
-        stacks = [self._initial_stack(i, ls, stl) for i, ls in enumerate(self.layer_shapes)]
+        stacks = [self._initial_stack(layer, stl) for layer in layers]
         self.tensors = nn.ModuleList(build(w, self.params.eps_or_k, self.params.rank_rule) for w in stacks)
         with torch.no_grad():
             self.init_error = [float((f.full().double() - w).norm() / w.norm())
                                for f, w in zip(self.tensors, stacks)]
-        self.biases = nn.ParameterList(nn.Parameter(self._initial_bias(i, ls, stl))
-                                       for i, ls in enumerate(self.layer_shapes))
-        self.norms = nn.ModuleList(
-            nn.ModuleList(_fresh(block.norm) for _ in range(T)) for block in trunk.blocks)
-        self.pools = nn.ModuleList(_fresh(block.pool) for block in trunk.blocks)
-        self.drop = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
-        self.heads = make_heads(trunk.out_features, self.info.tasks)
+        # per task: the layers' biases, BatchNorm, activation, pooling; the weights are the factorised tensors
+        self.towers = nn.ModuleList(Trunk(self.plan, self.activation_factory(), weighted=False) for _ in range(T))
+        with torch.no_grad():
+            for layer in layers:
+                bias = self._initial_bias(layer, stl)
+                for t, tower in enumerate(self.towers):
+                    tower.blocks[layer.index].affine.bias.copy_(bias[t])
+        self.heads = make_heads(self.plan.out_features, self.info.tasks)
         if stl is not None:
             self._copy_from_stl(stl)
 
-    def _initial_stack(self, i: int, ls: LayerShape, stl: dict | None) -> torch.Tensor:
-        T = self.info.n_tasks
+    def _initial_stack(self, layer: Layer, stl: dict | None) -> torch.Tensor:
+        T, i = self.info.n_tasks, layer.index
         if stl is not None:
-            ws = [ls.stack_layout(stl[f"trunks.{t}.blocks.{i}.affine.weight"]) for t in range(T)]
+            ws = [to_stacked(layer, stl[f"trunks.{t}.blocks.{i}.affine.weight"]) for t in range(T)]
             return torch.stack(ws, dim=-1).double()
-        std = self.params.random_std or math.sqrt(2.0 / ls.fan_in)
-        return torch.randn(*ls.shape, T, dtype=torch.float64) * std
+        shape = stacked_shape(layer)
+        std = self.params.random_std or math.sqrt(2.0 / math.prod(shape[:-1]))
+        return torch.randn(*shape, T, dtype=torch.float64) * std
 
-    def _initial_bias(self, i: int, ls: LayerShape, stl: dict | None) -> torch.Tensor:
-        T = self.info.n_tasks
+    def _initial_bias(self, layer: Layer, stl: dict | None) -> torch.Tensor:
+        T, i = self.info.n_tasks, layer.index
         if stl is not None:
             return torch.stack([stl[f"trunks.{t}.blocks.{i}.affine.bias"] for t in range(T)]).float()
         fill = 1.0 if self.params.bias_init == "ones" else 0.0
-        return torch.full((T, ls.out), fill)
+        return torch.full((T, layer.width), fill)
 
     def _copy_from_stl(self, stl: dict) -> None:
+        self.stems.load_state_dict({k[len("stems."):]: v for k, v in stl.items() if k.startswith("stems.")})
         for t in range(self.info.n_tasks):
             self.heads[t].load_state_dict({k.split(".", 2)[2]: v for k, v in stl.items()
                                            if k.startswith(f"heads.{t}.")})
-            for i, norms in enumerate(self.norms):
+            for i, block in enumerate(self.towers[t].blocks):
                 prefix = f"trunks.{t}.blocks.{i}.norm."
-                norms[t].load_state_dict({k[len(prefix):]: v for k, v in stl.items() if k.startswith(prefix)})
+                block.norm.load_state_dict({k[len(prefix):]: v for k, v in stl.items() if k.startswith(prefix)})
 
     # -- forward --------------------------------------------------------------------------------------------
-    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        hs = list(xs)
-        for i, tensor in enumerate(self.tensors):
-            w = tensor.full()  # rebuilt once per iteration, sliced per task
-            hs = [self._layer(i, h, w[..., t], t) for t, h in enumerate(hs)]
-        return [self.heads[t](h.flatten(1)) for t, h in enumerate(hs)]
+    def forward_all(self, hs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        T = self.info.n_tasks
 
-    def forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        for i, tensor in enumerate(self.tensors):
-            x = self._layer(i, x, tensor.task(task), task)
-        return self.heads[task](x.flatten(1))
+        def weights(layer: Layer) -> list[torch.Tensor]:
+            full = self.tensors[layer.index].full()  # rebuilt once per iteration, sliced per task
+            return [to_torch(layer, full[..., t]) for t in range(T)]
+        hs = run_towers(self.plan, [tower.blocks for tower in self.towers], hs, weights=weights)
+        return [self.heads[t](h) for t, h in enumerate(hs)]
 
-    def _layer(self, i: int, x: torch.Tensor, w: torch.Tensor, t: int) -> torch.Tensor:
-        ls = self.layer_shapes[i]
-        if ls.conv:
-            z = F.conv2d(x, w.permute(3, 2, 0, 1), self.biases[i][t], padding=ls.padding)
-        else:
-            z = (x.flatten(1) if i == self.flatten_at else x) @ w + self.biases[i][t]
-        z = self.norms[i][t](z)
-        if self.params.activation == "relu":
-            z = torch.relu(z)
-        return self.pools[i](z) if ls.conv else self.drop(z)
+    def forward_one(self, h: torch.Tensor, task: int) -> torch.Tensor:
+        def weights(layer: Layer) -> list[torch.Tensor]:
+            return [to_torch(layer, self.tensors[layer.index].task(task))]
+        return self.heads[task](run_towers(self.plan, [self.towers[task].blocks], [h], weights=weights)[0])
 
     # -- reporting ------------------------------------------------------------------------------------------
     def summary(self) -> dict:
-        layers = [{"shape": list(f.shape), "ranks": f.ranks, "params": f.n_params(), "init_rel_error": e}
-                  for f, e in zip(self.tensors, self.init_error)]
+        layers = [{"name": layer.name, "shape": list(f.shape), "ranks": f.ranks, "params": f.n_params(),
+                   "init_rel_error": e} for layer, f, e in zip(self.plan.layers, self.tensors, self.init_error)]
         info = {"factorisation": self.factorisation, "init": self.init_used, "rank_rule": self.params.rank_rule,
                 "eps_or_k": self.params.eps_or_k, "stl_checkpoint": self.params.stl_checkpoint, "layers": layers,
                 "factor_params": sum(f.n_params() for f in self.tensors), "total_params": count_parameters(self)}
@@ -216,11 +212,7 @@ class DMTRL(MTLMethod):
     @classmethod
     def check(cls, info, backbone, params) -> list[str]:
         name = getattr(cls, "registry_name", "dmtrl")
-        problems = mixed_kind_problems(info, name)
-        if problems:
-            return problems
-        problems = same_input_problems(info, name, "stacks every task's layer into one tensor")
-        problems += eps_problems(name, cls.factorisation, params.eps_or_k, backbone, info)
+        problems = eps_problems(name, cls.factorisation, params.eps_or_k, backbone, info)
         if params.init == "stl" or checkpoint_exists(params):  # auto + a missing file = random, decided at build
             problems += stl_checkpoint_problems(params.stl_checkpoint, info, backbone, name, "init: stl")
         if params.rank_rule == "interpolative":
@@ -242,27 +234,14 @@ def eps_problems(name: str, factorisation: str, eps_or_k, backbone, info) -> lis
                  if v >= 1 and v != int(v)]
     if not isinstance(eps_or_k, list) or problems:
         return problems
-    with torch.device("meta"):
-        trunk = build_trunk(info.tasks[0].input_shape, backbone)
-    for i, block in enumerate(trunk.blocks):
-        modes = len(LayerShape(block).shape) + 1  # + the task axis
+    for layer in plan_for(info, backbone).layers:
+        modes = len(stacked_shape(layer)) + 1  # + the task axis
         n_svd = {"LAF": 1, "Tucker": modes, "TT": modes - 1}[factorisation]
         if len(eps_or_k) != n_svd:
-            problems.append(f"{name}: eps_or_k lists {len(eps_or_k)} values but layer {i} ({modes}-mode tensor) "
+            problems.append(f"{name}: eps_or_k lists {len(eps_or_k)} values but layer {layer.name} ({modes}-mode tensor) "
                             f"needs {n_svd} for {factorisation} -- give one value per SVD or a single value")
             break
     return problems
-
-
-def _fresh(module: nn.Module) -> nn.Module:
-    """A real (non-meta) copy of a parameter-free or BatchNorm module from the meta-device trunk."""
-    if isinstance(module, nn.BatchNorm2d):
-        return nn.BatchNorm2d(module.num_features, momentum=module.momentum)
-    if isinstance(module, nn.BatchNorm1d):
-        return nn.BatchNorm1d(module.num_features, momentum=module.momentum)
-    if isinstance(module, nn.MaxPool2d):
-        return nn.MaxPool2d(module.kernel_size)
-    return nn.Identity()
 
 
 @METHODS.register("dmtrl_laf")

@@ -1,14 +1,19 @@
 """Hard-Share -- hard parameter sharing (Caruana, 1997): every hidden layer shared by all tasks, one linear
 head per task. All tasks' batches go through each shared layer in one call, so a training step costs one
-forward of the concatenated batch (this is the reference of every timing ratio)."""
+forward of the concatenated batch (this is the reference of every timing ratio).
+
+It is also the MTAL tables' "Multi-task" row: the paper only says "multiple identical VGG networks"; we read it
+as one VGG trunk shared by all tasks, each task reaching it through its own stem, with its own head."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
 
-from mtlbench.methods.backbone import ActFactory, build_trunk, make_heads, relu_factory
-from mtlbench.methods.base import MTLMethod, needs_same_input_shape
+from mtlbench.methods._common import segments_of
+from mtlbench.methods.backbone import ActFactory, make_heads, relu_factory
+from mtlbench.methods.base import MTLMethod
+from mtlbench.methods.plan import Trunk
 from mtlbench.registry import METHODS
 
 
@@ -16,28 +21,24 @@ from mtlbench.registry import METHODS
 class HardShare(MTLMethod):
     """Every hidden layer shared by all tasks, a linear head per task.
 
-    Options: none beyond the backbone. Limits: needs the same input shape for every task (refused otherwise);
-    BatchNorm layers (conv backbone) see the concatenation of all tasks' batches."""
+    Options: none beyond the backbone. Tasks with other input shapes reach the shared trunk through their stems;
+    BatchNorm layers see the concatenation of all tasks' batches."""
 
     paper = "Caruana, Multitask Learning, Machine Learning 28 (1997)"
 
     def __init__(self, info, backbone, params):
         super().__init__(info, backbone, params)
-        self.trunk = build_trunk(info.tasks[0].input_shape, backbone, self.activation_factory())
+        self.trunk = Trunk(self.plan, self.activation_factory())
         self.heads = make_heads(self.trunk.out_features, info.tasks)
 
     def activation_factory(self) -> ActFactory:
         """The activation of every hidden layer; TAAN overrides this (and nothing else of the network)."""
         return relu_factory
 
-    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        sizes = [len(x) for x in xs]
-        features = self.trunk(torch.cat(list(xs)), list(enumerate(sizes))).split(sizes)
+    def forward_all(self, hs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        segments = segments_of(hs)
+        features = self.trunk(torch.cat(list(hs)), segments).split([n for _, n in segments])
         return [head(f) for head, f in zip(self.heads, features)]
 
-    def forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        return self.heads[task](self.trunk(x, [(task, len(x))]))
-
-    @classmethod
-    def check(cls, info, backbone, params):
-        return needs_same_input_shape(info, cls.registry_name)
+    def forward_one(self, h: torch.Tensor, task: int) -> torch.Tensor:
+        return self.heads[task](self.trunk(h, [(task, len(h))]))

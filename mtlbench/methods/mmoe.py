@@ -3,9 +3,11 @@ Multi-task Learning with Multi-gate Mixture-of-Experts", KDD 2018). Beyond the T
 the TAAN code (yingrliu/TAAN-MTL ``MMoE``) has it.
 
 What it implements: E experts, each a full backbone trunk, shared by all tasks; per task t a gate
-g_t(x) = softmax(W_t x) over the experts, a linear map of the raw (flattened) input without bias
+g_t(x) = softmax(W_t x) over the experts, a linear map of the (flattened) input without bias
 (paper eq. 5; W_t in R^{E x d}); task t's features are sum_e g_t(x)_e f_e(x), followed by its head (the paper's
 task tower is a linear head here, as in the TAAN code). All tasks' rows go through each expert in one call.
+Tasks with other input shapes reach the experts through their stems; the gates read the same stemmed input
+(the raw input itself when the task's stem is the identity, e.g. on homogeneous data).
 
 Options: ``num_experts`` (6, as the TAAN code), ``gate_std`` (gate weights ~ gate_std N(0, 1); 0.01 as the
 TAAN code; 0 = uniform gates at the start), ``gate_bias`` (False, as the paper's formula).
@@ -22,9 +24,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mtlbench.methods._common import mixed_kind_problems, raise_if_refused, same_input_problems, segments_of
-from mtlbench.methods.backbone import build_trunk, make_heads
+from mtlbench.methods._common import segments_of
+from mtlbench.methods.backbone import make_heads
 from mtlbench.methods.base import MethodParams, MTLMethod
+from mtlbench.methods.plan import Trunk, run_towers
 from mtlbench.registry import METHODS
 
 
@@ -50,43 +53,39 @@ class MMoE(MTLMethod):
 
     def __init__(self, info, backbone, params: MMoEParams):
         super().__init__(info, backbone, params)
-        raise_if_refused(type(self), info, backbone, params)
-        shape = info.tasks[0].input_shape
-        self.experts = nn.ModuleList(build_trunk(shape, backbone) for _ in range(params.num_experts))
-        self.gates = nn.ModuleList(nn.Linear(math.prod(shape), params.num_experts, bias=params.gate_bias)
-                                   for _ in info.tasks)
+        self.experts = nn.ModuleList(Trunk(self.plan) for _ in range(params.num_experts))
+        self.gates = nn.ModuleList(nn.Linear(math.prod(self.plan.input_shape), params.num_experts,
+                                             bias=params.gate_bias) for _ in info.tasks)
         for gate in self.gates:
             nn.init.normal_(gate.weight, 0.0, params.gate_std)
             if gate.bias is not None:
                 nn.init.zeros_(gate.bias)
-        self.heads = make_heads(self.experts[0].out_features, info.tasks)
+        self.heads = make_heads(self.plan.out_features, info.tasks)
 
-    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        segments = segments_of(xs)
-        x = torch.cat(list(xs))
-        experts = torch.stack([e(x, segments) for e in self.experts], dim=1)  # [rows, E, features]
+    def forward_all(self, hs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        segments = segments_of(hs)
+        experts = self._experts(torch.cat(list(hs)), segments)  # [rows, E, features]
         out = []
-        for (t, _), x_t, f_t in zip(segments, xs, experts.split([len(x) for x in xs])):
-            out.append(self.heads[t](self._mix(x_t, f_t, t)))
+        for (t, _), h_t, f_t in zip(segments, hs, experts.split([len(h) for h in hs])):
+            out.append(self.heads[t](self._mix(h_t, f_t, t)))
         return out
 
-    def forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        experts = torch.stack([e(x, [(task, len(x))]) for e in self.experts], dim=1)
-        return self.heads[task](self._mix(x, experts, task))
+    def forward_one(self, h: torch.Tensor, task: int) -> torch.Tensor:
+        return self.heads[task](self._mix(h, self._experts(h, [(task, len(h))]), task))
+
+    def _experts(self, x: torch.Tensor, segments) -> torch.Tensor:
+        towers = [e.blocks for e in self.experts]
+        return torch.stack(run_towers(self.plan, towers, [x] * len(towers), segments), dim=1)
 
     def _mix(self, x: torch.Tensor, experts: torch.Tensor, task: int) -> torch.Tensor:
         gate = torch.softmax(self.gates[task](x.flatten(1)), dim=-1)  # [rows, E]
         return (gate.unsqueeze(-1) * experts).sum(1)
 
     def gate_means(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Mean gate of each task over a batch, [T, E] (which experts each task uses)."""
+        """Mean gate of each task over a batch (raw inputs, as ``forward`` takes them), [T, E]."""
         with torch.no_grad():
-            return torch.stack([torch.softmax(g(x.flatten(1)), -1).mean(0) for g, x in zip(self.gates, xs)])
+            return torch.stack([torch.softmax(g(stem(x).flatten(1)), -1).mean(0)
+                                for g, stem, x in zip(self.gates, self.stems, xs)])
 
     def summary(self) -> dict:
         return {"mmoe": {"experts": self.params.num_experts}}
-
-    @classmethod
-    def check(cls, info, backbone, params) -> list[str]:
-        problems = mixed_kind_problems(info, "mmoe")
-        return problems or same_input_problems(info, "mmoe", "feeds every task's input to the shared experts")

@@ -28,12 +28,12 @@ TAAN's ``--mrn_constant``), ``eps``, ``update_interval`` (100 as the official co
 ``fidelity: taan_code`` selects ``update_rule: official`` and ``update_interval: 50``.
 
 Known limits / differences: the TAAN code never calls its update (all Omega stay I there, MRN_t == MRN_full);
-here the updates run (our decision: the paper's method updates them). The log-det terms of the MAP objective do not
+here the updates run (our decision). The log-det terms of the MAP objective do not
 depend on the weights and are not added to the loss. The precisions are registered buffers (checkpointed,
 moved with the model); MRN_t keeps Omega_out = Omega_in = I. Each update costs
 O(T D1 D2 (D1 + D2) + T^2 D1 D2) per regularised layer, and with learned feature covariances so does every
-regularizer evaluation. The paper's ``[recall]`` naming of MRN_t as the task-covariance-only variant is
-inferred from its description (task covariance only).
+regularizer evaluation. The naming of MRN_t as the task-covariance-only variant is our reading (inferred, not
+printed in the paper).
 Measured behaviour (tests/test_mrn.py, 6 tasks in 2 planted groups, Adam): with the paper rule the prior's
 strength grows as the weights shrink (Omega ~ 1 / variance) and at the MLE the penalty is c times the number
 of regularised weights, so a large ``c`` collapses the regularised weights (toy: c = 1e-2 did, 1e-3 did not).
@@ -50,10 +50,10 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from mtlbench.methods._common import (apply_fidelity, fresh_copy, mixed_kind_problems, raise_if_refused,
-                                      run_blocks, same_input_problems, segments_of)
-from mtlbench.methods.backbone import build_trunk, make_heads
+from mtlbench.methods._common import apply_fidelity, fresh_copy, raise_if_refused, segments_of
+from mtlbench.methods.backbone import make_heads
 from mtlbench.methods.base import MethodParams, MTLMethod
+from mtlbench.methods.plan import Trunk, plan_for, run_towers
 from mtlbench.registry import METHODS
 
 TAAN_CODE = {"update_rule": "official", "update_interval": 50}
@@ -168,8 +168,8 @@ class MRN(MTLMethod):
     def __init__(self, info, backbone, params: MRNParams):
         super().__init__(info, backbone, params)
         raise_if_refused(type(self), info, backbone, params)
-        trunk = build_trunk(info.tasks[0].input_shape, backbone)
-        self.n_blocks, self.flatten_at = len(trunk.blocks), trunk.flatten_at
+        trunk = Trunk(self.plan)
+        self.n_blocks = len(self.plan.layers)
         self.n_shared = self.n_blocks - n_task_layers(params, self.n_blocks)
         self.shared = nn.ModuleList(trunk.blocks[: self.n_shared])
         # task 0 keeps the trunk's own blocks; the others get fresh draws of the same layers
@@ -177,24 +177,26 @@ class MRN(MTLMethod):
             nn.ModuleList(trunk.blocks[self.n_shared:] if t == 0 else
                           [fresh_copy(b) for b in trunk.blocks[self.n_shared:]])
             for t in range(info.n_tasks))
-        self.heads = make_heads(trunk.out_features, info.tasks)
+        self.heads = make_heads(self.plan.out_features, info.tasks)
         self.priors = nn.ModuleList(TensorNormalPrior(info.n_tasks, *w.shape[1:]) for w in self.stacks())
         self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))
 
     # -- forward --------------------------------------------------------------------------------------------
-    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        segments = segments_of(xs)
-        h = run_blocks(self.shared, torch.cat(list(xs)), 0, self.flatten_at, self.n_blocks, segments)
-        parts = h.split([n for _, n in segments])
-        return [self._task_part(p, t) for t, p in enumerate(parts)]
+    def forward_all(self, hs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        segments = segments_of(hs)
+        h = self._shared(torch.cat(list(hs)), segments)
+        return self._task_parts(list(h.split([n for _, n in segments])), range(len(hs)))
 
-    def forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        h = run_blocks(self.shared, x, 0, self.flatten_at, self.n_blocks, [(task, len(x))])
-        return self._task_part(h, task)
+    def forward_one(self, h: torch.Tensor, task: int) -> torch.Tensor:
+        return self._task_parts([self._shared(h, [(task, len(h))])], [task])[0]
 
-    def _task_part(self, h: torch.Tensor, task: int) -> torch.Tensor:
-        h = run_blocks(self.towers[task], h, self.n_shared, self.flatten_at, self.n_blocks, [(task, len(h))])
-        return self.heads[task](h)
+    def _shared(self, x: torch.Tensor, segments) -> torch.Tensor:
+        return run_towers(self.plan, [self.shared], [x], segments, layers=self.plan.layers[: self.n_shared])[0]
+
+    def _task_parts(self, hs: list[torch.Tensor], tasks) -> list[torch.Tensor]:
+        towers = [self.towers[t] for t in tasks]
+        hs = run_towers(self.plan, towers, hs, layers=self.plan.layers[self.n_shared:])
+        return [self.heads[t](h) for t, h in zip(tasks, hs)]
 
     # -- the prior ------------------------------------------------------------------------------------------
     def stacks(self) -> list[torch.Tensor]:
@@ -234,17 +236,15 @@ class MRN(MTLMethod):
         return {"mrn": {"covariances": list(self.covariances), "update_rule": self.params.update_rule, "c": self.c,
                         "covariance_updates": int(self.n_updates),
                         "regularised_layers": len(self.priors),
+                        "regularised_layer_names": [layer.name for layer in self.plan.layers[self.n_shared:]]
+                        + (["heads"] if self.params.prior_on_heads else []),
                         "task_covariance": [s.cpu().tolist() for s in self.task_covariances()]}}
 
     @classmethod
     def check(cls, info, backbone, params) -> list[str]:
         name = cls.registry_name if hasattr(cls, "registry_name") else "mrn"
-        problems = mixed_kind_problems(info, name)
-        if problems:
-            return problems
-        problems = same_input_problems(info, name, "stacks every task's layer into one weight tensor")
-        n_blocks = len(backbone.hidden) if backbone.resolved_kind(info.tasks[0].input_shape) == "mlp" \
-            else len(backbone.channels) + len(backbone.dense)
+        problems = []
+        n_blocks = len(plan_for(info, backbone).layers)
         if params.task_layers != "all" and params.task_layers > n_blocks:
             problems.append(f"{name}: task_layers = {params.task_layers} but the backbone has only {n_blocks} "
                             f"hidden layers")

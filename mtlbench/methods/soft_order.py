@@ -11,8 +11,8 @@ so every shared layer may be applied at every depth and each task learns its own
 Mapping onto mtlbench backbones:
 - MLP (``hidden = [h, h, ..., h]``): the first hidden block (input -> h, ReLU) is the encoder; the remaining
   ``len(hidden) - 1`` blocks are the shared layers F_l (linear + [BN] + ReLU + [dropout], as the paper's
-  core layers); the per-task linear heads are the decoders D_t. With ``encoder: task`` each task may have its
-  own input dimension (the paper's point: tasks from different input spaces).
+  core layers); the per-task linear heads are the decoders D_t. Tasks with other input shapes reach the
+  encoders through their stems (with ``encoder: task`` the encoder E_t is task-specific anyway).
 - Conv (``channels = [c, c, ..., c]`` with shape-preserving ``padding = (kernel_size - 1) / 2``): the first
   conv block (with its pooling) is the encoder; the other conv blocks, *without* their pooling, are the F_l;
   the pooling is applied once per depth to the mixed output (it has no parameters, so it belongs to the
@@ -26,7 +26,8 @@ Options:
   gives D = L = 2 (the TAAN code hard-codes 16 tasks, this does not).
 
 Known limits: the TAAN Omniglot Soft-Order net is not published, so the conv mapping above is ours (the
-backbone must be given equal channels and shape-preserving padding; ``check`` says so otherwise). A training
+backbone must be given equal channels and shape-preserving padding; ``check`` says so otherwise); a ``vgg``
+backbone is refused (its stages differ in width, so its layers cannot be reordered). A training
 step costs D x L shared-layer applications (L times a plain network), all tasks' rows in one call each.
 Shared layers that contain BatchNorm share its statistics across the depths they are applied at.
 """
@@ -39,10 +40,10 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from mtlbench.methods._common import (apply_fidelity, mixed_kind_problems, raise_if_refused,
-                                      row_task_index, same_input_problems, segments_of)
-from mtlbench.methods.backbone import Block, ReLU, conv_out, dense_block, init_shared, make_heads
+from mtlbench.methods._common import apply_fidelity, raise_if_refused, row_task_index, segments_of
+from mtlbench.methods.backbone import ReLU, init_shared, make_heads
 from mtlbench.methods.base import MethodParams, MTLMethod
+from mtlbench.methods.plan import Block, trunk_input, trunk_kind
 from mtlbench.registry import METHODS
 
 TAAN_CODE = {"encoder": "shared", "sigma_init": "normal"}
@@ -67,6 +68,11 @@ def conv_layer(c_in: int, c_out: int, spec, pool: bool) -> Block:
     return Block(conv, norm, ReLU(), pooling, 0.0)
 
 
+def dense_layer(d_in: int, d_out: int, spec) -> Block:
+    norm = nn.BatchNorm1d(d_out) if spec.dense_batch_norm else nn.Identity()
+    return Block(nn.Linear(d_in, d_out), norm, ReLU(), nn.Identity(), spec.dropout)
+
+
 @METHODS.register("soft_order")
 class SoftOrder(MTLMethod):
     """Encoder, L shared layers mixed at each of D depths by a per-task softmax over layers, decoders (heads).
@@ -87,7 +93,7 @@ class SoftOrder(MTLMethod):
     def __init__(self, info, backbone, params: SoftOrderParams):
         super().__init__(info, backbone, params)
         raise_if_refused(type(self), info, backbone, params)
-        self.conv = backbone.resolved_kind(info.tasks[0].input_shape) == "conv"
+        self.conv = self.plan.kind == "conv"
         self.n_layers = (len(backbone.channels) if self.conv else len(backbone.hidden)) - 1
         self.depth = params.depth or self.n_layers
         build = self._build_conv if self.conv else self._build_mlp
@@ -106,31 +112,31 @@ class SoftOrder(MTLMethod):
         return self.info.n_tasks if self.params.encoder == "task" else 1
 
     def _build_mlp(self):
-        spec, width = self.backbone_spec, self.backbone_spec.hidden[0]
-        dims = [math.prod(t.input_shape) for t in self.info.tasks][: self._n_encoders()]
-        encoders = nn.ModuleList(dense_block(d, width, spec, ReLU()) for d in dims)
-        layers = nn.ModuleList(dense_block(width, width, spec, ReLU()) for _ in range(self.n_layers))
+        spec = self.backbone_spec
+        width, d_in = spec.scaled(spec.hidden[0]), math.prod(self.plan.input_shape)
+        encoders = nn.ModuleList(dense_layer(d_in, width, spec) for _ in range(self._n_encoders()))
+        layers = nn.ModuleList(dense_layer(width, width, spec) for _ in range(self.n_layers))
         return encoders, layers, nn.ModuleList(), width
 
     def _build_conv(self):
         spec = self.backbone_spec
-        c_in, h, w = self.info.tasks[0].input_shape
-        c = spec.channels[0]
+        c_in, h, w = self.plan.input_shape
+        c = spec.scaled(spec.channels[0])
         encoders = nn.ModuleList(conv_layer(c_in, c, spec, pool=True) for _ in range(self._n_encoders()))
         layers = nn.ModuleList(conv_layer(c, c, spec, pool=False) for _ in range(self.n_layers))
         h, w = conv_spatial(h, spec, self.depth), conv_spatial(w, spec, self.depth)
-        dims = [c * h * w, *spec.dense]
-        post = nn.ModuleList(dense_block(a, b, spec, ReLU()) for a, b in zip(dims, dims[1:]))
+        dims = [c * h * w, *map(spec.scaled, spec.dense)]
+        post = nn.ModuleList(dense_layer(a, b, spec) for a, b in zip(dims, dims[1:]))
         return encoders, layers, post, dims[-1]
 
     # -- forward --------------------------------------------------------------------------------------------
-    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        segments = segments_of(xs)
-        features = self._features(xs, segments)
+    def forward_all(self, hs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        segments = segments_of(hs)
+        features = self._features(hs, segments)
         return [self.heads[t](f) for t, f in enumerate(features.split([n for _, n in segments]))]
 
-    def forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        return self.heads[task](self._features([x], [(task, len(x))]))
+    def forward_one(self, h: torch.Tensor, task: int) -> torch.Tensor:
+        return self.heads[task](self._features([h], [(task, len(h))]))
 
     def mixing(self) -> torch.Tensor:
         """s = softmax over the layer axis of sigma, [T, D, L]."""
@@ -149,10 +155,10 @@ class SoftOrder(MTLMethod):
         return y
 
     def _encode(self, xs: Sequence[torch.Tensor], segments) -> torch.Tensor:
+        flat = (lambda x: x) if self.conv else (lambda x: x.flatten(1))  # an MLP's encoder reads vectors
         if len(self.encoders) == 1:
-            return self.encoders[0](torch.cat(list(xs)), segments)
-        return torch.cat([self.encoders[t](x.flatten(1) if not self.conv else x, [(t, len(x))])
-                          for (t, _), x in zip(segments, xs)])
+            return self.encoders[0](flat(torch.cat(list(xs))), segments)
+        return torch.cat([self.encoders[t](flat(x), [(t, len(x))]) for (t, _), x in zip(segments, xs)])
 
     def summary(self) -> dict:
         return {"soft_order": {"layers": self.n_layers, "depth": self.depth, "encoder": self.params.encoder,
@@ -161,17 +167,18 @@ class SoftOrder(MTLMethod):
     # -- what this method cannot run ------------------------------------------------------------------------
     @classmethod
     def check(cls, info, backbone, params) -> list[str]:
-        problems = mixed_kind_problems(info, "soft_order")
-        if problems:
-            return problems
-        if backbone.resolved_kind(info.tasks[0].input_shape) == "conv":
+        kind = trunk_kind(info, backbone)
+        if kind == "vgg":
+            return ["soft_order reorders equal layers, so it needs an mlp or conv backbone with equal widths "
+                    "(a vgg backbone's stages differ in width)"]
+        if kind == "conv":
             return conv_problems(info, backbone, params)
         return mlp_problems(info, backbone, params)
 
 
 def conv_spatial(size: int, spec, depth: int) -> int:
     """Height (or width) after the encoder block and ``depth`` pooled soft depths."""
-    size = conv_out(size, spec)
+    size = (size + 2 * spec.padding - spec.kernel_size + 1) // spec.pool
     for _ in range(depth):
         size //= spec.pool
     return size
@@ -186,14 +193,12 @@ def mlp_problems(info, backbone, params) -> list[str]:
     elif len(set(hidden)) != 1:
         problems.append(f"soft_order applies every shared layer at every depth, so all hidden widths must be "
                         f"equal; backbone.hidden = {hidden}")
-    if params.encoder == "shared":
-        problems += same_input_problems(info, "soft_order", "with `encoder: shared` shares its first layer")
     return problems
 
 
 def conv_problems(info, backbone, params) -> list[str]:
     ch, k = backbone.channels, backbone.kernel_size
-    problems = same_input_problems(info, "soft_order", "shares its conv layers and dense layers")
+    problems = []
     if len(ch) < 3:
         problems.append(f"soft_order needs at least 3 conv blocks (an encoder and >= 2 shared layers to "
                         f"order; with one the ordering is constant); backbone.channels = {ch}")
@@ -207,7 +212,7 @@ def conv_problems(info, backbone, params) -> list[str]:
     if problems:
         return problems
     depth = params.depth or len(ch) - 1
-    _, h, w = info.tasks[0].input_shape
-    if min(conv_spatial(h, backbone, depth), conv_spatial(w, backbone, depth)) < 1:
-        problems.append(f"soft_order: input {info.tasks[0].input_shape} is too small for {depth} pooled depths")
+    shape = trunk_input(info, backbone)
+    if min(conv_spatial(shape[1], backbone, depth), conv_spatial(shape[2], backbone, depth)) < 1:
+        problems.append(f"soft_order: the trunk input {shape} is too small for {depth} pooled depths")
     return problems

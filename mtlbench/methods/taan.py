@@ -5,6 +5,10 @@ activation F_t(x) = max(0, x) + sum_i alpha[t, i] max(0, b_i - x) with hinges b 
 (mtlbench.taan.AdaptiveActivation, computed by the exact fast algorithm). Optional functional regularizers
 (trace norm, cosine, distance) are evaluated once per step from closed forms (mtlbench.taan.functional),
 summed over layers and multiplied by ``reg_coef``.
+
+Speed: the activation runs on kernels fused by torch.compile (``kernel: auto``, the default; eager ATen
+kernels where compiling is not possible or the input is small, ``kernel: eager`` to skip compiling). In
+evaluation (no gradient) it computes the values alone and keeps nothing for backward.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from mtlbench.taan.options import AlphaInit, BInit, GridInit, ZeroInit
 
 
 class TAANParams(MethodParams):
-    """TAAN's options and their defaults (README "Decisions"); YAML layout in ``TAAN``'s docstring."""
+    """TAAN's options; YAML layout in ``TAAN``'s docstring."""
 
     M: int = Field(default=64, ge=1, le=32767, description="hinges (basis functions) per layer")
     b_mode: Literal["fixed", "learned"] = "fixed"
@@ -36,6 +40,9 @@ class TAANParams(MethodParams):
     reg_coef: float = Field(default=0.1, ge=0.0, description="regularization coefficient c")
     dis_power: Literal[1, 2] = 1
     fidelity: Literal["paper", "taan_code"] = "paper"
+    kernel: Literal["auto", "compiled", "eager"] = Field(
+        default="auto", description="activation kernels: auto (compiled where it pays, else eager) | "
+        "compiled (torch.compile) | eager (no compiler needed); the same function either way")
 
     @field_validator("gmm")
     @classmethod
@@ -69,6 +76,7 @@ class TAAN(HardShare):
         reg_coef: 0.1                         # c (the authors' README uses 0.1; their code defaults to 1.0)
         dis_power: 1                          # D_st = d(F_s, F_t)^dis_power (paper's "d^2" read literally: 2)
         fidelity: paper                       # paper | taan_code (row-norm "trace norm", relu(b) cosine)
+        kernel: auto                          # auto | compiled | eager: how the activation is computed
 
     A bare kind is accepted for the inits (``b_init: uniform``, ``alpha_init: normal``) with default numbers.
     With alpha_init zero and reg none the network computes exactly what Hard-Share computes. BatchNorm before
@@ -83,11 +91,16 @@ class TAAN(HardShare):
         n_tasks = self.info.n_tasks
 
         def adaptive(layer: int, width: int) -> AdaptiveActivation:
-            return AdaptiveActivation(n_tasks, p.M, p.b_mode, p.b_init, p.alpha_init)
+            return AdaptiveActivation(n_tasks, p.M, p.b_mode, p.b_init, p.alpha_init, p.kernel)
         return adaptive
 
     def adaptive_layers(self) -> list[AdaptiveActivation]:
-        return [block.act for block in self.trunk.blocks if isinstance(block.act, AdaptiveActivation)]
+        return [act for _, act in self.named_adaptive_layers()]
+
+    def named_adaptive_layers(self) -> list[tuple[str, AdaptiveActivation]]:
+        """(layer name in the plan -- fc1, conv2, conv3_1 ... --, its adaptive activation)."""
+        return [(layer.name, block.act) for layer, block in zip(self.plan.layers, self.trunk.blocks)
+                if isinstance(block.act, AdaptiveActivation)]
 
     def layer_regularizer(self, layer: AdaptiveActivation) -> torch.Tensor:
         p = self.params
@@ -109,10 +122,11 @@ class TAAN(HardShare):
         """Per adaptive layer: the T x T distance d(F_s, F_t) and cosine matrices (the paper's Figures 2/4
         heat maps), with alpha and the sorted hinges b."""
         p, layers = self.params, []
-        for i, layer in enumerate(self.adaptive_layers()):
+        for i, (name, layer) in enumerate(self.named_adaptive_layers()):
             alpha, b = layer.ordered()
             layers.append({
                 "layer": i,
+                "name": name,
                 "distance": distance_matrix(alpha, b, p.gmm).tolist(),
                 "cosine": cosine_matrix(alpha, b, p.gmm, fidelity=p.fidelity).tolist(),
                 "alpha": alpha.double().tolist(),

@@ -3,7 +3,10 @@ mean ± std over seeds, and -- where the spec names a paper table -- the paper's
 
 Rendering never trains and never imports torch. A cell we have no result for renders as "—" and a footnote
 says which spec fills it. A row with a diverged seed renders as "diverged" in every cell, never as a number
-(a mean over the seeds that survived would flatter the method).
+(a mean over the seeds that survived would flatter the method). A paper table may name our columns differently
+(``column_aliases``: the paper's "Typographic" is our "Typographic*") and declare columns we cannot fill offline
+(``unavailable``: Office-Home Art); those render "n/a" with a footnote saying how to prepare the data, unless
+the records hold the task.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from mtlbench.results import RunRecord, tidy
 PAPER_TABLES = Path(__file__).with_name("paper_tables.yaml")
 DASH = "—"
 DIVERGED = "diverged"
+NA = "n/a"
 
 
 @lru_cache(maxsize=1)
@@ -70,9 +74,10 @@ def aggregate(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return agg.fillna({"std": 0.0})
 
 
-def our_column(paper_col: str, tasks: list[str]) -> str:
-    """Which of our columns a paper column shows: a task of the same name, the i-th task for 't<i>', the mean,
-    or the pooled accuracy for the Omniglot table's single 'accuracy' column."""
+def our_column(paper_col: str, tasks: list[str], aliases: dict | None = None) -> str:
+    """Which of our columns a paper column shows: a task of the same name (after the table's aliases), the
+    i-th task for 't<i>', the mean, or the pooled accuracy for the Omniglot table's single 'accuracy' column."""
+    paper_col = (aliases or {}).get(paper_col, paper_col)
     if paper_col in tasks:
         return paper_col
     if paper_col[:1] == "t" and paper_col[1:].isdigit() and int(paper_col[1:]) <= len(tasks):
@@ -96,6 +101,9 @@ def build_table(records: list[RunRecord], metric: str | None = None, split: str 
     faithful = sorted({r.row for r in records if r.paper_faithful})
     table = build_layout(agg, params, {row: len(s) for row, s in seeds.items()}, ours, tasks, paper, metric, split,
                          spec_hint, set(diverged))
+    missing = sorted({t for r in records for t in r.data_metadata.get("missing_tasks", [])})
+    if missing and not paper:
+        table.notes.append(f"not in these runs (data not prepared): {', '.join(missing)}")
     if faithful:
         table.notes.append(f"paper_faithful (selected on test rows, as the original code did): {', '.join(faithful)}")
     for row, bad in diverged.items():
@@ -144,7 +152,9 @@ def mark_best(table: Table, agg: pd.DataFrame, rows: list[str], cols: list[str],
 def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, diverged) -> Table:
     cols = [c for c in paper["columns"]]
     scale = 100.0 if "(%)" in paper.get("metric", "") else 1.0
-    mapped = [our_column(c, tasks) for c in cols]
+    aliases = paper.get("column_aliases") or {}
+    mapped = [our_column(c, tasks, aliases) for c in cols]
+    unavailable = {c: how for c, how in paper.get("unavailable", {}).items() if our_column(c, tasks, aliases) not in tasks}
     table = Table(paper["title"], ["method", "source", *cols], [], notes=[f"metric: {paper.get('metric', metric)}"])
     order = list(dict.fromkeys([*ours, *paper["rows"]]))
     index = {}
@@ -152,11 +162,15 @@ def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, dive
         if row in ours:
             index[row] = len(table.rows)
             table.rows.append([row, f"ours (n={seeds.get(row, 0)})",
-                               *[our_paper_cell(agg, params, row, c, m, scale, row in diverged)
+                               *[NA if c in unavailable else our_paper_cell(agg, params, row, c, m, scale, row in diverged)
                                  for c, m in zip(cols, mapped)]])
         if row in paper["rows"]:
             table.rows.append([row, "paper", *[fmt_paper(v) for v in paper["rows"][row]]])
     mark_best(table, agg, [r for r in ours if r in seeds], mapped, offset=2, row_index=index)
+    table.notes += [f"{NA}: {c} -- {how}" for c, how in unavailable.items()]
+    renamed = {c: a for c, a in aliases.items() if c in cols}
+    if renamed:
+        table.notes.append("paper columns shown with our tasks: " + ", ".join(f"{c} = our {a}" for c, a in renamed.items()))
     missing = [r for r in ours if r not in seeds]
     if missing:
         table.notes.append(f"no result yet for {', '.join(missing)}: run `mtlbench train {spec_hint}`")

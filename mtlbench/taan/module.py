@@ -6,6 +6,8 @@ Parameters: alpha [T, M] (per task) and hinges b [M] (shared by tasks and neuron
 Learned b is kept sorted *in the forward pass*: b is sorted and alpha's columns are permuted with it, so
 gradients land on the right entries and the optimizer's per-parameter state is never scrambled (sorting the
 stored tensors in place after a step would misalign Adam's moments).
+``kernel``: auto | compiled | eager, how the activation is computed (``mtlbench.taan.activation``: the
+same function either way; ``auto`` fuses large inputs with torch.compile and falls back to eager).
 """
 from __future__ import annotations
 
@@ -14,19 +16,21 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from mtlbench.taan.activation import Segments, adaptive_activation, uniform_grid
+from mtlbench.taan.activation import KERNELS, Segments, adaptive_activation, uniform_grid
 from mtlbench.taan.options import parse_alpha_init, parse_b_init
 
 
 class AdaptiveActivation(nn.Module):
     def __init__(self, n_tasks: int, M: int = 64, b_mode: Literal["fixed", "learned"] = "fixed",
-                 b_init: Any = None, alpha_init: Any = None):
+                 b_init: Any = None, alpha_init: Any = None, kernel: str = "auto"):
         super().__init__()
         if n_tasks < 1 or M < 1:
             raise ValueError(f"AdaptiveActivation needs n_tasks >= 1 and M >= 1, got {n_tasks}, {M}")
         if b_mode not in ("fixed", "learned"):
             raise ValueError(f"b_mode must be 'fixed' or 'learned', got {b_mode!r}")
-        self.n_tasks, self.M, self.b_mode = n_tasks, M, b_mode
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        self.n_tasks, self.M, self.b_mode, self.kernel = n_tasks, M, b_mode, kernel
         b = parse_b_init(b_init if b_init is not None else "grid").sample(M)
         self.alpha = nn.Parameter(parse_alpha_init(alpha_init if alpha_init is not None else "zero")
                                   .sample(n_tasks, M))
@@ -62,7 +66,7 @@ class AdaptiveActivation(nn.Module):
             segments = [(0, z.shape[0])]
         alpha, b = self.ordered()
         grid = self._fixed_layout()[1] if self.b_mode == "fixed" else None
-        return adaptive_activation(z, alpha.to(z.dtype), b.to(z.dtype), segments, grid)
+        return adaptive_activation(z, alpha.to(z.dtype), b.to(z.dtype), segments, grid, self.kernel)
 
     def extra_repr(self) -> str:
-        return f"n_tasks={self.n_tasks}, M={self.M}, b_mode={self.b_mode}"
+        return f"n_tasks={self.n_tasks}, M={self.M}, b_mode={self.b_mode}, kernel={self.kernel}"

@@ -33,8 +33,15 @@ def versions() -> dict:
     return out
 
 
+def device_name(device: torch.device) -> str:
+    """The accelerator's name (e.g. "NVIDIA H100 80GB HBM3"), or the CPU's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
 def fingerprint(device: torch.device) -> dict:
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    gpu = device_name(device) if device.type == "cuda" else None
     return {"git": git_state(), "versions": versions(), "python": platform.python_version(),
             "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
             "device": str(device), "gpu": gpu, "cpu": platform.processor() or platform.machine()}

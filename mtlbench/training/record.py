@@ -13,8 +13,9 @@ from mtlbench.training.plan import RunCell
 
 
 def make_record(resolved: ResolvedSpec, cell: RunCell, data: MTLData, model: MTLMethod, device: torch.device,
-                **outcome) -> RunRecord:
-    """``outcome``: status / failure, trained_by, metrics, best_iteration, iterations_run, history and times."""
+                env_extra: dict | None = None, **outcome) -> RunRecord:
+    """``outcome``: status / failure, trained_by, metrics, best_iteration, iterations_run, history and times;
+    ``env_extra``: facts of the run's execution added to the environment (e.g. the data-parallel world size)."""
     spec, tr = resolved.spec, resolved.spec.training
     ok = outcome.get("status", "ok") == "ok"
     outcome = {"metrics": None, "best_iteration": None, **outcome}
@@ -27,4 +28,4 @@ def make_record(resolved: ResolvedSpec, cell: RunCell, data: MTLData, model: MTL
         # selecting on test, or on a split whose "validation" rows are test rows (Omniglot's paper_faithful)
         paper_faithful=tr.select_on == "test" or bool(data.info.metadata.get("val_is_test")),
         deterministic=tr.deterministic, n_params=count_parameters(model), data_checksum=data.info.checksum,
-        env=fingerprint(device), summary=model.summary() if ok else {}, **outcome)
+        env={**fingerprint(device), **(env_extra or {})}, summary=model.summary() if ok else {}, **outcome)

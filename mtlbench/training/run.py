@@ -4,7 +4,11 @@ train the rest, and write one record (and the selected weights) per run.
 A run is finished when its record exists with the same run identity (results.py); a record of another identity
 stops everything before training unless ``force``. While a run trains, its state is saved every
 ``training.checkpoint_every`` iterations to ``seed<k>.state.pt`` beside the record (removed once the record is
-written); rerunning the command resumes from it."""
+written); rerunning the command resumes from it.
+
+In a data-parallel run (``d``) every rank takes part in every run; rank 0 decides what is finished, reads the
+state to resume from and shares both, and alone writes checkpoints, weights and records (the other ranks wait
+at the end of each run, so a later run can read what rank 0 wrote, e.g. DMTRL's STL checkpoint)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +18,10 @@ import torch
 
 from mtlbench.config.loader import ResolvedSpec
 from mtlbench.data.base import MTLData
+from mtlbench.errors import UsageError
 from mtlbench.io import atomic_write
 from mtlbench.results import RunRecord, write_record
+from mtlbench.training.distributed import SINGLE, Dist
 from mtlbench.training.plan import RunCell, finished_runs, plan_cells
 from mtlbench.training.state import load_state_file
 from mtlbench.training.trainer import Progress, train_run
@@ -32,41 +38,64 @@ def load_data(resolved: ResolvedSpec) -> MTLData:
 
 def run_spec(resolved: ResolvedSpec, seeds: list[int] | None = None, out_dir: Path | None = None,
              progress: ProgressFactory | None = None, data: MTLData | None = None, force: bool = False,
-             log: Log | None = None) -> list[RunRecord]:
+             log: Log | None = None, d: Dist = SINGLE) -> list[RunRecord]:
     """Every run's record, in spec order: finished ones read back, the others trained now. ``log`` gets one line
-    per skipped, resumed or diverged run."""
+    per skipped, resumed or diverged run (from rank 0 only)."""
     spec = resolved.spec
-    log = log or (lambda line: None)
+    log = (log or (lambda line: None)) if d.main else (lambda line: None)
     cells = plan_cells(resolved, seeds if seeds is not None else spec.seeds, Path(out_dir or spec.output.dir))
-    finished = finished_runs(cells, force)
+    finished = shared_plan(cells, force, d)
     records = []
     for i, cell in enumerate(cells):
         if i in finished:
             log(f"{cell.row} seed {cell.seed}: finished, skipped ({cell.record_path})")
-            cell.state_path.unlink(missing_ok=True)  # left by a kill between writing the record and removing it
+            if d.main:
+                cell.state_path.unlink(missing_ok=True)  # left by a kill between writing the record and removing it
             records.append(finished[i])
             continue
         data = data or load_data(resolved)
-        records.append(train_cell(resolved, cell, data, progress, force, log))
+        records.append(train_cell(resolved, cell, data, progress if d.main else None, force, log, d))
     return records
 
 
+def shared_plan(cells: list[RunCell], force: bool, d: Dist) -> dict[int, RunRecord]:
+    """finished_runs as rank 0 sees it, on every rank (a refusal stops every rank)."""
+    if d.world == 1:
+        return finished_runs(cells, force)
+    try:
+        outcome = (finished_runs(cells, force), None) if d.main else None
+    except UsageError as e:
+        outcome = ({}, str(e))
+    finished, refusal = d.broadcast(outcome)
+    if refusal:
+        raise UsageError(refusal)
+    return finished
+
+
 def train_cell(resolved: ResolvedSpec, cell: RunCell, data: MTLData, progress: ProgressFactory | None,
-               force: bool, log: Log) -> RunRecord:
+               force: bool, log: Log, d: Dist = SINGLE) -> RunRecord:
     spec = resolved.spec
-    resume = None if force else resume_state(cell, log)
+    resume = d.broadcast(None if force or not d.main else resume_state(cell, log))
     total = 1 if cell.method.cls.closed_form else spec.training.iterations
     cb = progress(cell.row, cell.seed, total) if progress else None
-    record, model = train_run(resolved, cell, data, cb, resume, lambda state: state.save(cell.state_path, cell.identity))
-    if record.status == "ok" and spec.output.save_checkpoint:
+    save = (lambda state: state.save(cell.state_path, cell.identity)) if d.main else (lambda state: None)
+    record, model = train_run(resolved, cell, data, cb, resume, save, d)
+    if d.main:
+        write_outputs(cell, record, model, spec.output.save_checkpoint)
+    d.barrier()
+    if record.status == "diverged":
+        log(f"{cell.row} seed {cell.seed} {record.failure}; recorded as diverged, without a score")
+    return record
+
+
+def write_outputs(cell: RunCell, record: RunRecord, model, save_weights: bool) -> None:
+    """The selected weights, then the record (the run's proof of completion), then the state file goes."""
+    if record.status == "ok" and save_weights:
         atomic_write(cell.weights_path, lambda tmp: torch.save(model.state_dict(), tmp))
     else:
         cell.weights_path.unlink(missing_ok=True)  # an earlier run's weights would not match this record
     write_record(cell.record_path, record)
     cell.state_path.unlink(missing_ok=True)
-    if record.status == "diverged":
-        log(f"{cell.row} seed {cell.seed} {record.failure}; recorded as diverged, without a score")
-    return record
 
 
 def resume_state(cell: RunCell, log: Log) -> dict | None:

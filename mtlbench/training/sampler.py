@@ -1,4 +1,5 @@
-"""Which training rows each iteration sees: one mini-batch per task, drawn by ``TaskSampler``."""
+"""Which training rows each iteration sees: one mini-batch per task, drawn by ``TaskSampler``, and how a batch
+reaches the device (``stage``)."""
 from __future__ import annotations
 
 import torch
@@ -11,11 +12,17 @@ class TaskSampler:
     task's batch order does not depend on how many other tasks there are.
 
     Its whole state (each task's generator, current order and position) round-trips through ``state_dict`` /
-    ``load_state_dict``, so a resumed run draws the batches an uninterrupted run would have drawn. A
-    data-parallel run would give each rank a disjoint slice of every task's batch from the same rows."""
+    ``load_state_dict``, so a resumed run draws the batches an uninterrupted run would have drawn.
 
-    def __init__(self, splits: list[TaskSplit], batch: int, seed: int):
-        self.splits, self.batch = splits, batch
+    Data-parallel runs (``rank`` of ``world`` processes): every rank draws the same global batch of every task
+    and keeps its own contiguous slice (``tensor_split``: sizes differ by at most one row), so the slices of all
+    ranks are disjoint and their union is exactly the one-process batch. ``totals`` holds the global batch size
+    of each task of the last draw (the denominator of the task's mean loss). The state is the same on every
+    rank, so the state saved by rank 0 resumes every rank -- with any number of ranks."""
+
+    def __init__(self, splits: list[TaskSplit], batch: int, seed: int, rank: int = 0, world: int = 1):
+        self.splits, self.batch, self.rank, self.world = splits, batch, rank, world
+        self.totals = [0] * len(splits)
         self.gens = [torch.Generator().manual_seed(seed * 100_003 + t) for t in range(len(splits))]
         self.order: list[torch.Tensor] = [torch.empty(0, dtype=torch.long) for _ in splits]
         self.pos = [0] * len(splits)
@@ -27,14 +34,11 @@ class TaskSampler:
             self.order[t], self.pos[t] = torch.randperm(n, generator=self.gens[t]), 0
         rows = self.order[t][self.pos[t]:self.pos[t] + take]
         self.pos[t] += take
-        return rows
+        self.totals[t] = len(rows)
+        return rows if self.world == 1 else rows.tensor_split(self.world)[self.rank]
 
     def next_batches(self, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        out = []
-        for t, split in enumerate(self.splits):
-            x, y = split.batch(self.rows(t))
-            out.append((x.to(device, non_blocking=True), y.to(device, non_blocking=True)))
-        return out
+        return [tuple(stage(v, device) for v in split.batch(self.rows(t))) for t, split in enumerate(self.splits)]
 
     def state_dict(self) -> dict:
         return {"generators": [g.get_state() for g in self.gens], "orders": [o.clone() for o in self.order],
@@ -47,3 +51,12 @@ class TaskSampler:
             g.set_state(s)
         self.order = [o.clone() for o in state["orders"]]
         self.pos = list(state["positions"])
+
+
+def stage(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on ``device``. For an accelerator the rows are first put in page-locked (pinned) memory,
+    so the copy runs asynchronously (``non_blocking``) while the host goes on; the caching host allocator keeps
+    the pinned block alive until the copy is done. On the CPU the tensor is used as it is."""
+    if device.type == "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)

@@ -1,10 +1,10 @@
 """Everything a training run needs to continue exactly where it stopped, in one object.
 
-``TrainState`` holds the model, optimizer and batch sampler, the iteration, the best-so-far (score, iteration
-and weights), the patience counter, the evaluation history and the training time; ``state_dict()`` adds the
-random-number states (Python, NumPy, torch CPU and, when present, CUDA). Saved atomically beside the run's
-record (``seed<k>.state.pt``) with the run identity, and loaded only by a run of the same identity, a run
-resumed from it continues bit for bit as the uninterrupted run would have (on CPU).
+``TrainState`` holds the model, optimizer, batch sampler and (fp16) loss scaler, the iteration, the best-so-far
+(score, iteration and weights), the patience counter, the evaluation history and the training time;
+``state_dict()`` adds the random-number states (Python, NumPy, torch CPU and, when present, CUDA). Saved
+atomically beside the run's record (``seed<k>.state.pt``) with the run identity, and loaded only by a run of
+the same identity, a run resumed from it continues bit for bit as the uninterrupted run would have (on CPU).
 
 The best weights are a CPU copy, so keeping them never needs a second model on the accelerator.
 """
@@ -20,6 +20,7 @@ import torch
 from mtlbench.io import atomic_write
 from mtlbench.methods.base import MTLMethod
 from mtlbench.training.evaluate import improved
+from mtlbench.training.precision import Precision
 from mtlbench.training.sampler import TaskSampler
 
 
@@ -45,8 +46,10 @@ def set_rng_state(state: dict) -> None:
 
 
 class TrainState:
-    def __init__(self, model: MTLMethod, optimizer: torch.optim.Optimizer, sampler: TaskSampler, higher: bool):
+    def __init__(self, model: MTLMethod, optimizer: torch.optim.Optimizer, sampler: TaskSampler, higher: bool,
+                 precision: Precision | None = None):
         self.model, self.optimizer, self.sampler, self.higher = model, optimizer, sampler, higher
+        self.precision = precision or Precision()
         self.iteration = 0
         self.best_score = -math.inf if higher else math.inf
         self.best_iteration = 0
@@ -71,7 +74,8 @@ class TrainState:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "sampler": self.sampler.state_dict(), "rng": rng_state(), "iteration": self.iteration,
                 "best": {"score": self.best_score, "iteration": self.best_iteration, "weights": self.best_weights},
-                "bad_evals": self.bad_evals, "history": self.history, "train_time": self.train_time}
+                "bad_evals": self.bad_evals, "history": self.history, "train_time": self.train_time,
+                "precision": self.precision.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -81,6 +85,7 @@ class TrainState:
         self.best_score, self.best_iteration, self.best_weights = best["score"], best["iteration"], best["weights"]
         self.iteration, self.bad_evals = state["iteration"], state["bad_evals"]
         self.history, self.train_time = list(state["history"]), state["train_time"]
+        self.precision.load_state_dict(state.get("precision"))  # absent from states saved before mixed precision
         set_rng_state(state["rng"])  # last: nothing above may draw a random number after it
 
     def save(self, path: Path, identity: str) -> None:

@@ -1,9 +1,10 @@
 """One training iteration of every method: one mini-batch per task -> per-task losses, summed and
 divided by the number of tasks T, + the method's regularizer -> one optimizer step -> the method's after_step.
 
-``Objective`` is the module whose forward computes the loss (the module a data-parallel wrapper would wrap);
-``train_step`` is the one function both the trainer and ``mtlbench timing`` call, so the timed step is the
-trained step."""
+``Objective`` is the module whose forward computes the loss (the module DDP wraps in a data-parallel run, see
+distributed.py); ``train_step`` is the one function both the trainer and ``mtlbench timing`` call, so the timed
+step is the trained step. Mixed precision (autocast, the fp16 loss scaler) is precision.py's.
+"""
 from __future__ import annotations
 
 import torch
@@ -13,38 +14,51 @@ from torch import nn
 from mtlbench.config.loader import ResolvedSpec
 from mtlbench.data.base import TaskInfo
 from mtlbench.methods.base import MTLMethod
+from mtlbench.training.distributed import SINGLE, Dist, unwrap
+from mtlbench.training.precision import Precision
 
 
-def task_loss(logits: torch.Tensor, y: torch.Tensor, task: TaskInfo) -> torch.Tensor:
+def task_loss(logits: torch.Tensor, y: torch.Tensor, task: TaskInfo, total: int | None = None) -> torch.Tensor:
     """Multi-label: BCE with logits summed over the task's classes, mean over the batch. Multi-class:
-    cross-entropy."""
+    cross-entropy. In float32 whatever the logits' type. ``total``: a data-parallel rank's share -- its rows'
+    losses summed and divided by the task's global batch size (None: the mean over these rows)."""
+    logits = logits.float()
     if task.target == "multilabel":
-        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction="sum") / len(y)
-    return F.cross_entropy(logits, y)
+        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction="sum") / (total or len(y))
+    return F.cross_entropy(logits, y) if total is None else F.cross_entropy(logits, y, reduction="sum") / total
 
 
 class Objective(nn.Module):
-    """forward(batches) -> (mean task loss, the method's regularizer or None), one (x, y) batch per task."""
+    """forward(batches, totals) -> (mean task loss, the method's regularizer or None), one (x, y) batch per
+    task; ``totals`` (data-parallel runs) are the tasks' global batch sizes. The forward runs under the run's
+    autocast; the regularizer, a function of the weights, in float32."""
 
-    def __init__(self, method: MTLMethod, tasks: list[TaskInfo]):
+    def __init__(self, method: MTLMethod, tasks: list[TaskInfo], precision: Precision | None = None):
         super().__init__()
         self.method, self.tasks = method, tasks
+        self.precision = precision or Precision()
 
-    def forward(self, batches) -> tuple[torch.Tensor, torch.Tensor | None]:
-        logits = self.method([x for x, _ in batches])
-        loss = sum(task_loss(lg, y, task) for lg, (_, y), task in zip(logits, batches, self.tasks)) / len(self.tasks)
-        return loss, self.method.regularizer()
+    def forward(self, batches, totals: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        totals = totals or [None] * len(self.tasks)
+        with self.precision.autocast():
+            logits = self.method([x for x, _ in batches])
+        loss = sum(task_loss(lg, y, task, n) for lg, (_, y), task, n in zip(logits, batches, self.tasks, totals))
+        return loss / len(self.tasks), self.method.regularizer()
 
 
-def train_step(objective: Objective, optimizer: torch.optim.Optimizer, batches, step: int):
-    """One iteration: loss + regularizer, one optimizer step, then the method's after_step hook.
-    Returns the detached (mean task loss, regularizer)."""
-    loss, reg = objective(batches)
+def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batches, step: int,
+               d: Dist = SINGLE, totals: list[int] | None = None):
+    """One iteration: loss + regularizer, one optimizer step, then the method's after_step hook. Returns the
+    detached (mean task loss over all ranks, regularizer, whether the optimizer stepped -- False when the fp16
+    loss scaler skipped it). Across ``d.world`` ranks each back-propagates ``world x`` its share of the task
+    loss plus the regularizer: DDP's gradient average is then the one-process gradient (distributed.py)."""
+    inner = unwrap(objective)
+    loss, reg = objective(batches, totals) if d.world > 1 else objective(batches)
     optimizer.zero_grad(set_to_none=True)
-    (loss if reg is None else loss + reg).backward()
-    optimizer.step()
-    objective.method.after_step(step)
-    return loss.detach(), None if reg is None else reg.detach()
+    task_part = loss * d.world if d.world > 1 else loss
+    stepped = inner.precision.backward_step(task_part if reg is None else task_part + reg, optimizer)
+    inner.method.after_step(step)
+    return d.sum(loss.detach()), None if reg is None else reg.detach(), stepped
 
 
 def make_optimizer(resolved: ResolvedSpec, model: MTLMethod) -> torch.optim.Optimizer:

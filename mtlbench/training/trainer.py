@@ -8,7 +8,8 @@
     at the end:      restore the best weights, score val and test, return one result record (record.py)
 
 A method with a closed-form fit (``MTLMethod.closed_form``) is fitted once instead of stepped. The trainer never
-looks at a method's name and never prints: progress goes to an optional callback.
+looks at a method's name and never prints: progress goes to an optional callback. In a data-parallel run (``d``,
+distributed.py) every rank runs this loop on its slice of each batch; rank 0 alone evaluates and scores.
 """
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ from mtlbench.errors import UsageError
 from mtlbench.methods.base import MTLMethod
 from mtlbench.metrics import get_metric
 from mtlbench.results import RunRecord
+from mtlbench.training.distributed import SINGLE, Dist, convert_batchnorm, wrap
 from mtlbench.training.evaluate import evaluate, metric_names
 from mtlbench.training.plan import RunCell
+from mtlbench.training.precision import Precision
 from mtlbench.training.record import make_record
 from mtlbench.training.sampler import TaskSampler
 from mtlbench.training.state import TrainState
@@ -46,13 +49,16 @@ class Diverged(Exception):
         super().__init__(f"diverged at iteration {iteration}: {what}")
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, d: Dist = SINGLE) -> torch.device:
+    """The spec's device; in a data-parallel run on CUDA, each rank's own GPU (its local rank)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)  # the spec schema has checked the string
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"training.device: {name!r} asked for, but this torch build sees no CUDA device "
                          "(use auto or cpu)")
+    if device.type == "cuda" and d.world > 1:
+        device = torch.device("cuda", d.local_rank)
     return device
 
 
@@ -70,11 +76,14 @@ def build_model(resolved: ResolvedSpec, method: ResolvedMethod, data: MTLData, s
     return method.cls(data.info, resolved.spec.backbone_for(method.entry), method.params_for(seed))
 
 
-def check_finite(iteration: int, loss: float, reg: torch.Tensor | None) -> None:
+def check_finite(iteration: int, loss: float, reg: torch.Tensor | None, precision: Precision | None = None) -> None:
     if not math.isfinite(loss):
         raise Diverged(iteration, f"the task loss is {loss}")
     if reg is not None and not math.isfinite(r := reg.item()):
         raise Diverged(iteration, f"the regularizer is {r}")
+    if precision is not None and precision.collapsed():  # skipped fp16 steps alone are not a divergence
+        raise Diverged(iteration, f"the fp16 gradients stayed non-finite down to a loss scale below 2**-24 "
+                                  f"({precision.skipped} steps skipped)")
 
 
 def check_weights(model: MTLMethod, iteration: int) -> None:
@@ -84,52 +93,65 @@ def check_weights(model: MTLMethod, iteration: int) -> None:
 
 
 def train_run(resolved: ResolvedSpec, cell: RunCell, data: MTLData, progress: Progress | None = None,
-              resume: dict | None = None, checkpoint: Checkpoint | None = None) -> tuple[RunRecord, MTLMethod]:
+              resume: dict | None = None, checkpoint: Checkpoint | None = None,
+              d: Dist = SINGLE) -> tuple[RunRecord, MTLMethod]:
     """Train one method with one seed, from ``resume`` (a TrainState.state_dict of this run) when given; return
-    the result record and the model with its selected weights."""
+    the result record and the model with its selected weights. On ranks other than 0 of a data-parallel run
+    the record carries no scores (rank 0 writes the run's record)."""
     tr = resolved.spec.training
     wall_start = time.perf_counter()
     if tr.threads:
         torch.set_num_threads(tr.threads)
     seed_everything(cell.seed, tr.deterministic)
-    device = resolve_device(tr.device)
-    model = build_model(resolved, cell.method, data, cell.seed).to(device)
+    device = resolve_device(tr.device, d)
+    model = build_model(resolved, cell.method, data, cell.seed)
+    if d.world > 1 and tr.sync_batchnorm:
+        convert_batchnorm(model, d.sync_group)
+    model.to(device)
     if model.closed_form:
         return fit_run(resolved, cell, data, model, device, wall_start, progress)
-    primary = data.info.primary_metric
-    sampler = TaskSampler(data.split("train"), tr.batch_per_task, cell.seed)
-    state = TrainState(model, make_optimizer(resolved, model), sampler, get_metric(primary).higher_is_better)
+    primary, precision = data.info.primary_metric, Precision(tr.amp, device)
+    sampler = TaskSampler(data.split("train"), tr.batch_per_task, cell.seed, d.rank, d.world)
+    state = TrainState(model, make_optimizer(resolved, model), sampler, get_metric(primary).higher_is_better,
+                       precision)
     if resume is not None:
         state.load_state_dict(resume)
     earlier = state.train_time
+    objective = wrap(Objective(model, data.info.tasks, precision), d, device)
+    env = {"world_size": d.world}
     try:
-        run_steps(state, Objective(model, data.info.tasks), data, resolved, device, progress, checkpoint)
-    except Diverged as d:
-        return make_record(resolved, cell, data, model, device, status="diverged", failure=str(d),
-                           iterations_run=d.iteration, history=state.history, train_time_s=state.train_time,
-                           wall_time_s=earlier + time.perf_counter() - wall_start), model
+        run_steps(state, objective, data, resolved, device, progress, checkpoint, d)
+    except Diverged as e:
+        return make_record(resolved, cell, data, model, device, status="diverged", failure=str(e),
+                           iterations_run=e.iteration, history=state.history, train_time_s=state.train_time,
+                           wall_time_s=earlier + time.perf_counter() - wall_start, env_extra=env), model
     model.load_state_dict(state.best_weights)
-    return make_record(resolved, cell, data, model, device, metrics=final_scores(resolved, model, data, device),
-                       best_iteration=state.best_iteration, iterations_run=state.iteration, history=state.history,
-                       train_time_s=state.train_time, wall_time_s=earlier + time.perf_counter() - wall_start), model
+    metrics = final_scores(resolved, model, data, device) if d.main else None
+    return make_record(resolved, cell, data, model, device, metrics=metrics, best_iteration=state.best_iteration,
+                       iterations_run=state.iteration, history=state.history, train_time_s=state.train_time,
+                       wall_time_s=earlier + time.perf_counter() - wall_start, env_extra=env), model
 
 
-def run_steps(state: TrainState, objective: Objective, data: MTLData, resolved: ResolvedSpec, device: torch.device,
-              progress: Progress | None, checkpoint: Checkpoint | None) -> None:
+def run_steps(state: TrainState, objective, data: MTLData, resolved: ResolvedSpec, device: torch.device,
+              progress: Progress | None, checkpoint: Checkpoint | None, d: Dist = SINGLE) -> None:
     tr = resolved.spec.training
     primary, every = data.info.primary_metric, tr.checkpoint_every or tr.eval_every
     score_key = f"{tr.select_on}_{primary}"
     session_start, earlier = time.perf_counter(), state.train_time
     while not state.finished(tr.iterations, tr.patience):
         it = state.iteration = state.iteration + 1
-        loss, reg = train_step(objective, state.optimizer, state.sampler.next_batches(device), it)
+        batches = state.sampler.next_batches(device)
+        loss, reg, _ = train_step(objective, state.optimizer, batches, it, d, state.sampler.totals)
         info = {"loss": loss.item()}
-        check_finite(it, info["loss"], reg)
+        check_finite(it, info["loss"], reg, state.precision)
         if it % tr.eval_every == 0 or it == tr.iterations:
             check_weights(state.model, it)
-            info["select"] = evaluate(state.model, data, tr.select_on, [primary], tr.eval_batch, device)[primary]["mean"]
-            state.history.append({"iteration": it, "loss": info["loss"], "reg": None if reg is None else reg.item(),
-                                  score_key: info["select"]})
+            info["select"] = selection_score(state, data, tr, device, d)
+            entry = {"iteration": it, "loss": info["loss"], "reg": None if reg is None else reg.item(),
+                     score_key: info["select"]}
+            if state.precision.scaler is not None:
+                entry["skipped_steps"] = state.precision.skipped
+            state.history.append(entry)
             state.evaluated(info["select"])
         state.train_time = earlier + time.perf_counter() - session_start
         if checkpoint and it % every == 0 and not state.finished(tr.iterations, tr.patience):
@@ -137,6 +159,14 @@ def run_steps(state: TrainState, objective: Objective, data: MTLData, resolved: 
             checkpoint(state)
         if progress:
             progress(it, tr.iterations, info)
+
+
+def selection_score(state: TrainState, data: MTLData, tr, device: torch.device, d: Dist) -> float:
+    """The selection split's mean primary metric, scored by rank 0 and shared with every rank."""
+    primary = data.info.primary_metric
+    if not d.main:
+        return d.broadcast(None)
+    return d.broadcast(evaluate(state.model, data, tr.select_on, [primary], tr.eval_batch, device)[primary]["mean"])
 
 
 def fit_run(resolved: ResolvedSpec, cell: RunCell, data: MTLData, model: MTLMethod, device: torch.device,

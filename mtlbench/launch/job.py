@@ -1,0 +1,58 @@
+"""The job that trains one cell in its own process (a local worker or a Slurm job).
+
+``CellJob`` is pickled by submitit with the resolved spec inside, so a job trains exactly what was validated
+when it was submitted, even if the spec file changes while it waits in a queue. It trains the cell the way
+``mtlbench train`` does in process -- skip when finished, resume from the cell's state file, write the
+weights and the record atomically -- with its torch threads set to the job's CPU cores (``threads`` is a
+how-to-run field, not part of the run's identity). Its progress lines go to the job's log."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtlbench.config.loader import ResolvedSpec
+from mtlbench.results import read_record
+
+
+@dataclass
+class CellJob:
+    resolved: ResolvedSpec
+    index: int  # of the cell in plan_cells(resolved, seeds, out_dir)
+    seeds: list[int]
+    out_dir: Path
+    force: bool
+    threads: int | None
+
+    def __call__(self) -> dict:
+        from mtlbench.training.plan import plan_cells, stored_key
+        from mtlbench.training.run import load_data, train_cell
+        resolved = with_threads(self.resolved, self.threads)
+        cell = plan_cells(resolved, self.seeds, self.out_dir)[self.index]
+        if not self.force and cell.record_path.exists() and stored_key(read_record(cell.record_path)) == cell.key:
+            log(f"{cell.row} seed {cell.seed}: finished, skipped ({cell.record_path})")
+            return {"row": cell.row, "seed": cell.seed, "status": read_record(cell.record_path).status}
+        record = train_cell(resolved, cell, load_data(resolved), log_progress, self.force, log)
+        log(f"{cell.row} seed {cell.seed}: {record.status}, record {cell.record_path}")
+        return {"row": cell.row, "seed": cell.seed, "status": record.status}
+
+
+def with_threads(resolved: ResolvedSpec, threads: int | None) -> ResolvedSpec:
+    if not threads:
+        return resolved
+    spec = resolved.spec
+    training = spec.training.model_copy(update={"threads": threads})
+    return ResolvedSpec(spec.model_copy(update={"training": training}), resolved.file, resolved.dataset,
+                        resolved.options, resolved.methods, resolved.info)
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stdout, flush=True)
+
+
+def log_progress(row: str, seed: int, total: int):
+    def update(it: int, _total: int, info: dict) -> None:
+        if "select" in info:
+            log(f"{row} seed {seed}: iteration {it}/{total} loss {info['loss']:.4f} selection score "
+                f"{info['select']:.4f}")
+    return update

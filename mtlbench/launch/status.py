@@ -1,0 +1,135 @@
+"""Where each cell of a spec stands: ``done`` (its record, same run identity), ``diverged`` (its record says
+so), ``running`` (its job is queued or running), ``failed`` (its job ended without a record; the last line of
+its log says why) or ``missing`` (never submitted, or submitted for other settings). ``mtlbench status`` prints
+it; rerunning ``mtlbench train --launcher ...`` leaves running cells alone and resubmits failed and missing
+ones.
+
+A job's state is read from its files (submitit's result pickle and logs) and, while it has no result, from the
+process table (local jobs: the job id is the process id) or from ``squeue`` (Slurm jobs)."""
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtlbench.errors import MTLBenchError
+from mtlbench.launch.jobs_file import cell_key
+from mtlbench.results import read_record
+from mtlbench.training.plan import RunCell, stored_key
+
+SLURM_ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED",
+                "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED"}
+
+
+@dataclass
+class CellStatus:
+    cell: RunCell
+    state: str  # done | diverged | running | failed | missing
+    job: str | None = None  # the job id of its latest submission
+    detail: str = ""
+
+
+def cell_statuses(cells: list[RunCell], jobs: dict[str, dict[str, Any]]) -> list[CellStatus]:
+    return [cell_status(cell, jobs.get(cell_key(cell))) for cell in cells]
+
+
+def cell_status(cell: RunCell, entry: dict[str, Any] | None) -> CellStatus:
+    job = entry.get("job_id") if entry else None
+    if cell.record_path.exists():
+        try:
+            record = read_record(cell.record_path)
+        except MTLBenchError as e:
+            return CellStatus(cell, "missing", job, str(e))
+        if stored_key(record) == cell.key:
+            return CellStatus(cell, "done" if record.status == "ok" else "diverged", job,
+                              record.failure or "")
+        other = "a record of other settings is in its place"
+        if not (entry and entry.get("identity") == cell.identity):
+            return CellStatus(cell, "missing", job, other)
+    if not entry or entry.get("identity") != cell.identity:
+        return CellStatus(cell, "missing", None, "submitted for other settings" if entry else "")
+    state, detail = job_state(entry)
+    if state == "ended":  # the job returned but wrote no record (the record was removed since)
+        return CellStatus(cell, "missing", job, "its job ended, but there is no record")
+    return CellStatus(cell, state, job, detail)
+
+
+def job_files(entry: dict[str, Any]) -> dict[str, Path]:
+    folder, jid = Path(entry["folder"]), entry["job_id"]
+    return {"result": folder / f"{jid}_0_result.pkl", "err": folder / f"{jid}_0_log.err",
+            "out": folder / f"{jid}_0_log.out"}
+
+
+def job_state(entry: dict[str, Any]) -> tuple[str, str]:
+    """("running" | "failed" | "ended", detail) of a submitted job."""
+    files = job_files(entry)
+    if files["result"].exists():
+        outcome = read_result(files["result"])
+        if outcome[0] == "error":
+            return "failed", last_line(str(outcome[1])) or last_log_line(files)
+        return "ended", ""
+    active, detail = job_active(entry)
+    if active:
+        return "running", detail
+    return "failed", last_log_line(files) or "the job ended without a result"
+
+
+def read_result(path: Path) -> tuple[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            outcome = pickle.load(f)
+    except Exception as e:  # noqa: BLE001 -- a damaged result file is reported, never raised
+        return "error", f"unreadable job result {path.name} ({type(e).__name__})"
+    return outcome if isinstance(outcome, tuple) and len(outcome) == 2 else ("error", "unexpected job result")
+
+
+def job_active(entry: dict[str, Any]) -> tuple[bool, str]:
+    if entry.get("launcher") == "local":
+        return pid_alive(int(entry["job_id"])), ""
+    if shutil.which("squeue") is None:
+        return True, "no squeue on this machine to ask"
+    try:
+        state = subprocess.run(["squeue", "-h", "-j", str(entry["job_id"]), "-o", "%T"], capture_output=True,
+                               text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return True, "squeue did not answer"
+    return state in SLURM_ACTIVE, state.lower()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def last_log_line(files: dict[str, Path]) -> str:
+    for name in ("err", "out"):
+        try:
+            line = last_line(files[name].read_text(errors="replace"))
+        except OSError:
+            continue
+        if line:
+            return line
+    return ""
+
+
+def spec_statuses(resolved, seeds: list[int] | None, out_dir: Path | None) -> list[CellStatus]:
+    """Every cell of a spec with its status (``mtlbench status``)."""
+    from mtlbench.launch.jobs_file import read_jobs, spec_dir
+    from mtlbench.training.plan import plan_cells
+    out = Path(out_dir or resolved.spec.output.dir)
+    cells = plan_cells(resolved, seeds if seeds is not None else resolved.spec.seeds, out)
+    return cell_statuses(cells, read_jobs(spec_dir(out, resolved.spec.name)))

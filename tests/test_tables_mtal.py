@@ -1,0 +1,47 @@
+"""MTAL tables: the paper's column names map onto ours (Typographic -> Typographic*, Coil-20 -> COIL-20), and
+a column we cannot fill offline (Office-Home Art) renders n/a with a footnote on how to prepare it -- never an
+invitation to train -- unless the records hold the task."""
+from __future__ import annotations
+
+from mtlbench.report.tables import build_table, get_paper_table, to_markdown
+from mtlbench.results import RunRecord
+
+
+def record(row: str, values: dict, missing: list[str]) -> RunRecord:
+    return RunRecord(spec_name="mtal", row=row, method="stl", seed=0, spec_file="s.yaml", spec={}, params={},
+                     dataset="mtal_unrelated", tasks=list(values), data_metadata={"missing_tasks": missing},
+                     primary_metric="accuracy", selected_on="val", best_iteration=1, iterations_run=1, history=[],
+                     n_params=1000, train_time_s=1.0, wall_time_s=1.0,
+                     metrics={"test": {"accuracy": {"tasks": values, "mean": sum(values.values()) / len(values)}}})
+
+
+def test_unrelated_table_maps_coil_and_marks_art_not_available():
+    recs = [record("Single-task", {"HD": 0.7, "COIL-20": 0.99, "Amazon": 0.75}, ["Art"])]
+    table = build_table(recs, paper=get_paper_table("mtal_table4_unrelated_with_relations"), rows=["Single-task"])
+    ours = next(r for r in table.rows if r[1].startswith("ours"))
+    assert table.header == ["method", "source", "HD", "Coil-20", "Art", "Amazon"]
+    assert ours[2:] == ["0.700", "0.990", "n/a", "0.750"]
+    text = to_markdown(table)
+    assert "n/a: Art -- Office-Home Art is not available offline" in text and "prepare image-folder" in text
+    assert "mtlbench train" not in text
+    assert "Coil-20 = our COIL-20" in text
+
+
+def test_art_fills_its_column_once_prepared():
+    recs = [record("Multi-task", {"HD": 0.7, "COIL-20": 1.0, "Art": 0.55, "Amazon": 0.75}, [])]
+    table = build_table(recs, paper=get_paper_table("mtal_table5_unrelated_without_relations"), rows=["Multi-task"])
+    ours = next(r for r in table.rows if r[1].startswith("ours"))
+    assert ours[2:] == ["0.700", "0.550", "1.000", "0.750"]
+    assert not any(n.startswith("n/a") for n in table.notes)
+
+
+def test_related_table_maps_the_typographic_stand_in():
+    recs = [record("Cross-Stitch", {"HD": 0.8, "A": 0.85, "a": 0.8, "Typographic*": 0.95}, [])]
+    table = build_table(recs, paper=get_paper_table("mtal_table3_related_without_relations"), rows=["Cross-Stitch"])
+    ours = next(r for r in table.rows if r[1].startswith("ours"))
+    assert ours[2:] == ["0.800", "0.850", "0.950", "0.800"]  # HD, A, Typographic (= our Typographic*), a
+
+
+def test_own_table_footnotes_tasks_left_out():
+    table = build_table([record("STL", {"HD": 0.7, "Amazon": 0.7}, ["Art"])])
+    assert "not in these runs (data not prepared): Art" in table.notes
