@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtlbench.console import err, out
+from mtlbench.console import err, error_line, out
 from mtlbench.console import user_errors as _user_errors
 from mtlbench.errors import UsageError
 
@@ -27,9 +27,12 @@ def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
     if text is None:
         return None
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers such as 0,1,2 (got {text!r})") from None
+        seeds = []
+    if not seeds:
+        raise UsageError(f"--seeds: expected comma-separated integers such as 0,1,2 (got {text!r})")
+    return seeds
 
 
 @contextmanager
@@ -83,14 +86,16 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
     `launcher:` section); `mtlbench status SPEC` shows where each job stands. Under `torchrun --nproc_per_node
     N -m mtlbench train SPEC` every run is trained data-parallel by the N processes."""
     from mtlbench.config.loader import load_spec
+    from mtlbench.io import output_folder
     from mtlbench.launch.settings import with_flags
     check_format(fmt)
     seed_list = parse_seeds(seeds)
+    output_folder(out_dir)
     resolved = load_spec(spec)
     settings = with_flags(resolved.spec.launcher, dict(
         kind=launcher, workers=workers, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job, time_min=time_min,
         mem_gb=mem_gb, partition=partition, max_parallel=max_parallel, sbatch=sbatch or None))
-    log = lambda line: err.print(line, highlight=False, soft_wrap=True)  # noqa: E731
+    log = lambda line: err.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
     if settings.kind != "inprocess" or dry_run:
         return train_as_jobs(resolved, seed_list, out_dir, force, settings, dry_run, fmt, log)
     from mtlbench.training.distributed import session
@@ -100,7 +105,8 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
             records = run_spec(resolved, seed_list, out_dir, factory or plain_progress(), force=force, log=log, d=d)
     if d.main:
         print_table(spec_table(resolved, out_dir), fmt)
-        err.print(f"{len(records)} run(s) under {Path(out_dir or resolved.spec.output.dir) / resolved.spec.name}")
+        err.print(f"{len(records)} run(s) under {Path(out_dir or resolved.spec.output.dir) / resolved.spec.name}",
+                  markup=False)
     exit_if_diverged(records, say=d.main)
 
 
@@ -108,7 +114,7 @@ def exit_if_diverged(records, say: bool = True) -> None:
     diverged = [f"{r.row} seed {r.seed}" for r in records if r.status == "diverged"]
     if diverged:
         if say:
-            err.print(f"[red]error:[/red] {len(diverged)} run(s) diverged: {', '.join(diverged)}", highlight=False)
+            error_line(f"{len(diverged)} run(s) diverged: {', '.join(diverged)}")
         raise typer.Exit(1)
 
 
@@ -131,9 +137,8 @@ def train_as_jobs(resolved, seeds, out_dir, force, settings, dry_run, fmt, log) 
     print_table(spec_table(resolved, out_dir), fmt)
     bad = {i: state for i, state in outcome.items() if state != "done"}
     if bad:
-        err.print(f"[red]error:[/red] {len(bad)} run(s) did not finish: "
-                  + ", ".join(sorted(set(bad.values()))) + f"; `mtlbench status {resolved.file}` says why",
-                  highlight=False)
+        error_line(f"{len(bad)} run(s) did not finish: " + ", ".join(sorted(set(bad.values())))
+                   + f"; `mtlbench status {resolved.file}` says why")
         raise typer.Exit(1)
 
 
@@ -183,7 +188,7 @@ def sweep(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a spec wit
     check_format(fmt)
     seed_list = parse_seeds(seeds)
     resolved = require_sweep(load_spec(spec))
-    log = lambda line: err.print(line, highlight=False, soft_wrap=True)  # noqa: E731
+    log = lambda line: err.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
     with progress_bars(progress and err.is_terminal) as factory:
         records = run_spec(expand_sweep(resolved), seed_list, out_dir, factory or plain_progress(), force=force,
                            log=log)
@@ -198,7 +203,7 @@ def plain_progress():
         def update(it: int, _total: int, info: dict) -> None:
             if "select" in info and "loss" in info:
                 err.print(f"{row} seed {seed}: iteration {it}/{total} loss {info['loss']:.4f} "
-                          f"selection score {info['select']:.4f}", highlight=False)
+                          f"selection score {info['select']:.4f}", highlight=False, markup=False)
         return update
     return factory
 
@@ -290,17 +295,12 @@ def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a r
     kernel-sharing ratios per conv layer), and each row's p-value against the reference row (two-sided paired
     t-test over seeds of the table's summary column). A spec with a `sweep:` section renders its sweep (the metric
     and the method's reported scalars against the swept value)."""
-    from mtlbench.metrics import get_metric
-    from mtlbench.registry import UnknownNameError
     from mtlbench.report.compare import table_for
     check_format(fmt)
     if split not in ("test", "val"):
         raise UsageError(f"--split: expected test or val (got {split!r})")
     if metric is not None:
-        try:
-            get_metric(metric)
-        except UnknownNameError as e:
-            raise UsageError(f"--metric: {e}") from None
+        get_metric_or_usage(metric)
     print_table(table_for(target, results, metric, split, plot, vs), fmt)
 
 
@@ -314,14 +314,17 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
            warmup: int = typer.Option(3, min=0, help="discarded warm-up iterations per method and mode"),
            out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
            fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv")):
-    """Seconds per 100 training and inference iterations for each method of SPEC (protocol.md "Timing"),
-    with each method's ratio to the reference measured in the same run. Writes <out>/<spec name>/timing.json."""
+    """Seconds per 100 training and inference iterations for each method of SPEC, with each method's ratio to
+    the reference measured in the same run. Batches are drawn before the clock starts (timed apart, the "data"
+    column), warm-up iterations are discarded, the methods take turns inside every timed block, and the median
+    and range over blocks are reported. Writes <out>/<spec name>/timing.json."""
     from mtlbench.config.loader import load_spec
-    from mtlbench.io import atomic_write_json
+    from mtlbench.io import atomic_write_json, output_folder
     from mtlbench.report.tables import build_timing_table, get_paper_table
     from mtlbench.timing import time_spec, with_reference
     from mtlbench.training.run import load_data
     check_format(fmt)
+    output_folder(out_dir)
     resolved = load_spec(spec)
     if vs:
         resolved = with_reference(resolved, vs)
@@ -331,13 +334,13 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
     atomic_write_json(path, result)
     paper = get_paper_table(resolved.spec.table) if resolved.spec.table == "taan_table2_timing" else None
     print_table(build_timing_table(result, paper), fmt)
-    err.print(f"written {path}")
+    err.print(f"written {path}", markup=False)
 
 
 @app.command()
 @user_errors
 def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record, a method's run folder, or a spec's results folder"),
-           plots: bool = typer.Option(True, help="write one heat-map PNG per layer and matrix (needs matplotlib)"),
+           plots: bool = typer.Option(True, help="write one heat-map PNG per layer and matrix (needs matplotlib: pip install 'mtlbench[plot]')"),
            figures: Optional[Path] = typer.Option(None, help="folder for the PNGs (default: <run folder>/figures)"),
            matrix: str = typer.Option("distance", help="which matrices: distance | cosine | both"),
            top: int = typer.Option(5, min=1, help="most isolated tasks listed per layer")):
@@ -351,10 +354,68 @@ def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record,
     kinds = KINDS if matrix == "both" else (matrix,)
     if any(k not in KINDS for k in kinds):
         raise UsageError(f"--matrix: expected distance, cosine or both (got {matrix!r})")
+    if plots:
+        from mtlbench.report.plots import pyplot
+        pyplot()
     records = records_at(run)
     for record in records:
         print_record_analysis(out, record, kinds, plots, figures, top)
     print_over_seeds(out, records, top)
+
+
+@app.command()
+@user_errors
+def check(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="the run spec whose records are checked"),
+          against: Path = typer.Option(..., help="reference results folder, e.g. results/reference (records under "
+                                                 "DIR/<spec name>/, and timing.json beside them if ratios are checked)"),
+          results: Optional[Path] = typer.Option(None, help="fresh results folder (default: the spec's output.dir)"),
+          metric: Optional[str] = typer.Option(None, help="metric compared (default: check.metric or the primary)"),
+          split: Optional[str] = typer.Option(None, help="test | val (default: check.split)"),
+          per_task: Optional[bool] = typer.Option(None, "--per-task/--mean-only",
+                                                  help="check every task too (default: check.per_task)"),
+          tolerance: Optional[float] = typer.Option(None, help="allowed absolute drop with fewer than "
+                                                    "check.min_seeds reference seeds (default: check.tolerance)"),
+          std_k: Optional[float] = typer.Option(None, help="allowed drop in reference standard deviations "
+                                                "(default: check.std_k)"),
+          timing_tolerance: Optional[float] = typer.Option(None, help="allowed relative growth of a timing ratio "
+                                                           "(default: check.timing_tolerance)"),
+          fmt: str = typer.Option("rich", "--format", help="rich | markdown (a pull-request summary) | latex | csv"),
+          junit: Optional[Path] = typer.Option(None, help="also write JUnit XML here (what CI systems display)")):
+    """Check fresh result records against reference records: per method (and optionally per task) the mean score
+    must not fall below the reference by more than the tolerance, and timing ratios must not grow beyond theirs.
+
+    Tolerances come from the spec's `check:` section, overridden by these options. Exit 0 when every check holds,
+    1 with the table of checks when one regressed (a diverged or missing run is a regression), 2 for bad input."""
+    from mtlbench.config.loader import load_spec
+    from mtlbench.io import atomic_write_text
+    from mtlbench.metrics import get_metric
+    from mtlbench.report.check import as_table, check_spec, fresh_folder, reference_folder, to_junit, tolerances
+    check_format(fmt)
+    if junit is not None and junit.is_dir():
+        raise UsageError(f"--junit: {junit} is a directory; expected a file name such as check.xml")
+    resolved = load_spec(spec, check_data=False)
+    s = resolved.spec
+    tol = tolerances(s.check, metric=metric, split=split, per_task=per_task, tolerance=tolerance, std_k=std_k,
+                     timing_tolerance=timing_tolerance)
+    if tol.metric is not None:
+        get_metric_or_usage(tol.metric)
+    result = check_spec(s, fresh_folder(results or s.output.dir, s.name, spec), reference_folder(against, s.name),
+                        tol, lambda m: get_metric(m).higher_is_better)
+    if junit is not None:
+        atomic_write_text(junit, to_junit(result))
+    print_table(as_table(result), fmt)
+    if result.failures:
+        error_line(f"{len(result.failures)} check(s) failed: " + "; ".join(f.detail for f in result.failures))
+        raise typer.Exit(1)
+
+
+def get_metric_or_usage(name: str):
+    from mtlbench.metrics import get_metric
+    from mtlbench.registry import UnknownNameError
+    try:
+        return get_metric(name)
+    except UnknownNameError as e:
+        raise UsageError(f"--metric: {e}") from None
 
 
 def spec_table(resolved, out_dir):

@@ -37,7 +37,7 @@ def bars(enabled: bool) -> Iterator[ProgressFactory]:
     """A progress factory drawing rich bars (or printing one line per phase when bars are off)."""
     if not enabled:
         def plain(description: str, total: int):
-            err.print(f"{description} ({total})", highlight=False)
+            err.print(f"{description} ({total})", highlight=False, markup=False)
             return lambda n=1: None
         yield plain
         return
@@ -64,8 +64,17 @@ def command_line(source: str, **opts) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def refuse_early(out: Path, force: bool, fractions: tuple[float, float] | None = None) -> None:
+    """What the options alone decide, checked before any source file is read (exit 2, nothing written)."""
+    from mtlbench.data.shards import refuse_to_clobber
+    from mtlbench.prepare.common import mtal_scheme
+    refuse_to_clobber(out, force)
+    if fractions is not None:
+        mtal_scheme(*fractions)
+
+
 def done(out: Path) -> None:
-    err.print(f"prepared dataset written to {out}", highlight=False)
+    err.print(f"prepared dataset written to {out}", highlight=False, markup=False)
 
 
 @prepare_app.command("youtube8m")
@@ -85,6 +94,7 @@ def youtube8m(src: list[Path] = typer.Option(..., help="folder of video-level *.
     Every record's two CRC32C checksums are verified; a damaged record stops with its file, record number and
     byte offset. Inputs are mean_rgb ++ mean_audio (1152 floats), stored once per video."""
     from mtlbench.prepare.youtube8m import prepare_youtube8m
+    refuse_early(out, force)
     cmd = command_line("youtube8m", src=src, vocabulary=vocabulary, out=out, seed=seed, split=split)
     with bars(progress and err.is_terminal) as factory:
         done(prepare_youtube8m(src, vocabulary, out, seed=seed, split=split, force=force, progress=factory,
@@ -105,6 +115,7 @@ def omniglot(src: Path = typer.Option(..., help="folder with images_background.n
     Splits: 'default' (per character 14/2/4 drawings, seeded) and 'paper_faithful' (p = 0.9 to train,
     selection on test, as TAAN's code did); a spec picks one with data.options.split."""
     from mtlbench.prepare.omniglot import prepare_omniglot
+    refuse_early(out, force)
     cmd = command_line("omniglot", src=src, out=out, seed=seed)
     with bars(progress and err.is_terminal) as factory:
         done(prepare_omniglot(src, out, seed=seed, force=force, progress=factory, command=cmd))
@@ -126,6 +137,7 @@ def chars74k(src: Path = typer.Option(..., help="folder with hnd_64x64.npz and f
     HD: handwritten digits; A / a: 10 seeded upper / lower-case letters; Typographic*: computer-font digits, a
     stand-in for MTAL's typographic set. Per class 70/30 train/test, 10% of train for validation."""
     from mtlbench.prepare.chars74k import prepare_chars74k
+    refuse_early(out, force, (test_fraction, val_fraction))
     cmd = command_line("chars74k", src=src, out=out, seed=seed, letter_seed=letter_seed, letters=letters,
                        test_fraction=test_fraction, val_fraction=val_fraction)
     with bars(progress and err.is_terminal) as factory:
@@ -152,6 +164,7 @@ def coil20(src: Path = typer.Option(..., help="COIL20_32x32.mat / coil20_unproc.
 
     Per class 70/30 train/test, 10% of train for validation; images kept at their size."""
     from mtlbench.prepare.coil20 import prepare_coil20
+    refuse_early(out, force, (test_fraction, val_fraction))
     cmd = command_line("coil20", src=src, out=out, variant=variant, objects=objects, object_seed=object_seed,
                        seed=seed, test_fraction=test_fraction, val_fraction=val_fraction)
     with bars(progress and err.is_terminal) as factory:
@@ -175,6 +188,7 @@ def office_caltech(src: Path = typer.Option(..., help="folder of Office-Caltech1
 
     Inputs are 800-d visual-word histograms, normalised at load time (row sum, then z-score on train rows)."""
     from mtlbench.prepare.office_caltech import prepare_office_caltech
+    refuse_early(out, force, (test_fraction, val_fraction))
     cmd = command_line("office-caltech", src=src, out=out, domain=domain, seed=seed,
                        test_fraction=test_fraction, val_fraction=val_fraction)
     with bars(progress and err.is_terminal) as factory:
@@ -202,6 +216,7 @@ def image_folder(src: Path = typer.Option(..., help="folder with one sub-folder 
     How Office-Home Art joins MTAL's unrelated set: --src OfficeHomeDataset --task Art --size 64
     --out prepared/office_home. Per class 70/30 train/test, 10% of train for validation."""
     from mtlbench.prepare.image_folder import prepare_image_folder
+    refuse_early(out, force, (test_fraction, val_fraction))
     cmd = command_line("image-folder", src=src, out=out, task=task, size=size, mode=mode, seed=seed,
                        test_fraction=test_fraction, val_fraction=val_fraction)
     with bars(progress and err.is_terminal) as factory:
@@ -213,13 +228,20 @@ def image_folder(src: Path = typer.Option(..., help="folder with one sub-folder 
 @prepare_app.command("verify")
 @user_errors
 def verify(path: Path = typer.Argument(..., help="a prepared dataset directory")):
-    """Check a prepared directory: manifest, every shard's sha256 and every HDF5 chunk's checksum.
+    """Check a prepared directory: the manifest (its seal, and its class counts, split counts and task names
+    against the shards), every shard's sha256 and every HDF5 chunk's checksum.
 
-    Prints the tasks and their split sizes; exit 1 with the reason when anything is missing or corrupt."""
+    Prints the tasks and their split sizes; exit 2 with the reason when anything is missing, edited or corrupt
+    (the same code `validate` and `train` give for the same problem)."""
     from rich.table import Table
 
+    from mtlbench.data.manifest_check import SEAL, is_sealed
     from mtlbench.data.shards import verify_prepared
-    manifest = verify_prepared(path)
+    from mtlbench.errors import DataError, InputError
+    try:
+        manifest = verify_prepared(path)
+    except DataError as e:
+        raise InputError(str(e)) from None
     table = Table(title=f"{path}: {manifest['dataset']}, {len(manifest['tasks'])} tasks, split seed "
                         f"{manifest['split']['seed']}")
     for col in ("task", "classes", "examples", "train", "val", "test"):
@@ -229,7 +251,10 @@ def verify(path: Path = typer.Argument(..., help="a prepared dataset directory")
         table.add_row(t["name"], str(t["n_classes"]), str(c.get("all", sum(c.values()))), str(c["train"]),
                       str(c["val"]), str(c["test"]))
     out.print(table)
-    err.print(f"{path}: ok ({len(manifest['shards'])} shards verified)", highlight=False)
+    if not is_sealed(path):
+        err.print(f"{path}: note: no {SEAL} (prepared by an older mtlbench), so hand edits of class names cannot "
+                  f"be detected; re-run its prepare command with --force to seal it", highlight=False, markup=False)
+    err.print(f"{path}: ok ({len(manifest['shards'])} shards verified)", highlight=False, markup=False)
 
 
 if __name__ == "__main__":

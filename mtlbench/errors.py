@@ -1,5 +1,11 @@
-"""User-facing errors. The CLI prints their message on one line and exits non-zero: 2 for a bad spec or bad
-command-line input (nothing was run), 1 for a failure while running (corrupt data, a missing file)."""
+"""User-facing errors. The CLI prints their message on one line and exits with their code, the same rule in
+every command:
+
+- 2: refused before any work -- a bad command line, a bad spec, or an input (a prepared directory, a result
+  record, a source folder) that is missing, of the wrong kind or fails its checks. Nothing was written.
+- 1: the work started and failed -- a run diverged, ``check`` found a regression, raw data turned out damaged
+  while ``prepare`` converted it, data turned out corrupt while training read it. Finished work is kept.
+"""
 from __future__ import annotations
 
 
@@ -8,7 +14,8 @@ class MTLBenchError(Exception):
 
 
 class DataError(MTLBenchError):
-    """Raw or prepared data that cannot be read as what it claims to be (names the file and the place)."""
+    """Raw or prepared data that cannot be read as what it claims to be (names the file and the place),
+    found while working on it (exit 1)."""
 
 
 class SpecError(MTLBenchError):
@@ -23,5 +30,12 @@ class SpecError(MTLBenchError):
 
 class UsageError(MTLBenchError):
     """A bad command-line value (exit 2, nothing was run)."""
+
+    exit_code = 2
+
+
+class InputError(DataError):
+    """An input file or directory that is missing, of the wrong kind, or fails its checks before any work
+    starts (exit 2, nothing was run). A DataError, so code that reads data catches both alike."""
 
     exit_code = 2

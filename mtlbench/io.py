@@ -41,3 +41,12 @@ def finite_or_none(obj: Any) -> Any:
 def atomic_write_json(path: Path, obj: Any) -> None:
     text = json.dumps(finite_or_none(obj), indent=2, sort_keys=False, default=str, allow_nan=False)
     atomic_write_text(path, text + "\n")
+
+
+def output_folder(path: Path | None, option: str = "--out") -> Path | None:
+    """``path`` when it is a directory or does not exist yet (it is created when something is written);
+    a UsageError, before any work, when it names a file."""
+    from mtlbench.errors import UsageError
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise UsageError(f"{option}: {path} is a file; expected a directory (created if missing)")
+    return path

@@ -24,7 +24,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from mtlbench import __version__
-from mtlbench.errors import MTLBenchError
+from mtlbench.errors import InputError
 from mtlbench.io import atomic_write_json
 
 # Layout of a record file. 1: records written before status / identity existed (read with their defaults).
@@ -129,14 +129,14 @@ def read_record(path: Path) -> RunRecord:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MTLBenchError(f"{path}: not a readable result record ({e})") from None
+        raise InputError(f"{path}: not a readable result record ({e})") from None
     if isinstance(data, dict) and isinstance(data.get("schema_version"), int) and data["schema_version"] > RECORD_SCHEMA:
-        raise MTLBenchError(f"{path}: record schema {data['schema_version']} is newer than this mtlbench reads "
+        raise InputError(f"{path}: record schema {data['schema_version']} is newer than this mtlbench reads "
                             f"({RECORD_SCHEMA}); upgrade mtlbench")
     try:
         record = RunRecord.model_validate(data)
     except ValidationError as e:
-        raise MTLBenchError(f"{path}: not a mtlbench result record ({validation_reason(e)})") from None
+        raise InputError(f"{path}: not a mtlbench result record ({validation_reason(e)})") from None
     record.path = Path(path)
     return record
 

@@ -1,5 +1,5 @@
 """Parameter counts at the papers' sizes, without data: build a method for the shapes of TAAN Table 1
-(YouTube-8M: 1152-d input, MLP 1152 -> 3 x 1024, 16 vertical tasks with the class counts of datasets.md) and
+(YouTube-8M: 1152-d input, MLP 1152 -> 3 x 1024, 16 vertical tasks with YouTube-8M's class counts per vertical) and
 count. Building is cheap for every method (DMTRL factorises a random tensor of that size, a few seconds).
 
     >>> from mtlbench.sizes import count_at_paper_size
@@ -17,7 +17,7 @@ from mtlbench.methods.backbone import BackboneSpec
 from mtlbench.methods.base import parameter_counts
 from mtlbench.registry import METHODS
 
-# Vertical1 counts of vocabulary.csv, in the TAAN code's task order (datasets.md)
+# Vertical1 counts of vocabulary.csv, in the TAAN code's task order (data_prep/README.md)
 YOUTUBE8M_CLASSES = (525, 734, 466, 167, 278, 302, 259, 150, 132, 86, 116, 26, 120, 116, 48, 32)
 YOUTUBE8M_INPUT = 1152
 

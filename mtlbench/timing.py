@@ -1,4 +1,4 @@
-"""Seconds per 100 iterations, as protocol.md "Timing" defines them (TAAN Table 2 and beyond).
+"""Seconds per 100 iterations, defined as follows (TAAN Table 2 and beyond).
 
 - training iteration = forward + backward + optimizer step over one batch of every task;
   inference iteration = eval-mode forward of one batch of every task;

@@ -176,7 +176,7 @@ def test_image_folder_needs_a_size_when_sizes_differ(tmp_path):
     assert "mtlbench prepare image-folder" in m["prepare_command"] and "--size 12x10" in m["prepare_command"]
     again = runner.invoke(prepare_app, ["image-folder", "--src", str(src), "--out", str(tmp_path / "o"),
                                         "--size", "12x10", "--no-progress"])
-    assert again.exit_code == 1 and "already holds a prepared dataset; pass --force" in again.output
+    assert again.exit_code == 2 and "already holds a prepared dataset; pass --force" in again.output
 
 
 def test_cli_help_for_every_source():

@@ -73,8 +73,8 @@ def test_flipped_byte_inside_a_chunk_is_caught_both_ways(toy):
     # without the whole-file checksum, HDF5's fletcher32 still refuses the chunk: never wrong data
     with pytest.raises(DataError, match=r"task-01.h5: dataset 'x' cannot be read: corrupt shard"):
         load(toy, verify="none")
-    result = runner.invoke(prepare_app, ["verify", str(toy)])
-    assert result.exit_code == 1 and "sha256 does not match" in result.output
+    result = runner.invoke(prepare_app, ["verify", str(toy)])  # bad input, as validate and train say: exit 2
+    assert result.exit_code == 2 and "sha256 does not match" in result.output
 
 
 def test_fletcher32_is_checked_when_streaming(toy):
@@ -92,7 +92,7 @@ def test_deleted_shard_is_named(toy):
     with pytest.raises(DataError, match="task-02.h5: shard listed in the manifest is missing"):
         load(toy)
     result = runner.invoke(prepare_app, ["verify", str(toy)])
-    assert result.exit_code == 1 and "task-02.h5: shard listed in the manifest is missing" in result.output
+    assert result.exit_code == 2 and "task-02.h5: shard listed in the manifest is missing" in result.output
 
 
 def test_flipped_metadata_byte_is_caught(toy):

@@ -9,6 +9,7 @@ import pytest
 
 from mtlbench.data import shards
 from mtlbench.data.image_folder import ImageFolder
+from mtlbench.data.manifest_check import write_seal
 from mtlbench.data.verified import CACHE_NAME, cache_locations
 from mtlbench.errors import DataError
 from tests.data_support import flip_byte, write_toy
@@ -80,6 +81,7 @@ def test_another_manifest_forgets_what_was_verified(toy, hashed):
     hashed.clear()
     manifest = toy / shards.MANIFEST
     manifest.write_text(manifest.read_text() + "\n")  # same content for the loader, other bytes: another manifest
+    write_seal(toy)  # as prepare would seal a new manifest
     load(toy)
     assert sorted(hashed) == sorted(shard_names(toy))
 

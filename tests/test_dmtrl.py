@@ -1,5 +1,5 @@
 """DMTRL (Yang & Hospedales 2017): factorisations reconstruct within tolerance, counts match the closed forms of
-baselines.md §B.3, STL initialisation reproduces the STL networks, and bad inputs are refused."""
+STL initialisation reproduces the STL networks, and bad inputs are refused."""
 from __future__ import annotations
 
 import math
@@ -28,7 +28,7 @@ def low_rank_tensor(shape=(12, 10, 6), ranks=(3, 4, 2), noise=0.05, seed=0) -> t
 
 
 def closed_form(kind: str, shape, ranks) -> int:
-    """baselines.md §B.3: LAF K(prod D + T); Tucker prod K + sum Dn Kn + T K_T; TT sum r_{n-1} Dn r_n."""
+    """Parameter counts: LAF K(prod D + T); Tucker prod K + sum Dn Kn + T K_T; TT sum r_{n-1} Dn r_n."""
     if kind == "LAF":
         return ranks[0] * (math.prod(shape[:-1]) + shape[-1])
     if kind == "Tucker":

@@ -1,4 +1,4 @@
-"""Metrics against hand-computed cases (datasets.md defines mAP@10 exactly)."""
+"""Metrics against hand-computed cases (mtlbench.metrics defines mAP@10 exactly)."""
 import pytest
 import torch
 

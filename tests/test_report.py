@@ -48,4 +48,4 @@ def test_report_without_plots_and_for_methods_without_matrices(trained):
 
 def test_report_of_a_missing_folder_is_one_clear_error(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path / "nope")])
-    assert result.exit_code == 1 and "does not exist" in result.output
+    assert result.exit_code == 2 and "does not exist" in result.output

@@ -162,7 +162,7 @@ def test_non_uniform_b_is_not_taken_for_a_grid():
 @pytest.mark.parametrize("n_tasks,m,limit", [(1, 64, 5.0), (4, 64, 6.0), (16, 64, 6.0)])
 def test_saved_memory_per_element_is_small(n_tasks, m, limit):
     """Saved for backward: x (4 bytes in float32) + the code (uint8 up to 256 codes T * 2(M+1), else int16),
-    never an [N, H, M] tensor: <= 8 bytes per element (taan.md)."""
+    never an [N, H, M] tensor: <= 8 bytes per element."""
     saved = []
 
     def pack(t):

@@ -1,5 +1,5 @@
 """Closed-form TAAN moments, inner products, distances and regularizers against numerical quadrature of their
-defining integrals (taan.md "Gaussian moments", "Inner product, norm, distance", "Regularizers")."""
+defining integrals (Gaussian moments; inner product, norm and distance; the regularizers)."""
 from __future__ import annotations
 
 import math
@@ -133,7 +133,7 @@ def test_taan_code_cosine_uses_relu_b_instead_of_indicator():
     _, paper, _ = gaussian_moments(b)
     _, code, _ = gaussian_moments(b, fidelity="taan_code")
     phi0 = 1 / math.sqrt(2 * math.pi)
-    want = [max(v, 0) * (v * phi0 + 0.5 - stats.norm.cdf(v)) for v in b.tolist()]  # baselines.md B.1 (ii)
+    want = [max(v, 0) * (v * phi0 + 0.5 - stats.norm.cdf(v)) for v in b.tolist()]  # the code's E[B0 B_b]: relu(b) for the indicator
     assert code.tolist() == pytest.approx(want, abs=1e-14)
     assert paper[0] == 0 and code[0] == 0 and abs(code[2] - paper[2]) > 0.1
     a = alphas(3)[:, :3]

@@ -1,38 +1,83 @@
-"""`mtlbench timing` measures every method in one run and writes its record; no assertion on seconds."""
+"""`mtlbench timing` measures every method in one run and writes its record. The clock is replaced by a virtual
+one that only the methods' forward passes advance (Hard-Share by 1 s, a stand-in method by 3 s), so every
+number the command reports is known exactly and no assertion depends on how fast or busy the machine is."""
 import json
+import statistics
 
+import pytest
 from typer.testing import CliRunner
 
+from mtlbench import timing
 from mtlbench.cli import app
+from mtlbench.methods.hard_share import HardShare
 from tests.conftest import TINY_SPEC
+from tests.fake_methods import register
 
 runner = CliRunner()
 
 
-def test_timing_writes_ratios_to_hard_share(write_spec, tmp_path):
-    spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs"))
-                      .replace("  - name: hard_share\n    label: Hard-Share\n", ""))
-    result = runner.invoke(app, ["timing", str(spec), "--iterations", "2", "--blocks", "2", "--warmup", "1",
+class Clock:
+    now = 0.0
+
+    @classmethod
+    def read(cls) -> float:
+        return cls.now
+
+
+class Ticking(HardShare):
+    """Hard-Share whose every forward pass costs COST virtual seconds."""
+
+    COST = 1.0
+
+    def forward(self, xs):
+        Clock.now += self.COST
+        return super().forward(xs)
+
+
+class ThreeTimesSlower(Ticking):
+    COST = 3.0
+
+
+@pytest.fixture
+def virtual_clock(monkeypatch):
+    monkeypatch.setattr(timing.time, "perf_counter", Clock.read)
+    register(monkeypatch, "hard_share", Ticking)
+    register(monkeypatch, "slow_share", ThreeTimesSlower)
+
+
+def test_timing_reports_what_the_clock_saw(virtual_clock, write_spec, tmp_path):
+    spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("name: stl", "name: slow_share")
+                      .replace("label: STL", "label: Slow"))
+    result = runner.invoke(app, ["timing", str(spec), "--iterations", "4", "--blocks", "3", "--warmup", "1",
                                  "--format", "csv"])
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "runs" / "tiny" / "timing.json").read_text())
     rows = {r["row"]: r for r in record["results"]}
-    assert set(rows) == {"STL", "Hard-Share"}  # --vs hard_share added the reference
-    assert rows["Hard-Share"]["ratio_train"] == 1.0 and rows["STL"]["ratio_train"] > 0
-    for r in rows.values():
-        assert r["train_min"] <= r["train_s"] <= r["train_max"] and r["infer_s"] > 0 and r["data_s"] >= 0
+    assert record["reference"] == "Hard-Share" and set(rows) == {"Slow", "Hard-Share"}
+    # one forward per iteration: seconds per 100 iterations = 100 x its cost, in every block, both modes
+    assert rows["Hard-Share"]["train_blocks"] == [100.0] * 3 and rows["Slow"]["train_blocks"] == [300.0] * 3
+    assert rows["Slow"]["infer_blocks"] == [300.0] * 3 and rows["Slow"]["infer_s"] == 300.0
+    assert rows["Slow"]["ratio_train"] == 3.0 and rows["Slow"]["ratio_infer"] == 3.0
+    assert rows["Slow"]["data_s"] == 0.0  # drawing batches runs no forward pass
+    assert "Slow,300.000,300.000-300.000,300.000,300.000-300.000,0.000,3.00x,3.00x" in result.output
     assert record["n_tasks"] == 5 and record["batch_per_task"] == 32 and record["threads"] == 1
     # the provenance of a result record; no device memory to report on the CPU
     assert record["device"] == "cpu" and record["device_name"] and record["amp"] == "none"
     assert set(record["env"]) >= {"git", "versions", "torch_threads", "device"} and record["env"]["versions"]["torch"]
     assert all(r["train_peak_mb"] is None for r in rows.values())
-    assert "method,train s,train range,infer s,infer range,data s,train / Hard-Share" in result.output
+
+
+def test_ratios_are_medians_of_per_block_ratios():
+    """A slow spell hitting one block must not move the ratio: block 2 below is 10x slower for both."""
+    train = [[3.0, 1.0], [30.0, 10.0], [3.3, 1.0]]
+    assert timing.block_ratio(train, 0, 1) == statistics.median([3.0, 3.0, 3.3]) == 3.0
+    assert timing.block_ratio([[None, 1.0]], 0, 1) is None  # a method without training steps has no ratio
 
 
 def test_timing_refuses_an_unknown_reference(write_spec, tmp_path):
     spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")))
     result = runner.invoke(app, ["timing", str(spec), "--vs", "hard_shar"])
-    assert result.exit_code != 0 and "hard_shar" in result.output
+    assert result.exit_code == 2 and "--vs: unknown method 'hard_shar'; did you mean 'hard_share'?" in result.output
 
 
 def test_timing_vs_stl_on_mixed_inputs(write_spec, tmp_path):
@@ -55,7 +100,8 @@ output: {{dir: {tmp_path / "runs"}}}
     record = json.loads((tmp_path / "runs" / "towers" / "timing.json").read_text())
     rows = {r["row"]: r for r in record["results"]}
     assert set(rows) == {"STL", "Multi-task", "NDDR-CNN"} and record["reference"] == "STL"
-    assert rows["STL"]["ratio_train"] == 1.0 and "train / STL" in result.output
+    assert "train / STL" in result.output and all(rows[r]["ratio_train"] > 0 for r in ("Multi-task", "NDDR-CNN"))
+
 
 def test_timing_times_the_mixed_precision_step(write_spec, tmp_path):
     spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("threads: 1", "threads: 1\n  amp: bf16"))

@@ -166,7 +166,7 @@ def test_compare_and_report_refuse_what_is_not_a_record(tmp_path, write_spec):
     bad.write_text('{"a": 1}')
     for args in (["compare", str(spec)], ["report", str(bad)]):
         result = runner.invoke(app, args)
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == 2, result.output
         assert result.output == f"error: {bad}: not a mtlbench result record (missing spec_name, row, method and " \
                                 "15 more)\n"
 
@@ -177,7 +177,7 @@ def test_compare_checks_its_options(write_spec, tmp_path):
     bad_metric = runner.invoke(app, ["compare", str(spec), "--metric", "map@1O"])
     assert bad_metric.exit_code == 2 and "did you mean 'map@10'" in bad_metric.output
     missing = runner.invoke(app, ["compare", str(spec), "--results", str(tmp_path / "nowhere")])
-    assert missing.exit_code == 1 and "is not a directory" in missing.output
+    assert missing.exit_code == 2 and "is not a directory" in missing.output
 
 
 def test_primary_metric_is_always_stored(write_spec, tmp_path):

@@ -1,11 +1,12 @@
 """YAML -> validated spec, with every problem reported as ``FILE:LINE: field: what was expected``.
 
-Problems are collected, not raised one by one, so a user fixes a spec in one pass. Checks, in order: YAML
-syntax and duplicate keys; the RunSpec schema (unknown keys with "did you mean"); registered dataset and
-method names; each dataset's and method's own options; the prepared-data path; whether each method's backbone
-fits the tasks (every layer's output shape, for the trunk input every task reaches through its stem); whether
-each method can run on the dataset (``MTLMethod.check``); a ``sweep:`` section's row, option and values.
-Nothing is trained before all of them pass.
+Problems are collected, not raised one by one, so a user fixes a spec in one pass. Checks, in order: UTF-8
+text, YAML syntax and duplicate keys; the RunSpec schema (unknown keys with "did you mean"); the paper table,
+``output.dir`` and, when data are checked, the device; registered dataset and method names; each dataset's
+and method's own options; the prepared data (checksums, and the manifest against its shards); whether each
+method's backbone fits the tasks (every layer's output shape, for the trunk input every task reaches through
+its stem); whether each method can run on the dataset (``MTLMethod.check``); the metrics named; a ``sweep:``
+section's row, option and values. Nothing is trained before all of them pass.
 """
 from __future__ import annotations
 
@@ -90,11 +91,24 @@ def line_map(node: yaml.Node, loc: Loc = ()) -> dict[Loc, int]:
     return lines
 
 
-def read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:
+def read_text(path: Path) -> str:
+    """The spec's text; a file that is not UTF-8 text (a binary, a spec saved in another encoding) is one
+    line naming the first offending byte."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as e:
         raise SpecError([f"{path}: cannot read the spec ({e.strerror})"]) from None
+    if b"\0" in raw:
+        raise SpecError([f"{path}: a binary file (NUL byte at offset {raw.index(0)}), not a YAML spec"])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError([(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save the "
+                          "spec as UTF-8")]) from None
+
+
+def read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:
+    text = read_text(path)
     try:
         data = yaml.load(text, Loader=_Loader)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -179,12 +193,17 @@ def load_spec(path: str | Path, check_data: bool = True) -> ResolvedSpec:
     except ValidationError as err:
         problems.add_validation(err, (), RunSpec)
         raise SpecError(problems.items) from None
+    check_table(spec, problems)
+    if spec.output.dir.exists() and not spec.output.dir.is_dir():
+        problems.add(("output", "dir"), f"{spec.output.dir} is a file; expected a directory (created if missing)")
+    if check_data:
+        check_device(spec, problems)
     dataset, options, info = resolve_data(spec, problems, check_data)
     methods = [m for i, entry in enumerate(spec.methods) if (m := resolve_method(i, entry, problems))]
     check_optimizer_groups(spec, methods, problems)
     if info is not None:
         check_methods(spec, methods, info, problems)
-        check_metrics(spec, info, problems)
+    check_metrics(spec, info, problems)
     check_data_parallel(spec, methods, problems)
     if spec.sweep is not None:
         sweep_problems(spec, methods, info, problems)
@@ -294,17 +313,41 @@ def backbone_fits(spec: RunSpec, i: int, info: DataInfo, problems: Problems, rep
     return not errors
 
 
-def check_metrics(spec: RunSpec, info: DataInfo, problems: Problems) -> None:
-    targets = {t.target for t in info.tasks}
-    for i, name in enumerate(spec.evaluation.metrics or []):
+def check_metrics(spec: RunSpec, info: DataInfo | None, problems: Problems) -> None:
+    """Every metric named (``evaluation.metrics``, ``check.metric``) exists and scores this dataset's tasks."""
+    named = [(("evaluation", "metrics", i), name) for i, name in enumerate(spec.evaluation.metrics or [])]
+    if spec.check.metric is not None:
+        named.append((("check", "metric"), spec.check.metric))
+    targets = {t.target for t in info.tasks} if info is not None else set()
+    for where, name in named:
         try:
             metric = get_metric(name)
         except UnknownNameError as e:
-            problems.add(("evaluation", "metrics", i), str(e))
+            problems.add(where, str(e))
             continue
-        if metric.targets != "any" and targets != {metric.targets}:
-            problems.add(("evaluation", "metrics", i),
-                         f"{name} scores {metric.targets} tasks; dataset {info.name!r} has {', '.join(sorted(targets))} tasks")
+        if info is not None and metric.targets != "any" and targets != {metric.targets}:
+            problems.add(where, f"{name} scores {metric.targets} tasks; dataset {info.name!r} has "
+                                f"{', '.join(sorted(targets))} tasks")
+
+
+def check_table(spec: RunSpec, problems: Problems) -> None:
+    from mtlbench.registry import unknown_name_message
+    from mtlbench.report.tables import paper_tables
+    if spec.table is not None and spec.table not in paper_tables():
+        problems.add(("table",), unknown_name_message("paper table", spec.table, paper_tables()))
+
+
+def check_device(spec: RunSpec, problems: Problems) -> None:
+    import torch
+    device = spec.training.device
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        problems.add(("training", "device"), f"{device!r} asked for, but this torch build sees no CUDA device "
+                                             "(use auto or cpu)")
+    elif torch.device(device).index is not None and torch.device(device).index >= torch.cuda.device_count():
+        problems.add(("training", "device"), f"{device!r} asked for, but this machine has "
+                                             f"{torch.cuda.device_count()} CUDA device(s)")
 
 
 def check_data_parallel(spec: RunSpec, methods: list[ResolvedMethod], problems: Problems) -> None:

@@ -116,6 +116,26 @@ class SweepSpec(Strict):
     values: list[Any] = Field(min_length=1, description="the option's values, one run (per seed) each")
 
 
+class CheckSpec(Strict):
+    """Tolerances of ``mtlbench check`` (fresh records against reference records, e.g. in CI). A mean score
+    may fall below the reference's by at most ``tolerance`` (absolute) -- or, when the reference has at least
+    ``min_seeds`` seeds, by ``std_k`` times the reference's standard deviation over seeds, never less than
+    ``min_tolerance``. Timing ratios (``timing.json``) may grow by at most ``timing_tolerance`` (relative)."""
+
+    metric: str | None = Field(default=None, description="metric compared (default: the dataset's primary one)")
+    split: Literal["test", "val"] = "test"
+    per_task: bool = Field(default=False, description="check every task's score too, not only the mean over tasks")
+    tolerance: float = Field(default=0.02, ge=0, description="allowed absolute drop with fewer than min_seeds "
+                                                              "reference seeds")
+    std_k: float = Field(default=3.0, ge=0, description="allowed drop in reference standard deviations "
+                                                         "(with >= min_seeds reference seeds)")
+    min_seeds: int = Field(default=3, ge=2, description="reference seeds needed for the std_k rule")
+    min_tolerance: float = Field(default=0.005, ge=0, description="the std_k rule never allows less than this "
+                                                                   "(seeds that agree closely have a std near 0)")
+    timing_tolerance: float = Field(default=0.25, ge=0, description="allowed relative growth of a timing ratio "
+                                                                     "to the reference method")
+
+
 class RunSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="names the results folder")
     description: str = ""
@@ -131,6 +151,7 @@ class RunSpec(Strict):
     launcher: LauncherSpec = Field(default_factory=LauncherSpec, description="how the cells run: in process, "
                                    "as local processes or as Slurm jobs (mtlbench.launch.settings)")
     sweep: SweepSpec | None = Field(default=None, description="an option to vary (mtlbench sweep)")
+    check: CheckSpec = Field(default_factory=CheckSpec, description="tolerances of `mtlbench check`")
 
     @field_validator("methods")
     @classmethod

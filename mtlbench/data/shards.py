@@ -17,7 +17,9 @@ Integrity on reading, in three layers: HDF5 checks every chunk's fletcher32 and 
 checksum whenever it reads them; ``load`` checks each shard's whole-file CRC32C against the manifest (fast:
 hardware CRC, ~10 ms for YouTube-8M's 115 MB); ``check_path`` (what ``validate`` runs) and
 ``mtlbench prepare verify`` check each shard's sha256. A shard that passed once and has not changed since is
-not hashed again by ``load`` or ``check_path`` (verified.py); ``prepare verify`` always hashes.
+not hashed again by ``load`` or ``check_path`` (verified.py); ``prepare verify`` always hashes. The manifest
+itself is sealed (``manifest.sha256``, written last) and checked against its shards (``manifest_check.py``), so
+a hand-edited manifest is refused.
 """
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ import crc32c
 import h5py
 import numpy as np
 
+from mtlbench.data.manifest_check import check_against_shards, check_consistency, check_seal, write_seal
 from mtlbench.data.verified import VerifiedShards
-from mtlbench.errors import DataError
+from mtlbench.errors import DataError, InputError
 
 FORMAT = "mtlbench-prepared"
 FORMAT_VERSION = 1
@@ -129,16 +132,7 @@ class PreparedWriter:
         self.release()  # also when the prepare failed: the partial directory stays, for the next run
 
     def _refuse_to_clobber(self) -> None:
-        if not self.out.exists():
-            return
-        if not self.out.is_dir():
-            raise DataError(f"{self.out} exists and is not a directory")
-        is_ours = (self.out / MANIFEST).exists()
-        if is_ours and not self.force:
-            raise DataError(f"{self.out} already holds a prepared dataset; pass --force to rebuild it")
-        if not is_ours and any(self.out.iterdir()):
-            raise DataError(f"{self.out} exists, is not empty and holds no {MANIFEST}; "
-                            f"choose another --out (mtlbench only replaces directories it wrote)")
+        refuse_to_clobber(self.out, self.force)
 
     def _resume_or_restart(self) -> dict[str, dict[str, Any]]:
         progress = self.partial / PROGRESS
@@ -204,6 +198,7 @@ class PreparedWriter:
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest,
                 "shards": [{k: v for k, v in self.done[n].items() if k != "info"} for n in shard_order]}
         write_json_atomic(self.partial / MANIFEST, full)
+        write_seal(self.partial, MANIFEST)  # lets every reader refuse a manifest edited by hand
         (self.partial / PROGRESS).unlink()
         old = self.out.with_name(self.out.name + ".old")
         if self.out.exists():  # --force, or an empty directory the user created
@@ -215,6 +210,22 @@ class PreparedWriter:
             shutil.rmtree(old)
         self.release()
         return self.out
+
+
+def refuse_to_clobber(out: Path, force: bool) -> None:
+    """InputError unless ``out`` can become a prepared directory: absent, empty, or (with ``force``) one that
+    mtlbench wrote. ``prepare`` checks this before reading any source, and again when it starts writing."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory")
+    is_ours = (out / MANIFEST).exists()
+    if is_ours and not force:
+        raise InputError(f"{out} already holds a prepared dataset; pass --force to rebuild it")
+    if not is_ours and any(out.iterdir()):
+        raise InputError(f"{out} exists, is not empty and holds no {MANIFEST}; "
+                         f"choose another --out (mtlbench only replaces directories it wrote)")
 
 
 def _lock_holder(lock: Path) -> int | None:
@@ -265,6 +276,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
         missing = [k for k in ("file", "bytes", "sha256", "crc32c") if k not in entry]
         if missing:
             raise DataError(f"{mf}: shard entry {i} lacks {', '.join(missing)}; re-run prepare with --force")
+    check_seal(path, MANIFEST)
+    check_consistency(mf, manifest)
     return manifest
 
 
@@ -327,6 +340,8 @@ def open_prepared(path: Path, dataset: str | tuple[str, ...], check: Check = "sh
     if manifest["dataset"] not in kinds:
         raise DataError(f"{path} holds a prepared {manifest['dataset']!r} dataset, not {' or '.join(kinds)}")
     verify_shards(path, manifest, check)
+    if check == "sha256":  # the thorough check (validate): the manifest's tasks against their shards too
+        check_against_shards(Path(path), manifest, Path(path) / MANIFEST)
     return manifest
 
 
@@ -335,6 +350,7 @@ def verify_prepared(path: Path) -> dict[str, Any]:
     full (so HDF5 verifies each chunk's fletcher32). Returns the manifest."""
     manifest = read_manifest(Path(path))
     verify_shards(Path(path), manifest, "sha256", remember=False)
+    check_against_shards(Path(path), manifest, Path(path) / MANIFEST)
     for entry in manifest["shards"]:
         file = Path(path) / entry["file"]
         try:

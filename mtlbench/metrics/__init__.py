@@ -1,7 +1,7 @@
 """Metrics: each takes one task's scores [n, C] and targets (class ids [n] or a {0,1} matrix [n, C]) and returns
 a float; ``higher_is_better`` drives model selection and table rendering.
 
-mAP@10 is exactly the metric of the code behind TAAN's Table 1 (datasets.md): per example, AP over the top
+mAP@10 is exactly the metric of the code behind TAAN's Table 1: per example, AP over the top
 K = 10 classes with the denominator counting only the true labels *inside* the top 10 -- a lenient metric: an
 example whose only true label ranks first scores 1 even when it has nine more true labels ranked below 10.
 GAP@20 and Hit@1 are YouTube-8M's official metrics, reported beside it.

@@ -1,6 +1,6 @@
 """``mtlbench prepare chars74k``: MTAL's character tasks (Feng & Chen, Tables 2-3) from Chars74K English.
 
-Tasks (shared/spec/datasets.md, "MTAL datasets"): **HD** = handwritten digits 0-9 (``hnd_64x64.npz``);
+Tasks (MTAL's character sets; data_prep/README.md): **HD** = handwritten digits 0-9 (``hnd_64x64.npz``);
 **A** / **a** = 10 upper- / lower-case handwritten letters, a seeded choice recorded in the manifest (the
 paper picked 10 at random); **Typographic*** = computer-font digits 0-9 (``fnt_28x28.npz``), the stand-in
 for MTAL's typographic digit set, which is not obtainable (tables footnote the asterisk). Images are stored
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtlbench.errors import DataError
+from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
 from mtlbench.prepare.common import (TaskArrays, TaskJob, images_nchw, mtal_scheme, require, sources_entry,
                                      write_per_task)
@@ -28,7 +28,7 @@ def choose_letters(seed: int, letters: str | None) -> tuple[str, str]:
     if letters:
         chosen = sorted(set(letters.lower()))
         if len(chosen) != N_LETTERS or not all(c in string.ascii_lowercase for c in chosen):
-            raise DataError(f"--letters needs {N_LETTERS} distinct letters a-z (got {letters!r})")
+            raise InputError(f"--letters needs {N_LETTERS} distinct letters a-z (got {letters!r})")
         return "".join(chosen).upper(), "".join(chosen)
     upper = np.random.default_rng([seed, 1]).choice(26, N_LETTERS, replace=False)
     lower = np.random.default_rng([seed, 2]).choice(26, N_LETTERS, replace=False)
@@ -37,7 +37,7 @@ def choose_letters(seed: int, letters: str | None) -> tuple[str, str]:
 
 
 def read_npz(path: Path, index_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    require(path, "a Chars74K npz from shared/data/chars74k")
+    require(path, "a Chars74K npz (hnd_64x64.npz or fnt_28x28.npz)")
     try:
         with np.load(path) as z:
             return z["images"], z["labels"].astype(np.int64), z[index_name].astype(np.int64)

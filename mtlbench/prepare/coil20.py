@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtlbench.errors import DataError
+from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
 from mtlbench.prepare.common import (TaskArrays, TaskJob, images_nchw, load_mat, mtal_scheme, need, require, sources_entry,
                                      write_per_task)
@@ -26,13 +26,13 @@ def find_source(src: Path, variant: str) -> list[Path]:
     if src.is_file():
         return [src]
     if variant not in VARIANT_FILES:
-        raise DataError(f"--variant must be processed or unprocessed (got {variant!r})")
+        raise InputError(f"--variant must be processed or unprocessed (got {variant!r})")
     packed = src / VARIANT_FILES[variant]
     if packed.exists():
         return [packed]
     pngs = sorted(p for p in src.rglob("*.png") if PNG_NAME.match(p.name))
     if not pngs:
-        raise DataError(f"{src}: neither {VARIANT_FILES[variant]} nor obj<O>__<P>.png images found")
+        raise InputError(f"{src}: neither {VARIANT_FILES[variant]} nor obj<O>__<P>.png images found")
     return pngs
 
 
@@ -45,7 +45,7 @@ def read_images(files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         side = int(round(np.sqrt(x.shape[1])))
         if side * side != x.shape[1] or len(x) != len(y):
             raise DataError(f"{f}: X {x.shape} is not n square images matching Y {y.shape}")
-        images = x.reshape(-1, side, side).transpose(0, 2, 1)  # stored column-major (PROVENANCE.md)
+        images = x.reshape(-1, side, side).transpose(0, 2, 1)  # the .mat stores each image column-major
         pose = np.concatenate([np.arange((y == o).sum()) for o in np.unique(y)])
         return np.ascontiguousarray(images.astype(np.uint8)), y, pose
     if f.suffix == ".npz":
@@ -80,7 +80,7 @@ def prepare_coil20(src: Path, out: Path, seed: int = 0, objects: int = 10, objec
     src = require(Path(src), "COIL20_32x32.mat, coil20_unproc.npz or a folder of obj<O>__<P>.png")
     files = find_source(src, variant)
     if objects < 2:
-        raise DataError(f"--objects must be at least 2 (got {objects})")
+        raise InputError(f"--objects must be at least 2 (got {objects})")
     images, objs, poses = read_images(files)
     chosen = choose_objects(np.unique(objs), objects, object_seed)
 

@@ -13,7 +13,7 @@ import numpy as np
 from mtlbench import __version__
 from mtlbench.data.shards import FORMAT_VERSION, PreparedWriter, sha256_file
 from mtlbench.data.splits import CODES, compute_split
-from mtlbench.errors import DataError
+from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
 
 MAX_LISTED_SOURCES = 256  # beyond this (image folders), the manifest records one digest over all files
@@ -22,7 +22,7 @@ MAX_LISTED_SOURCES = 256  # beyond this (image folders), the manifest records on
 def require(path: Path, what: str) -> Path:
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path} does not exist (expected {what})")
+        raise InputError(f"{path} does not exist (expected {what})")
     return path
 
 
@@ -135,7 +135,7 @@ def summed_counts(tasks: list[dict[str, Any]], scheme: str) -> dict[str, int]:
 def mtal_scheme(test_fraction: float, val_fraction: float) -> dict[str, dict[str, Any]]:
     """MTAL's split: per class, ``test_fraction`` to test and ``val_fraction`` of the rest to validation."""
     if not (0 < test_fraction < 1 and 0 <= val_fraction < 1):
-        raise DataError(f"split fractions must lie in (0, 1): test {test_fraction}, val {val_fraction}")
+        raise InputError(f"split fractions must lie in (0, 1): test {test_fraction}, val {val_fraction}")
     return {"default": {"scheme": "stratified",
                         "params": {"test_fraction": test_fraction, "val_fraction": val_fraction}}}
 

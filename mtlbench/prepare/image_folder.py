@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtlbench.errors import DataError
+from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
 from mtlbench.prepare.common import TaskArrays, TaskJob, mtal_scheme, require, sources_entry, write_per_task
 
@@ -30,7 +30,7 @@ def parse_size(size: str | None) -> tuple[int, int] | None:
     except ValueError:
         parts = []
     if len(parts) not in (1, 2) or min(parts) < 1:
-        raise DataError(f"--size must be N or HxW with positive integers (got {size!r})")
+        raise InputError(f"--size must be N or HxW with positive integers (got {size!r})")
     return (parts[0], parts[-1])
 
 
@@ -40,7 +40,7 @@ def scan(src: Path, tasks: list[str] | None) -> dict[str, dict[str, list[Path]]]
     chosen = tasks or found
     missing = [t for t in chosen if t not in found]
     if missing:
-        raise DataError(f"{src}: no task folder {', '.join(missing)} (found: {', '.join(found) or 'none'})")
+        raise InputError(f"{src}: no task folder {', '.join(missing)} (found: {', '.join(found) or 'none'})")
     layout: dict[str, dict[str, list[Path]]] = {}
     for task in chosen:
         classes = sorted(p for p in (src / task).iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -48,7 +48,7 @@ def scan(src: Path, tasks: list[str] | None) -> dict[str, dict[str, list[Path]]]
                         for c in classes}
         empty = [c for c, fs in layout[task].items() if not fs]
         if len(layout[task]) < 2 or empty:
-            raise DataError(f"{src / task}: needs at least 2 class sub-folders, each with images "
+            raise InputError(f"{src / task}: needs at least 2 class sub-folders, each with images "
                             f"(empty: {', '.join(empty) or 'none'}; found {len(layout[task])} classes)")
     return layout
 
@@ -98,7 +98,7 @@ def prepare_image_folder(src: Path, out: Path, tasks: list[str] | None = None, s
                          force: bool = False, progress: ProgressFactory = no_progress, command: str = "") -> Path:
     src = require(Path(src), "a folder with one sub-folder per task and one sub-sub-folder per class")
     if mode not in ("auto", "L", "RGB"):
-        raise DataError(f"--mode must be auto, L or RGB (got {mode!r})")
+        raise InputError(f"--mode must be auto, L or RGB (got {mode!r})")
     hw = parse_size(size)
     layout = scan(src, tasks)
     files = [f for classes in layout.values() for fs in classes.values() for f in fs]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtlbench.errors import DataError
+from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
 from mtlbench.prepare.common import (TaskArrays, TaskJob, load_mat, mtal_scheme, need, require, sources_entry,
                                      write_per_task)
@@ -44,10 +44,10 @@ def prepare_office_caltech(src: Path, out: Path, domains: list[str] | None = Non
     if domains is None:
         domains = [d for d, (_, f) in DOMAINS.items() if (src / f).exists()]
         if not domains:
-            raise DataError(f"{src}: none of {', '.join(f for _, f in DOMAINS.values())} found")
+            raise InputError(f"{src}: none of {', '.join(f for _, f in DOMAINS.values())} found")
     unknown = [d for d in domains if d not in DOMAINS]
     if unknown:
-        raise DataError(f"unknown domain(s) {', '.join(unknown)}; choose from {', '.join(DOMAINS)}")
+        raise InputError(f"unknown domain(s) {', '.join(unknown)}; choose from {', '.join(DOMAINS)}")
     files = [require(src / DOMAINS[d][1], f"the {d} SURF file") for d in domains]
     sources = sources_entry(files, src, progress)
     meta = {"source": "Office-Caltech10 SURF (Gong et al., CVPR 2012)", "features": "SURF 800-bin BoW",

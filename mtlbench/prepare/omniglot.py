@@ -1,7 +1,7 @@
 """``mtlbench prepare omniglot``: the 50 Omniglot alphabets as 50 classification tasks (TAAN Table 3).
 
-Reads either the npz pair (``images_background.npz`` + ``images_evaluation.npz`` + ``alphabets.csv``, see
-shared/data/omniglot/PROVENANCE.md) or Omniglot's original layout
+Reads either the npz pair (``images_background.npz`` + ``images_evaluation.npz`` + ``alphabets.csv``: per
+alphabet, its background/evaluation set and first and last global character id) or Omniglot's original layout
 ``images_{background,evaluation}/<Alphabet>/characterNN/XXXX_YY.png`` (folders, or the official
 ``images_*.zip`` files), where ``XXXX`` is the global character id and ``YY`` the drawing number. Either
 source gives the same tasks: alphabets ordered by their first character id, classes by character id,
@@ -23,13 +23,13 @@ from typing import Callable
 
 import numpy as np
 
-from mtlbench.errors import DataError
+from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
 from mtlbench.prepare.common import TaskArrays, TaskJob, require, sources_entry, write_per_task
 
 SIDE = 105
 SETS = ("background", "evaluation")
-FIRST_ID = {"background": 1, "evaluation": 965}  # global id of row 0 of each npz (PROVENANCE.md)
+FIRST_ID = {"background": 1, "evaluation": 965}  # global character id of row 0 of each npz
 SCHEMES = {
     "default": {"scheme": "per_group_count", "params": {"counts": [14, 2, 4]},
                 "description": "per character, seeded: 14 train / 2 val / 4 test drawings"},
@@ -129,7 +129,7 @@ def png_index(src: Path) -> tuple[dict[str, dict], list[Path], dict[str, Callabl
             entry = alphabets.setdefault(parts[-3], {"set": which, "chars": defaultdict(dict)})
             entry["chars"][int(match.group(1))][int(match.group(2))] = m
     if not alphabets:
-        raise DataError(f"{src}: found neither the Omniglot npz pair nor images_background / images_evaluation "
+        raise InputError(f"{src}: found neither the Omniglot npz pair nor images_background / images_evaluation "
                         f"(folders or .zip) with <Alphabet>/characterNN/XXXX_YY.png")
     return alphabets, files, readers
 

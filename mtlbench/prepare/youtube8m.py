@@ -24,7 +24,7 @@ from mtlbench.data.shards import FORMAT_VERSION, PreparedWriter
 from mtlbench.data.splits import by_key_split, partition_split
 from mtlbench.data.youtube8m import read_video_meta
 from mtlbench.data.tfrecord import iter_examples
-from mtlbench.errors import DataError
+from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
 from mtlbench.prepare.common import require, sources_entry, split_counts
 
@@ -74,10 +74,10 @@ def find_tfrecords(srcs: list[Path]) -> tuple[list[Path], Path]:
         require(src, "a directory of YouTube-8M video-level .tfrecord files")
         found = [src] if src.is_file() else sorted(p for p in src.rglob("*.tfrecord") if p.is_file())
         if not found:
-            raise DataError(f"{src}: no *.tfrecord files found")
+            raise InputError(f"{src}: no *.tfrecord files found")
         files += found
     if len({f.resolve() for f in files}) != len(files):
-        raise DataError("the same .tfrecord file is reachable twice through --src")
+        raise InputError("the same .tfrecord file is reachable twice through --src")
     return files, Path(os.path.commonpath([f.parent for f in files]))
 
 
@@ -90,7 +90,7 @@ def partition_of(path: Path) -> str:
         if name.startswith("valid"):
             return "validate"
         if name.startswith("test"):
-            raise DataError(f"{path}: test-partition shards carry no labels; leave them out of --src")
+            raise InputError(f"{path}: test-partition shards carry no labels; leave them out of --src")
     return "other"
 
 
@@ -99,10 +99,10 @@ def resolve_split(mode: str, files: list[Path]) -> str:
     if mode == "auto":
         return "paper" if {"train", "validate"} <= parts else "by-id"
     if mode == "paper" and not {"train", "validate"} <= parts:
-        raise DataError("--split paper needs train*.tfrecord and validate*.tfrecord files under --src "
+        raise InputError("--split paper needs train*.tfrecord and validate*.tfrecord files under --src "
                         f"(found partitions: {', '.join(sorted(parts))})")
     if mode not in ("paper", "by-id"):
-        raise DataError(f"--split must be auto, by-id or paper (got {mode!r})")
+        raise InputError(f"--split must be auto, by-id or paper (got {mode!r})")
     return mode
 
 

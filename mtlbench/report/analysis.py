@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtlbench.errors import MTLBenchError
+from mtlbench.errors import InputError
 from mtlbench.results import RunRecord, load_records, read_record
 
 KINDS = ("distance", "cosine")
@@ -54,10 +54,10 @@ def records_at(path: Path) -> list[RunRecord]:
     if path.is_file():
         return [read_record(path)]
     if not path.exists():
-        raise MTLBenchError(f"{path} does not exist (expected a result record or a folder of them)")
+        raise InputError(f"{path} does not exist (expected a result record or a folder of them)")
     records = load_records(path)
     if not records:
-        raise MTLBenchError(f"{path}: no result records (seed*.json) found")
+        raise InputError(f"{path}: no result records (seed*.json) found")
     return records
 
 

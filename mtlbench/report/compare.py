@@ -3,12 +3,13 @@ its table, each row tested against a reference row (``--vs``; default: the spec'
 spec's (``sweep:``) table and figure too."""
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from mtlbench.errors import MTLBenchError, UsageError
+from mtlbench.errors import UsageError
 from mtlbench.report.sharing import sharing_table
 from mtlbench.report.tables import Table, aggregate, build_table, get_paper_table, paper_tables
 from mtlbench.results import RunRecord, experiment_key, load_records, tidy
@@ -31,8 +32,9 @@ def table_for(target: str, results: Path | None, metric: str | None, split: str,
     if target in paper_tables():
         drawn = grid_plot(target, results, split, plot) if plot is not None else None
         return with_figure(table_for_paper(target, results, metric, split, vs), drawn)
-    get_paper_table(target)  # raises the "did you mean" error for a near-miss table name
-    raise MTLBenchError(f"{target}: neither a spec file nor a paper table")
+    if difflib.get_close_matches(target, list(paper_tables()), n=1, cutoff=0.6):
+        get_paper_table(target)  # raises the "did you mean" error for a near-miss table name
+    raise UsageError(f"{target}: neither a spec file nor a paper table (mtlbench list tables)")
 
 
 def with_figure(table: Table, figure: Path | None) -> Table:
@@ -55,7 +57,7 @@ def reference_row(spec, vs: str | None) -> str | None:
 def spec_records(spec, results: Path | None) -> tuple[list[RunRecord], list[RunRecord]]:
     """(the records of the spec's rows made with its current settings, those made with other settings)."""
     if results is not None and not Path(results).is_dir():
-        raise MTLBenchError(f"--results: {results} is not a directory")
+        raise UsageError(f"--results: {results} is not a directory")
     root = Path(results or spec.output.dir) / spec.name
     records = load_records(root) if root.exists() else []
     rows = [m.row for m in spec.methods]
@@ -73,6 +75,7 @@ def stale_note(stale: list[RunRecord]) -> str:
 def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, split: str,
                    vs: str | None = None) -> Table:
     records, stale = spec_records(spec, results)
+    check_metric_stored(records, metric, split, Path(results or spec.output.dir) / spec.name)
     rows = [m.row for m in spec.methods]
     paper = get_paper_table(spec.table) if spec.table else None
     if paper and metric and records and metric != records[0].primary_metric:
@@ -160,3 +163,12 @@ def spec_table_name(path: Path) -> str | None:
     except (OSError, yaml.YAMLError):
         return None
     return data.get("table") if isinstance(data, dict) else None
+
+
+def check_metric_stored(records, metric: str | None, split: str, root: Path) -> None:
+    """A --metric the records do not hold would render a table of dashes: refuse it, naming what they hold."""
+    scored = [r for r in records if r.metrics]
+    held = sorted({m for r in scored for m in r.metrics.get(split, {})})
+    if metric and scored and metric not in held:
+        raise UsageError(f"--metric {metric}: the records under {root} hold {', '.join(held) or 'no metric'} "
+                         f"on {split}, not {metric}")

@@ -7,17 +7,20 @@ from pathlib import Path
 
 import numpy as np
 
-from mtlbench.errors import MTLBenchError
+from mtlbench.errors import UsageError
 from mtlbench.io import atomic_write
 
 
-def pyplot():
+def pyplot(flag: str = "--plots", what: str = "heat maps", instead: str = "pass --no-plots"):
+    """matplotlib.pyplot on the Agg backend; without matplotlib a UsageError naming the option that asked for a
+    figure (``report`` asks before any work)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise MTLBenchError("figures need matplotlib: pip install 'mtlbench[plot]' (or use --no-plots)") from None
+        raise UsageError(f"{flag}: {what} need matplotlib: pip install 'mtlbench[plot]' (in a checkout: "
+                         f"pip install -e '.[plot]'), or {instead}") from None
     return plt
 
 
@@ -51,7 +54,7 @@ def heatmap_png(matrix: np.ndarray, names: list[str], title: str, path: Path,
 def grid_png(series, title: str, x_label: str, y_label: str, path: Path) -> Path:
     """One line per row of a sweep with error bars (ours solid, the paper's dashed in the same colour); a row
     with a single x (the unregularised TAAN at c = 0) is a point and a dotted level across the plot."""
-    plt = pyplot()
+    plt = pyplot("--plot", "figures", "leave out --plot")
     fig, ax = plt.subplots(figsize=(10, 5.5))
     colours = {}
     xs = sorted({x for s in series for x in s.x})

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from mtlbench.errors import MTLBenchError
+from mtlbench.errors import UsageError
 from mtlbench.registry import unknown_name_message
 from mtlbench.results import RunRecord, tidy
 
@@ -40,7 +40,7 @@ def paper_tables() -> dict:
 def get_paper_table(name: str) -> dict:
     tables = paper_tables()
     if name not in tables:
-        raise MTLBenchError(unknown_name_message("paper table", name, tables))
+        raise UsageError(unknown_name_message("paper table", name, tables))
     return tables[name]
 
 

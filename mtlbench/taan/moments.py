@@ -3,7 +3,7 @@
 B0(x) = max(0, x), B_b(x) = max(0, b - x), X ~ N(mu, sigma^2). Every moment is a closed form in the standard
 normal pdf/cdf, computed in float64 and differentiable in ``b`` (learned hinges get gradients from the
 regularizers). The paper prints the last term of E[B0 B_b] as sigma (b - 3 mu) phi(mu/sigma); the correct term
-is sigma (b - mu) phi(mu/sigma) (taan.md; the two agree only at mu = 0). ``tests/test_taan_moments.py`` checks
+is sigma (b - mu) phi(mu/sigma) (the two agree only at mu = 0). ``tests/test_taan_moments.py`` checks
 every formula against quadrature and shows the printed one failing.
 """
 from __future__ import annotations
