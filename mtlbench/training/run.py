@@ -91,7 +91,8 @@ def train_cell(resolved: ResolvedSpec, cell: RunCell, data: MTLData, progress: P
 def write_outputs(cell: RunCell, record: RunRecord, model, save_weights: bool) -> None:
     """The selected weights, then the record (the run's proof of completion), then the state file goes."""
     if record.status == "ok" and save_weights:
-        atomic_write(cell.weights_path, lambda tmp: torch.save(model.state_dict(), tmp))
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # loadable without the GPU
+        atomic_write(cell.weights_path, lambda tmp: torch.save(weights, tmp))
     else:
         cell.weights_path.unlink(missing_ok=True)  # an earlier run's weights would not match this record
     write_record(cell.record_path, record)
