@@ -194,3 +194,21 @@ def test_paper_faithful_records_are_footnoted(write_spec, tmp_path):
     result = runner.invoke(app, ["compare", str(spec), "--format", "markdown"])
     assert "‡ paper_faithful (selected on test rows, as the original code did): Hard-Share, STL" in result.output
     assert "| STL ‡ |" in result.output and "| Hard-Share ‡ |" in result.output  # the rows carry the label too
+
+
+def test_a_paper_table_renders_from_the_spec_that_has_run(write_spec, tmp_path, monkeypatch):
+    """Several specs may name one paper table (paper size, CPU size, a one-row spec): `compare TABLE` renders the
+    one with finished rows, and says which."""
+    from mtlbench.report import compare as compare_mod
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    text = TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("name: tiny", "name: tiny\ntable: taan_table1_youtube8m")
+    (bench / "a_paper_size.yaml").write_text(text.replace("name: tiny\n", "name: never_run\n"))
+    ran = bench / "b_cpu.yaml"
+    ran.write_text(text)
+    assert runner.invoke(app, ["train", str(ran), "--no-progress"]).exit_code == 0
+    monkeypatch.setattr(compare_mod, "BENCHMARKS", bench)
+    result = runner.invoke(app, ["compare", "taan_table1_youtube8m", "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    assert "| Hard-Share | ours (n=1) |" in result.output
+    assert f"rendered from {ran} (the spec naming this table with the most finished rows" in result.output

@@ -149,8 +149,22 @@ def table_for_paper(name: str, results: Path | None, metric: str | None, split: 
         table.notes.append(f"no spec under {BENCHMARKS}/ names table {name!r} yet")
         return table
     from mtlbench.config.loader import load_spec
-    resolved = load_spec(specs[0], check_data=False)
-    return table_for_spec(resolved.spec, specs[0], results, metric, split, vs)
+    loaded = [(path, load_spec(path, check_data=False).spec) for path in specs]
+    path, spec = max(loaded, key=lambda ps: coverage(ps[1], results, get_paper_table(name)))
+    table = table_for_spec(spec, path, results, metric, split, vs)
+    if len(loaded) > 1:
+        others = ", ".join(str(p) for p, _ in loaded if p != path)
+        table.notes.append(f"rendered from {path} (the spec naming this table with the most finished rows; also "
+                           f"naming it: {others})")
+    return table
+
+
+def coverage(spec, results: Path | None, paper: dict) -> tuple[int, int]:
+    """(rows with current records, rows that are paper rows): which of several specs naming a table to render --
+    the one that has run, else the one closest to the paper's rows (a one-row spec loses to the full table)."""
+    records, _ = spec_records(spec, results)
+    rows = {m.row for m in spec.methods}
+    return len({r.row for r in records}), len(rows & set(paper.get("rows", {})))
 
 
 def specs_naming(table: str) -> list[Path]:
