@@ -29,12 +29,14 @@ def test_the_committed_reference_records_read_as_schema_1():
         assert r.schema_version == 1 or (r.schema_version == 2 and r.identity and r.status == "ok"), r.path
 
 
-def test_the_reference_table_renders_from_old_records():
+def test_the_reference_table_renders_from_old_and_new_records():
+    """Table 1's reference mixes schema-1 records (STL ... MRN_full, written before the typed record) with
+    schema-2 ones (the TAAN and DMTRL rows): one table, every row's seeds."""
     result = runner.invoke(app, ["compare", "benchmarks/taan_table1_youtube8m_cpu.yaml", "--results",
                                  str(REFERENCE), "--format", "csv"])
     assert result.exit_code == 0, result.output
-    assert "\nSTL,ours (n=1),7.74M,0.799,0.838,0.856,0.846,0.804," in result.output
-    assert "\nTAAN+L_dis,ours (n=1),1.34M,0.769,0.825,0.838,0.806," in result.output
+    assert "\nSTL,ours (n=5),7.74M,0.812 ± 0.007,0.851 ± 0.007,0.856 ± 0.002," in result.output
+    assert "\nTAAN+L_dis,ours (n=5),1.34M,0.770 ± 0.016,0.830 ± 0.005,0.839 ± 0.003," in result.output
 
 
 def test_a_record_round_trips(write_spec, tmp_path):
