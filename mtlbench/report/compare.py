@@ -27,14 +27,25 @@ def table_for(target: str, results: Path | None, metric: str | None, split: str,
         resolved = load_spec(path, check_data=False)
         if resolved.spec.sweep is not None:
             return sweep_report(resolved, results, metric, split, plot)
-        drawn = grid_plot(target, results, split, plot) if plot is not None else None
-        return with_figure(table_for_spec(resolved.spec, path, results, metric, split, vs), drawn)
-    if target in paper_tables():
-        drawn = grid_plot(target, results, split, plot) if plot is not None else None
-        return with_figure(table_for_paper(target, results, metric, split, vs), drawn)
-    if difflib.get_close_matches(target, list(paper_tables()), n=1, cutoff=0.6):
-        get_paper_table(target)  # raises the "did you mean" error for a near-miss table name
-    raise UsageError(f"{target}: neither a spec file nor a paper table (mtlbench list tables)")
+        spec, note = resolved.spec, None
+    elif target in paper_tables():
+        found = spec_naming(target, results)
+        if found is None and plot is not None:
+            raise UsageError(f"--plot: no spec under {BENCHMARKS}/ names table {target!r}: nothing to draw")
+        if found is None:
+            table = build_table([], metric, split, get_paper_table(target), [], "")
+            table.notes.append(f"no spec under {BENCHMARKS}/ names table {target!r} yet")
+            return table
+        path, spec, note = found
+    else:
+        if difflib.get_close_matches(target, list(paper_tables()), n=1, cutoff=0.6):
+            get_paper_table(target)  # raises the "did you mean" error for a near-miss table name
+        raise UsageError(f"{target}: neither a spec file nor a paper table (mtlbench list tables)")
+    drawn = grid_plot(spec, target, results, split, plot) if plot is not None else None
+    table = table_for_spec(spec, path, results, metric, split, vs)
+    if note:
+        table.notes.append(note)
+    return with_figure(table, drawn)
 
 
 def with_figure(table: Table, figure: Path | None) -> Table:
@@ -111,12 +122,11 @@ def sweep_report(resolved, results: Path | None, metric: str | None, split: str,
     return table
 
 
-def grid_plot(target: str, results: Path | None, split: str, path: Path) -> Path:
+def grid_plot(spec, target: str, results: Path | None, split: str, path: Path) -> Path:
     """The line plot of a paper table with a ``grid`` (e.g. TAAN Figure 3): ours beside the paper's, error
     bars = std over seeds."""
     from mtlbench.report.grid import grid_series
     from mtlbench.report.plots import grid_png
-    spec = spec_for(target)
     paper = get_paper_table(spec.table) if spec.table else None
     if not paper or not paper.get("grid"):
         raise UsageError(f"--plot: {target} renders {spec.table or 'no paper table'}, not a sweep (a spec with a "
@@ -129,34 +139,20 @@ def grid_plot(target: str, results: Path | None, split: str, path: Path) -> Path
                     f"{column} on {split}", path)
 
 
-def spec_for(target: str):
-    """The spec behind a spec file or a paper table name."""
+def spec_naming(table: str, results: Path | None):
+    """(path, spec, note) of the benchmark spec that renders a paper table: of several naming it, the one with
+    the most finished rows, else the one closest to the paper's rows; None when no spec names it."""
     from mtlbench.config.loader import load_spec
-    path = Path(target)
-    if not (path.suffix in (".yaml", ".yml") or path.exists()):
-        specs = specs_naming(target)
-        if not specs:
-            raise UsageError(f"{target}: neither a spec file nor a paper table with a spec under {BENCHMARKS}/")
-        path = specs[0]
-    return load_spec(path, check_data=False).spec
-
-
-def table_for_paper(name: str, results: Path | None, metric: str | None, split: str, vs: str | None = None) -> Table:
-    """Render a paper table from the benchmark specs that name it; paper numbers alone when none has run."""
-    specs = specs_naming(name)
-    if not specs:
-        table = build_table([], metric, split, get_paper_table(name), [], "")
-        table.notes.append(f"no spec under {BENCHMARKS}/ names table {name!r} yet")
-        return table
-    from mtlbench.config.loader import load_spec
-    loaded = [(path, load_spec(path, check_data=False).spec) for path in specs]
-    path, spec = max(loaded, key=lambda ps: coverage(ps[1], results, get_paper_table(name)))
-    table = table_for_spec(spec, path, results, metric, split, vs)
+    loaded = [(path, load_spec(path, check_data=False).spec) for path in specs_naming(table)]
+    if not loaded:
+        return None
+    path, spec = max(loaded, key=lambda ps: coverage(ps[1], results, get_paper_table(table)))
+    note = None
     if len(loaded) > 1:
         others = ", ".join(str(p) for p, _ in loaded if p != path)
-        table.notes.append(f"rendered from {path} (the spec naming this table with the most finished rows; also "
-                           f"naming it: {others})")
-    return table
+        note = (f"rendered from {path} (the spec naming this table with the most finished rows; also naming it: "
+                f"{others})")
+    return path, spec, note
 
 
 def coverage(spec, results: Path | None, paper: dict) -> tuple[int, int]:
