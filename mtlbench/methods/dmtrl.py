@@ -62,6 +62,17 @@ RANDOM_WARNING = ("DMTRL factorises a random tensor (no STL checkpoint): the ran
                   "paper's trained single-task weights")
 
 
+_random_warned: list[bool] = []
+
+
+def warn_random_once() -> None:
+    # `timing` and the parameter counts rebuild the model many times in one process: say it once; the record
+    # carries the warning of every run anyway.
+    if not _random_warned:
+        _random_warned.append(True)
+        log.warning(RANDOM_WARNING)
+
+
 class DMTRLParams(MethodParams):
     fidelity: Literal["paper", "taan_code"] = "paper"
     init: Literal["auto", "stl", "random"] = "auto"
@@ -133,7 +144,7 @@ class DMTRL(MTLMethod):
         self.init_used = "stl" if params.init == "stl" or checkpoint_exists(params) else "random"
         stl = load_state(params.stl_checkpoint) if self.init_used == "stl" else None
         if stl is None:
-            log.warning(RANDOM_WARNING)
+            warn_random_once()
         self._build(stl)
 
     def activation_factory(self) -> ActFactory:
