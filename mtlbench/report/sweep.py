@@ -82,7 +82,7 @@ def sweep_png(points: list[SweepPoint], sweep: dict, metric: str, path: Path) ->
     done = [p for p in points if p.seeds]
     if not done or not all(isinstance(p.value, (int, float)) for p in done):
         raise MTLBenchError("the sweep figure needs finished points with numeric values")
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
     xs = [p.value for p in done]
     tasks = [c for c in done[0].metric if c not in ("mean", "pooled")]
     for t in tasks:
@@ -100,9 +100,11 @@ def sweep_png(points: list[SweepPoint], sweep: dict, metric: str, path: Path) ->
         right.set_ylabel(", ".join(scalars) if len(scalars) == 1 else "reported ratios")
         h2, l2 = right.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
-    ax.legend(handles, labels, fontsize=7, loc="best")
+    # below the axes: inside, "best" sees only the left axis' lines and covers the right axis' ones
+    rows = -(-len(labels) // 3)
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3, frameon=False)
     ax.set_title(f"{sweep['method']}: {metric} against {sweep['param']}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 * rows + 0.02, 1, 1))
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
     return Path(path)
