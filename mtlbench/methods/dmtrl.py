@@ -41,6 +41,7 @@ here it is once per iteration (same values, T times less work).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -62,15 +63,11 @@ RANDOM_WARNING = ("DMTRL factorises a random tensor (no STL checkpoint): the ran
                   "paper's trained single-task weights")
 
 
-_random_warned: list[bool] = []
-
-
+@functools.cache
 def warn_random_once() -> None:
     # `timing` and the parameter counts rebuild the model many times in one process: say it once; the record
     # carries the warning of every run anyway.
-    if not _random_warned:
-        _random_warned.append(True)
-        log.warning(RANDOM_WARNING)
+    log.warning(RANDOM_WARNING)
 
 
 class DMTRLParams(MethodParams):
