@@ -165,14 +165,70 @@ def test_summary_reports_ranks_and_closed_form_counts(name):
     assert s["total_params"] == count_parameters(model) == s["factor_params"] + heads + biases
 
 
-def test_tensor_is_rebuilt_once_per_iteration_not_once_per_task(monkeypatch):
-    cls = METHODS.get("dmtrl_tt")
-    model = cls(info_of((7,), n_tasks=5), BackboneSpec(hidden=[6, 5]), cls.Params())
+@pytest.mark.parametrize("kind", ["Tucker", "TT"])
+@pytest.mark.parametrize("tasks", [[0, 1, 2, 3, 4, 5], [4], [5, 0, 2]])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_applied_factors_equal_the_built_tensor_in_value_and_gradient(kind, tasks, ragged):
+    """apply_to (x through the factors, W never built) is x @ W[..., t] of the built tensor: same outputs and
+    the same gradients for the factors and the inputs (float64; one batched product, or one chain per input
+    when the inputs' batch sizes differ)."""
+    f = FACTORS[kind](low_rank_tensor(), 0.1, "frobenius").double()
+    gen = torch.Generator().manual_seed(1)
+    xs = [torch.randn(3 + (k if ragged else 0), 12, generator=gen, dtype=torch.float64, requires_grad=True)
+          for k in range(len(tasks))]
+    probes = [torch.randn(x.shape[0], 10, generator=gen, dtype=torch.float64) for x in xs]
+
+    def grads(outs):
+        params = [*f.parameters(), *xs]
+        return torch.autograd.grad(sum((o * p).sum() for o, p in zip(outs, probes)), params)
+
+    applied = f.apply_to(xs, tasks)
+    built = [x @ f.full()[..., t] for x, t in zip(xs, tasks)]
+    for a, b in zip(applied, built):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(grads(applied), grads(built)):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("kind", ["Tucker", "TT"])
+def test_applied_factors_pass_gradcheck(kind):
+    f = FACTORS[kind](low_rank_tensor((5, 4, 3), ranks=(2, 2, 2)), 0.1, "frobenius").double()
+    x = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, y: f.apply_to([x, y], [0, 2]), (x, y))
+    # the factors themselves: gradcheck perturbs its inputs in place, and these inputs are f's parameters
+    assert torch.autograd.gradcheck(lambda *_: f.apply_to([x.detach(), x.detach()], [1, 2]),
+                                    tuple(f.parameters()))
+
+
+@pytest.mark.parametrize("name", ["dmtrl_tucker", "dmtrl_tt"])
+def test_dense_layers_are_applied_and_conv_tensors_built_once_per_iteration(name, monkeypatch):
+    """Training never builds a dense layer's tensor (applied through its factors) and builds a conv layer's
+    once per iteration for all tasks, not once per task."""
+    cls = METHODS.get(name)
+    factor_cls = FACTORS[cls.factorisation]
+    model = cls(info_of((1, 8, 8), n_tasks=5), BackboneSpec(channels=[3, 4], padding=1, dense=[6, 5]), cls.Params())
     calls = []
-    original = TensorTrain.full
-    monkeypatch.setattr(TensorTrain, "full", lambda self: calls.append(1) or original(self))
-    model([torch.randn(2, 7) for _ in range(5)])
-    assert len(calls) == 2  # one per layer, for all 5 tasks
+    full, apply_to = factor_cls.full, factor_cls.apply_to
+    monkeypatch.setattr(factor_cls, "full", lambda self: calls.append(("full", len(self.shape))) or full(self))
+    monkeypatch.setattr(factor_cls, "apply_to", lambda self, xs, tasks: calls.append(("apply", len(xs)))
+                        or apply_to(self, xs, tasks))
+    model([torch.randn(2, 1, 8, 8) for _ in range(5)])
+    assert calls == [("full", 5), ("full", 5), ("apply", 5), ("apply", 5)]
+
+
+@pytest.mark.parametrize("name", ["dmtrl_tucker", "dmtrl_tt"])
+def test_applied_model_equals_the_model_with_built_weights(name, monkeypatch):
+    """The whole network through applied factors computes what it computes with every tensor built (training
+    and per-task evaluation), to float rounding."""
+    cls = METHODS.get(name)
+    torch.manual_seed(0)
+    model = cls(info_of((7,), n_tasks=4), BackboneSpec(hidden=[6, 5]), cls.Params()).double()
+    xs = [torch.randn(3, 7, dtype=torch.float64) for _ in range(4)]
+    applied = model(xs), [model.forward_task(x, t) for t, x in enumerate(xs)]
+    monkeypatch.setattr(FACTORS[cls.factorisation], "applicable", property(lambda self: False))
+    built = model(xs), [model.forward_task(x, t) for t, x in enumerate(xs)]
+    torch.testing.assert_close(applied, built)
 
 
 def test_taan_code_fidelity_options():

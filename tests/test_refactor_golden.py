@@ -5,7 +5,11 @@ code before the refactor in tests/golden/methods_short_run.json).
 TAAN's three entries were re-recorded when its activation moved to fused kernels (mtlbench/taan): those sum the
 hinges in another order, and Adam turns rounding-level differences in near-zero gradients of unused hinges
 into visible eval differences after 30 steps. The kernels themselves are held to the defining formula and
-to gradcheck in tests/test_taan_kernels.py; here TAAN runs its eager kernels, whose bits do not depend on the CPU."""
+to gradcheck in tests/test_taan_kernels.py; here TAAN runs its eager kernels, whose bits do not depend on the CPU.
+DMTRL-Tucker's three entries and DMTRL-TT's two were re-recorded when dense layers came to be applied through
+their factors instead of building the weight tensor: the first step's loss moved by ~5e-7 (float32 rounding),
+30 Adam steps grew that to at most 0.5% of the eval logits; tests/test_dmtrl.py holds the two paths equal in
+float64, in value and gradient."""
 from __future__ import annotations
 
 import json

@@ -236,8 +236,11 @@ class Trunk(nn.Module):
 
 # fuse[layer index](activations stacked over towers [K, rows, ...]) -> the same shape
 Fuse = Mapping[int, Callable[[torch.Tensor], torch.Tensor]]
-# weights(layer) -> None (use the blocks' own weights) or one weight per tower: a list, or stacked [K, ...]
-Weights = Callable[[Layer], "torch.Tensor | Sequence[torch.Tensor] | None"]
+# weights(layer) -> None (use the blocks' own weights) or one weight per tower: a list, or stacked [K, ...];
+# for a dense layer also a LinearMap: the towers' inputs -> their x W^T (no bias), for methods whose weights are
+# cheaper to apply than to build (DMTRL's factorisations)
+LinearMap = Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]]
+Weights = Callable[[Layer], "torch.Tensor | Sequence[torch.Tensor] | LinearMap | None"]
 
 
 def run_towers(plan: Plan, towers: Sequence[Sequence[Block]], hs: Sequence[torch.Tensor],
@@ -269,6 +272,8 @@ def computed_affine(layer: Layer, blocks: Sequence[Block], hs: Sequence[torch.Te
     """The layer's affine map with method-computed weights (conv [out, in, k, k], dense [out, in] per tower) and
     each block's bias."""
     biases = [block.affine.bias for block in blocks]
+    if layer.kind == "dense" and callable(w):
+        return [z if b is None else z + b for z, b in zip(w(hs), biases)]
     if layer.kind == "dense":
         return [h @ wk.t() if b is None else h @ wk.t() + b for h, wk, b in zip(hs, w, biases)]
     if torch.is_tensor(w) and len(hs) > 1 and len({h.shape for h in hs}) == 1:
