@@ -332,7 +332,8 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
                        progress=lambda what: err.print(f"timing {what} ...", highlight=False))
     path = Path(out_dir or resolved.spec.output.dir) / resolved.spec.name / "timing.json"
     atomic_write_json(path, result)
-    paper = get_paper_table(resolved.spec.table) if resolved.spec.table == "taan_table2_timing" else None
+    paper = get_paper_table(resolved.spec.table) if resolved.spec.table else None
+    paper = paper if paper and paper.get("layout") == "timing" else None
     print_table(build_timing_table(result, paper), fmt)
     err.print(f"written {path}", markup=False)
 

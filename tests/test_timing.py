@@ -108,3 +108,27 @@ def test_timing_times_the_mixed_precision_step(write_spec, tmp_path):
     result = runner.invoke(app, ["timing", str(spec), "--iterations", "1", "--blocks", "1", "--warmup", "0"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "runs" / "tiny" / "timing.json").read_text())["amp"] == "bf16"
+
+
+def test_compare_renders_a_timing_table_from_its_stored_record(virtual_clock, write_spec, tmp_path):
+    """A spec naming TAAN's Table 2 is re-rendered by `compare` from its timing.json, exactly as `timing` printed
+    it; before the file exists, the paper's seconds and the command that measures ours; a damaged file is one
+    line naming it, exit 2."""
+    spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("name: stl", "name: slow_share")
+                      .replace("label: STL", "label: TAAN").replace("name: tiny", "name: tiny\ntable: taan_table2_timing"))
+    before = runner.invoke(app, ["compare", str(spec), "--format", "markdown"])
+    assert before.exit_code == 0, before.output
+    assert "| TAAN | 20.05 | 0.880 |" in before.output and f"`mtlbench timing {spec}` measures it" in before.output
+    timed = runner.invoke(app, ["timing", str(spec), "--iterations", "2", "--blocks", "2", "--warmup", "0",
+                                "--format", "csv"])
+    assert timed.exit_code == 0, timed.output
+    rendered = runner.invoke(app, ["compare", str(spec), "--format", "csv"])
+    assert rendered.exit_code == 0, rendered.output
+    table = [line for line in timed.output.splitlines() if line.startswith(("method,", "TAAN,", "Hard-Share,"))]
+    assert table and all(line in rendered.output.splitlines() for line in table)
+    assert "TAAN,300.000,300.000-300.000,300.000,300.000-300.000,0.000,3.00x,3.00x" in rendered.output
+    assert "20.05" in rendered.output  # the paper's seconds beside ours
+    (tmp_path / "runs" / "tiny" / "timing.json").write_text("{not json")
+    damaged = runner.invoke(app, ["compare", str(spec)])
+    assert damaged.exit_code == 2 and "timing.json: not a timing record" in damaged.output
+    assert "Traceback" not in damaged.output and len(damaged.output.strip().splitlines()) == 1

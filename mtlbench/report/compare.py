@@ -4,6 +4,7 @@ spec's (``sweep:``) table and figure too."""
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -85,10 +86,12 @@ def stale_note(stale: list[RunRecord]) -> str:
 
 def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, split: str,
                    vs: str | None = None) -> Table:
+    paper = get_paper_table(spec.table) if spec.table else None
+    if paper and paper.get("layout") == "timing":  # TAAN's Table 2: seconds, not scores
+        return timing_table(spec, file, results, paper)
     records, stale = spec_records(spec, results)
     check_metric_stored(records, metric, split, Path(results or spec.output.dir) / spec.name)
     rows = [m.row for m in spec.methods]
-    paper = get_paper_table(spec.table) if spec.table else None
     if paper and metric and records and metric != records[0].primary_metric:
         paper = None  # the paper's numbers are of its own metric: never print them beside another one
     if paper and paper.get("layout") == "kernel_sharing":  # MTAL's Table 6: ratios from the records' summaries
@@ -99,6 +102,20 @@ def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, s
     if stale:
         table.notes.append(stale_note(stale))
     return table
+
+
+def timing_table(spec, file: Path, results: Path | None, paper: dict) -> Table:
+    """A timing spec's table from its stored timing.json (the table `mtlbench timing` printed); before that
+    file exists, the paper's seconds alone."""
+    from mtlbench.report.check import read_timing
+    from mtlbench.report.tables import build_timing_table, fmt_paper
+    path = Path(results or spec.output.dir) / spec.name / "timing.json"
+    if not path.exists():
+        rows = [[row, *(fmt_paper(v) for v in values)] for row, values in paper["rows"].items()]
+        return Table(paper["title"], ["method", "paper train s", "paper infer s"], rows,
+                     notes=[f"no {path} yet: `mtlbench timing {file}` measures it", f"paper: {paper['metric']}"])
+    read_timing(path)  # a damaged file: one line naming it (exit 2), not a traceback
+    return build_timing_table(json.loads(path.read_text()), paper)
 
 
 def default_sweep_figure(spec, results: Path | None) -> Path:

@@ -330,6 +330,11 @@ def build_timing_table(timing: dict, paper: dict | None = None) -> Table:
     if fits:
         table.notes.append("fit s: seconds of one closed-form fit on the training splits, for methods trained "
                            "that way instead of by steps")
+    if env := timing.get("env"):
+        git = env.get("git") or {}
+        commit = (git.get("commit") or "unknown")[:10] + (" (uncommitted changes)" if git.get("dirty") else "")
+        table.notes.append(f"measured on {timing.get('device_name') or env.get('device')}, commit {commit}, "
+                           f"torch {env.get('versions', {}).get('torch', '?')}")
     if paper:
         table.notes.append(f"paper: {paper['metric']}")
     return table
