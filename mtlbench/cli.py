@@ -347,9 +347,10 @@ def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record,
            top: int = typer.Option(5, min=1, help="most isolated tasks listed per layer")):
     """Print the per-layer task-distance and cosine matrices stored with finished runs (TAAN Figures 2 and 4;
     MTAL: the mean kernel cosine of every task pair per conv layer, distance = 1 - cosine), each task's nearest
-    task and the most isolated tasks (a matrix too wide for the terminal is summarised so, beside its heat map),
-    per layer over the seeds of a row, and, on planted synthetic data, how well the matrices recover the planted
-    task groups."""
+    task and the most isolated tasks (a matrix too wide for the terminal is summarised so, beside its heat map;
+    for a folder of several runs, by its most isolated tasks only -- report one record for the nearest-task
+    table), per layer over the seeds of a row, and, on planted synthetic data, how well the matrices recover the
+    planted task groups."""
     from mtlbench.report.analysis import KINDS, records_at
     from mtlbench.report.render_analysis import print_over_seeds, print_record_analysis
     kinds = KINDS if matrix == "both" else (matrix,)
@@ -360,7 +361,7 @@ def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record,
         pyplot()
     records = records_at(run)
     for record in records:
-        print_record_analysis(out, record, kinds, plots, figures, top)
+        print_record_analysis(out, record, kinds, plots, figures, top, neighbours=len(records) == 1)
     print_over_seeds(out, records, top)
 
 

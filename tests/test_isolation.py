@@ -77,4 +77,7 @@ def test_most_isolated_per_layer_over_seeds(tmp_path):
     rows = [line for line in result.output.splitlines() if line.startswith("│ layer")]
     assert [r.split("│")[2].strip() for r in rows] == ["Braille", "Braille", "Japanese_(katakana)", "Oriya", "Braille"]
     assert "2/2 seeds" in rows[0] and "Braille 1.0, Syriac_(Estrangelo) 2.0" in rows[0]
+    # per seed only the headline of each wide matrix: the 50-row nearest-task tables stay with single records
+    assert "nearest task of each task" not in result.output
+    assert result.output.count("most isolated (distance to the nearest task): 1. Braille") == 3 * 2  # layers 0, 1, 4
     shutil.rmtree(run)

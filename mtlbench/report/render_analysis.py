@@ -36,7 +36,10 @@ def fits(console: Console, names: list[str]) -> bool:
 
 
 def print_record_analysis(console: Console, record: RunRecord, kinds, plots: bool, figures: Path | None,
-                          top: int = TOP) -> None:
+                          top: int = TOP, neighbours: bool = True) -> None:
+    """One record's matrices per layer; a matrix too wide to print is summarised by its most isolated tasks and,
+    with ``neighbours``, each task's nearest task (left out when several records are reported: 50 rows per
+    layer and seed bury the summary over seeds)."""
     names, path = record.tasks, Path(record.path)
     layers = layer_matrices(record)
     head = f"{record.row} seed {record.seed} ({path})"
@@ -55,7 +58,8 @@ def print_record_analysis(console: Console, record: RunRecord, kinds, plots: boo
                 console.print(f"{title}: {len(names)} x {len(names)}, too wide to print here -- "
                               f"{'heat map ' + str(png) if png else 'no heat map (--no-plots)'}", soft_wrap=True)
                 print_most_isolated(console, iso, kind, top)
-                console.print(neighbour_table(iso, kind, console.width))
+                if neighbours:
+                    console.print(neighbour_table(iso, kind, console.width))
             if png and fits(console, names):
                 console.print(f"wrote {png}")
         print_planted(console, record, lm)
