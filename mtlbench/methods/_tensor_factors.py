@@ -186,7 +186,9 @@ class Tucker(Factorised):
 
     def apply_to(self, xs: Sequence[torch.Tensor], tasks: Sequence[int]) -> list[torch.Tensor]:
         u_in, u_out, u_task = self.factors
-        cores = self.core @ u_task[list(tasks)].T  # the tasks' cores G_t [K_in, K_out, len(tasks)]
+        k_in, k_out, k_task = self.core.shape
+        # the tasks' cores G_t, task-major [len(tasks), K_in, K_out]: one product, already in bmm's layout
+        cores = (u_task[list(tasks)] @ self.core.reshape(k_in * k_out, k_task).T).reshape(-1, k_in, k_out)
         return per_task_chain(xs, [u_in], cores, [u_out.T])
 
     def closed_form_params(self) -> int:
@@ -238,7 +240,8 @@ class TensorTrain(Factorised):
     def apply_to(self, xs: Sequence[torch.Tensor], tasks: Sequence[int]) -> list[torch.Tensor]:
         first, middle, last = self.cores  # [1, in, r1], [r1, out, r2], [r2, T, 1]
         r1, out, r2 = middle.shape
-        ends = (middle.reshape(r1 * out, r2) @ last[:, list(tasks), 0]).reshape(r1, out, len(tasks))
+        # G2 G3[t] per task, task-major [len(tasks), r1, out]
+        ends = (last[:, list(tasks), 0].T @ middle.reshape(r1 * out, r2).T).reshape(-1, r1, out)
         return per_task_chain(xs, [first[0]], ends, [])
 
     def closed_form_params(self) -> int:
@@ -248,18 +251,19 @@ class TensorTrain(Factorised):
 
 def per_task_chain(xs: Sequence[torch.Tensor], before: Sequence[torch.Tensor], cores: torch.Tensor,
                    after: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """xs[k] @ before... @ cores[..., k] @ after...: shared matrices around one task-specific matrix per input;
-    one batched product when the inputs have one shape (a training step), else one product chain per input."""
+    """xs[k] @ before... @ cores[k] @ after...: shared matrices around one task-specific matrix per input
+    (``cores`` [len(xs), a, b]); one batched product when the inputs have one shape (a training step), else one
+    product chain per input."""
     if len({x.shape for x in xs}) == 1:
         z = torch.stack(list(xs))
         for m in before:
             z = z @ m
-        z = torch.bmm(z, cores.permute(2, 0, 1))
+        z = torch.bmm(z, cores)
         for m in after:
             z = z @ m
         return list(z.unbind(0))
     out = []
-    for x, core in zip(xs, cores.unbind(-1)):
+    for x, core in zip(xs, cores.unbind(0)):
         for m in before:
             x = x @ m
         x = x @ core
