@@ -93,7 +93,17 @@ class RunRecord(BaseModel):
     data_checksum: str | None = None
     env: dict[str, Any] = Field(default_factory=dict)
     summary: dict[str, Any] = Field(default_factory=dict)
+    # the record this one was copied from: the same run (experiment, seed, code version) finished under another
+    # spec or row label, so training it again would repeat it bit for bit (training/reuse.py)
+    reused_from: str | None = None
     path: Path | None = Field(default=None, exclude=True)  # where it was read from or written to
+
+    @model_serializer(mode="wrap")
+    def _without_absent_reuse(self, handler):
+        out = handler(self)  # a record trained here stores no reused_from at all (the layout records always had)
+        if out.get("reused_from") is None:
+            out.pop("reused_from", None)
+        return out
 
     @property
     def written_by(self) -> str:

@@ -16,7 +16,7 @@ from mtlbench.launch.cells import dependencies, waves
 from mtlbench.launch.jobs_file import read_jobs, spec_dir
 from mtlbench.launch.settings import LauncherSpec
 from mtlbench.launch.status import CellStatus, cell_statuses
-from mtlbench.training.plan import RunCell, finished_runs, plan_cells
+from mtlbench.training.plan import RunCell, finished_runs, plan_cells, skipped_line
 
 Log = Callable[[str], None]
 
@@ -60,7 +60,7 @@ def plan_grid(resolved: ResolvedSpec, seeds: list[int] | None, out_dir: Path | N
     todo = []
     for i, (cell, st) in enumerate(zip(cells, statuses)):
         if i in finished:
-            log(f"{cell.row} seed {cell.seed}: finished, skipped ({cell.record_path})")
+            log(skipped_line(cell, finished[i]))
         elif st.state == "running" and not force:
             log(f"{cell.row} seed {cell.seed}: still running as job {st.job}, left alone")
         else:

@@ -21,6 +21,8 @@ class RunCell:
     seed: int
     record_path: Path
     key: dict  # results.run_key: what makes this run this run
+    spec: dict  # the spec as its records store it
+    spec_file: str
 
     @property
     def row(self) -> str:
@@ -42,7 +44,7 @@ class RunCell:
 def plan_cells(resolved: ResolvedSpec, seeds: list[int], out_dir: Path) -> list[RunCell]:
     spec, code = resolved.spec.model_dump(mode="json"), code_version()
     return [RunCell(m, seed, record_path(out_dir, resolved.spec.name, m.entry.row, seed),
-                    run_key(spec, m.entry.row, seed, code))
+                    run_key(spec, m.entry.row, seed, code), spec, str(resolved.file))
             for m in resolved.methods for seed in seeds]
 
 
@@ -57,13 +59,18 @@ def stored_key(record: RunRecord) -> dict | None:
 
 
 def finished_runs(cells: list[RunCell], force: bool) -> dict[int, RunRecord]:
-    """{index of cell: its finished record}. Raises UsageError (nothing trained yet) when a record of another
-    identity sits where a cell would write, unless ``force`` (then every cell retrains)."""
+    """{index of cell: its finished record}: its own, or the same run finished under another spec name or row
+    label in the same results folder (copied to the cell's place: training/reuse.py). Raises UsageError
+    (nothing trained yet) when a record of another identity sits where a cell would write, unless ``force``
+    (then every cell retrains)."""
+    from mtlbench.training.reuse import reuse, same_run_elsewhere
     if force:
         return {}
-    finished, conflicts = {}, []
+    finished, conflicts, seen = {}, [], {}
     for i, cell in enumerate(cells):
         if not cell.record_path.exists():
+            if (same := same_run_elsewhere(cell, stored_key, seen)) is not None:
+                finished[i] = reuse(cell, same)
             continue
         record = read_record(cell.record_path)
         key = stored_key(record)
@@ -74,6 +81,14 @@ def finished_runs(cells: list[RunCell], force: bool) -> dict[int, RunRecord]:
     if conflicts:
         raise UsageError(conflict_message(conflicts))
     return finished
+
+
+def skipped_line(cell: RunCell, record: RunRecord) -> str:
+    """The log line of a cell that is not trained: finished, or copied from the same run elsewhere."""
+    if record.reused_from:
+        return (f"{cell.row} seed {cell.seed}: the same run finished as {record.reused_from}, reused "
+                f"({cell.record_path})")
+    return f"{cell.row} seed {cell.seed}: finished, skipped ({cell.record_path})"
 
 
 def conflict_message(conflicts: list[tuple[RunCell, dict | None]]) -> str:

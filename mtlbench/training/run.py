@@ -22,7 +22,7 @@ from mtlbench.errors import UsageError
 from mtlbench.io import atomic_write
 from mtlbench.results import RunRecord, write_record
 from mtlbench.training.distributed import SINGLE, Dist
-from mtlbench.training.plan import RunCell, finished_runs, plan_cells
+from mtlbench.training.plan import RunCell, finished_runs, plan_cells, skipped_line
 from mtlbench.training.state import load_state_file
 from mtlbench.training.trainer import Progress, train_run
 
@@ -48,7 +48,7 @@ def run_spec(resolved: ResolvedSpec, seeds: list[int] | None = None, out_dir: Pa
     records = []
     for i, cell in enumerate(cells):
         if i in finished:
-            log(f"{cell.row} seed {cell.seed}: finished, skipped ({cell.record_path})")
+            log(skipped_line(cell, finished[i]))
             if d.main:
                 cell.state_path.unlink(missing_ok=True)  # left by a kill between writing the record and removing it
             records.append(finished[i])

@@ -1,0 +1,62 @@
+"""A run already finished under another spec name or row label is the same run: copied, not trained again.
+
+A run's identity (results.run_key) is its data, method entry, backbone, optimizer, training settings, metrics,
+seed and code version. Two of those entries differ only in presentation -- the spec's name and the row's
+label -- and neither reaches training (seeding, sampling and initialisation depend on the seed alone), so a
+finished record whose identity equals a cell's up to the label is the record that training the cell would
+write. TAAN's Figure 3 spec, for example, repeats Table 3's TAAN and TAAN + L_dis (c = 0.3) rows under other
+labels. The copy names the original in ``reused_from``; the original's environment (commit, machine, times)
+is kept, since that is where the numbers were made; its weights are copied beside it when it saved any.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from mtlbench.errors import InputError
+from mtlbench.io import atomic_write
+from mtlbench.results import RunRecord, read_record, write_record
+
+
+def without_label(key: dict) -> dict:
+    """A run key with the row label taken out of its method entry."""
+    method = {k: v for k, v in (key["experiment"].get("method") or {}).items() if k != "label"}
+    return {**key, "experiment": {**key["experiment"], "method": method}}
+
+
+def same_run_elsewhere(cell, stored_key, seen: dict[Path, tuple] | None = None) -> RunRecord | None:
+    """A finished record of ``cell``'s run under another spec or row of the same results folder, or None.
+    ``stored_key``: a record's run key as today's schema reads it (None for a spec no longer valid); ``seen``:
+    records already read in this planning (path -> (record, key without label)), so each is parsed once."""
+    seen = {} if seen is None else seen
+    out_dir, want = cell.record_path.parents[2], without_label(cell.key)
+    for path in sorted(out_dir.glob(f"*/*/seed{cell.seed}.json")):
+        if path == cell.record_path:
+            continue
+        if path not in seen:
+            seen[path] = labelled(path, stored_key)
+        record, key = seen[path]
+        if key is not None and key == want:
+            return record
+    return None
+
+
+def labelled(path: Path, stored_key) -> tuple[RunRecord | None, dict | None]:
+    try:
+        record = read_record(path)
+    except InputError:  # a stray or damaged file is not a run to copy
+        return None, None
+    key = stored_key(record)
+    return record, None if key is None else without_label(key)
+
+
+def reuse(cell, record: RunRecord) -> RunRecord:
+    """Write ``record`` as ``cell``'s (its spec, name and row; the original named in reused_from)."""
+    copy = record.model_copy(update={
+        "spec_name": cell.spec["name"], "row": cell.row, "spec": cell.spec, "spec_file": cell.spec_file,
+        "identity": cell.identity, "reused_from": str(record.reused_from or record.path)})
+    weights = Path(record.path).with_suffix(".pt")
+    if weights.exists():
+        atomic_write(cell.weights_path, lambda tmp: shutil.copyfile(weights, tmp))
+    write_record(cell.record_path, copy)
+    return copy
