@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from mtlbench.cli import app
 from mtlbench.config.loader import load_spec
-from mtlbench.report.grid import parse_paper_cell
+from mtlbench.report.grid import grid_series, parse_paper_cell
+from mtlbench.report.tables import get_paper_table
 from tests.conftest import REPO
 
 runner = CliRunner()
@@ -77,3 +78,15 @@ def test_the_taan_code_protocol_is_labelled_paper_faithful():
         return spec.model_dump(exclude={"name", "data", "training"})
     assert strip(code) == strip(val)
     assert code.training.model_dump(exclude={"select_on"}) == val.training.model_dump(exclude={"select_on"})
+
+
+def test_only_the_unregularised_row_is_drawn_as_a_level():
+    """TAAN (one paper cell, c = 0) is a level across the figure; a regulariser that has run at one
+    coefficient so far is a point of its line, not a level."""
+    import pandas as pd
+    agg = pd.DataFrame({"mean": [0.75, 0.74], "std": [0.01, 0.0]},
+                       index=pd.MultiIndex.from_tuples([("TAAN", "pooled"), ("TAAN+L_cos c=0.1", "pooled")]))
+    series = {(s.row, s.source): s for s in grid_series(agg, get_paper_table("taan_figure3_omniglot_regularizers"))}
+    assert series[("TAAN", "ours")].level and series[("TAAN", "paper")].level
+    assert series[("TAAN+L_cos", "ours")].x == [0.1] and not series[("TAAN+L_cos", "ours")].level
+    assert not series[("TAAN+L_cos", "paper")].level

@@ -33,6 +33,7 @@ class Series:
     x: list[float] = field(default_factory=list)
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    level: bool = False  # a single point by design (the paper prints one cell: the unregularised TAAN at c = 0)
 
 
 def our_label(paper_row: str, grid: dict, column: str) -> str:
@@ -76,7 +77,8 @@ def grid_series(agg: pd.DataFrame, paper: dict) -> list[Series]:
     grid, out = paper["grid"], []
     col = summary_column(agg, grid)
     for row, printed in paper["rows"].items():
-        ours, theirs = Series(row, "ours"), Series(row, "paper")
+        level = sum(parse_paper_cell(v) is not None for v in printed) == 1
+        ours, theirs = Series(row, "ours", level=level), Series(row, "paper", level=level)
         for c, value in zip(grid["columns"], printed):
             x, lab = grid["columns"][c]["x"], our_label(row, grid, c)
             if (lab, col) in agg.index:

@@ -53,7 +53,8 @@ def heatmap_png(matrix: np.ndarray, names: list[str], title: str, path: Path,
 
 def grid_png(series, title: str, x_label: str, y_label: str, path: Path) -> Path:
     """One line per row of a sweep with error bars (ours solid, the paper's dashed in the same colour); a row
-    with a single x (the unregularised TAAN at c = 0) is a point and a dotted level across the plot."""
+    that is a single point by design (the unregularised TAAN at c = 0) is also a dotted level across the plot --
+    not a row that has run at one value so far."""
     plt = pyplot("--plot", "figures", "leave out --plot")
     fig, ax = plt.subplots(figsize=(10, 5.5))
     colours = {}
@@ -64,7 +65,7 @@ def grid_png(series, title: str, x_label: str, y_label: str, path: Path) -> Path
         label = f"{s.row} ({'ours' if ours else 'paper'})"
         ax.errorbar(s.x, s.mean, yerr=s.std, color=colour, linestyle="-" if ours else "--", marker="o" if ours else "s",
                     capsize=4, label=label, alpha=1.0 if ours else 0.7)
-        if len(s.x) == 1 and len(xs) > 1:
+        if s.level and len(xs) > 1:
             ax.hlines(s.mean[0], xs[0], xs[-1], colors=colour, linestyles=":" if ours else (0, (1, 4)), alpha=0.6)
     ax.set_xticks(xs)
     ax.set_xlabel(x_label)
