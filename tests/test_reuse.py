@@ -68,3 +68,13 @@ def test_force_trains_instead_of_reusing(first, write_spec, tmp_path, monkeypatc
     calls = counting_train_run(monkeypatch)
     run_spec(load_spec(renamed(write_spec, tmp_path)), force=True)
     assert calls == ["Single", "HS c=0"]
+
+
+def test_status_says_a_missing_run_will_be_reused(first, write_spec, tmp_path):
+    from typer.testing import CliRunner
+
+    from mtlbench.cli import app
+    result = CliRunner().invoke(app, ["status", str(renamed(write_spec, tmp_path))], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "Single" in line)
+    assert "missing" in row and "the same run finished as" in row and "reuses it" in row

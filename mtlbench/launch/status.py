@@ -20,6 +20,7 @@ from mtlbench.errors import MTLBenchError
 from mtlbench.launch.jobs_file import cell_key
 from mtlbench.results import read_record
 from mtlbench.training.plan import RunCell, stored_key
+from mtlbench.training.reuse import same_run_elsewhere
 
 SLURM_ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED",
                 "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED"}
@@ -34,7 +35,14 @@ class CellStatus:
 
 
 def cell_statuses(cells: list[RunCell], jobs: dict[str, dict[str, Any]]) -> list[CellStatus]:
-    return [cell_status(cell, jobs.get(cell_key(cell))) for cell in cells]
+    statuses, seen = [cell_status(cell, jobs.get(cell_key(cell))) for cell in cells], {}
+    for i, st in enumerate(statuses):
+        if st.state == "missing" and not st.detail and not st.cell.record_path.exists():
+            same = same_run_elsewhere(st.cell, stored_key, seen)
+            if same is not None:  # `train` will copy it rather than train (training/reuse.py)
+                statuses[i] = CellStatus(st.cell, "missing", st.job, f"the same run finished as {same.path}: "
+                                         "`mtlbench train` reuses it")
+    return statuses
 
 
 def cell_status(cell: RunCell, entry: dict[str, Any] | None) -> CellStatus:
