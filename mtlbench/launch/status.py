@@ -20,7 +20,6 @@ from mtlbench.errors import MTLBenchError
 from mtlbench.launch.jobs_file import cell_key
 from mtlbench.results import read_record
 from mtlbench.training.plan import RunCell, stored_key
-from mtlbench.training.reuse import same_run_elsewhere
 
 SLURM_ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED",
                 "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED"}
@@ -35,14 +34,19 @@ class CellStatus:
 
 
 def cell_statuses(cells: list[RunCell], jobs: dict[str, dict[str, Any]]) -> list[CellStatus]:
-    statuses, seen = [cell_status(cell, jobs.get(cell_key(cell))) for cell in cells], {}
-    for i, st in enumerate(statuses):
-        if st.state == "missing" and not st.detail and not st.cell.record_path.exists():
-            same = same_run_elsewhere(st.cell, stored_key, seen)
-            if same is not None:  # `train` will copy it rather than train (training/reuse.py)
-                statuses[i] = CellStatus(st.cell, "missing", st.job, f"the same run finished as {same.path}: "
-                                         "`mtlbench train` reuses it")
-    return statuses
+    return [cell_status(cell, jobs.get(cell_key(cell))) for cell in cells]
+
+
+def with_reuse_hints(statuses: list[CellStatus]) -> list[CellStatus]:
+    """A missing run that `train` would copy from the same run finished elsewhere says so (training/reuse.py)."""
+    from mtlbench.training.reuse import same_run_elsewhere
+    out, seen = [], {}
+    for st in statuses:
+        same = (same_run_elsewhere(st.cell, seen)
+                if st.state == "missing" and not st.detail and not st.cell.record_path.exists() else None)
+        out.append(st if same is None else CellStatus(st.cell, "missing", st.job, f"the same run finished as "
+                                                      f"{same.path}: `mtlbench train` reuses it"))
+    return out
 
 
 def cell_status(cell: RunCell, entry: dict[str, Any] | None) -> CellStatus:
@@ -140,4 +144,4 @@ def spec_statuses(resolved, seeds: list[int] | None, out_dir: Path | None) -> li
     from mtlbench.training.plan import plan_cells
     out = Path(out_dir or resolved.spec.output.dir)
     cells = plan_cells(resolved, seeds if seeds is not None else resolved.spec.seeds, out)
-    return cell_statuses(cells, read_jobs(spec_dir(out, resolved.spec.name)))
+    return with_reuse_hints(cell_statuses(cells, read_jobs(spec_dir(out, resolved.spec.name))))

@@ -7,7 +7,7 @@ rebuilds the full tensor with ``full()`` (one call per training iteration) or on
 tensor [in, out, T] can instead be *applied*: ``apply_to(xs, tasks)`` gives every task's x_t W_t straight from
 the factors (Tucker: ((x U1) G_t) U2^T; TT: (x G1) G2[t]), never building W -- the same function with far fewer
 operations when the ranks are near full and the batch is small (Omniglot's fc1 [1024, 512, 50] at near-full
-rank: ~40 GFLOP to rebuild, ~1.3 to apply), in another order of float sums.
+rank: ~41 G multiply-adds to rebuild, ~1.3 G to apply), in another order of float sums.
 
 Rank selection (``eps_or_k``): a value >= 1 is an explicit rank (a list gives one per SVD); a value < 1 is a
 relative error, read according to ``rule``:
@@ -189,7 +189,7 @@ class Tucker(Factorised):
         k_in, k_out, k_task = self.core.shape
         # the tasks' cores G_t, task-major [len(tasks), K_in, K_out]: one product, already in bmm's layout
         cores = (u_task[list(tasks)] @ self.core.reshape(k_in * k_out, k_task).T).reshape(-1, k_in, k_out)
-        return per_task_chain(xs, [u_in], cores, [u_out.T])
+        return per_task_chain(xs, u_in, cores, u_out.T)
 
     def closed_form_params(self) -> int:
         return math.prod(self.ranks) + sum(d * k for d, k in zip(self.shape, self.ranks))
@@ -242,35 +242,23 @@ class TensorTrain(Factorised):
         r1, out, r2 = middle.shape
         # G2 G3[t] per task, task-major [len(tasks), r1, out]
         ends = (last[:, list(tasks), 0].T @ middle.reshape(r1 * out, r2).T).reshape(-1, r1, out)
-        return per_task_chain(xs, [first[0]], ends, [])
+        return per_task_chain(xs, first[0], ends)
 
     def closed_form_params(self) -> int:
         r = [1, *self.ranks, 1]
         return sum(r[n] * d * r[n + 1] for n, d in enumerate(self.shape))
 
 
-def per_task_chain(xs: Sequence[torch.Tensor], before: Sequence[torch.Tensor], cores: torch.Tensor,
-                   after: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """xs[k] @ before... @ cores[k] @ after...: shared matrices around one task-specific matrix per input
-    (``cores`` [len(xs), a, b]); one batched product when the inputs have one shape (a training step), else one
-    product chain per input."""
+def per_task_chain(xs: Sequence[torch.Tensor], left: torch.Tensor, cores: torch.Tensor,
+                   right: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """xs[k] @ left @ cores[k] (@ right): a shared matrix, one task-specific matrix per input (``cores``
+    [len(xs), a, b]), optionally another shared one; one batched product when the inputs have one shape (a
+    training step), else one chain per input."""
     if len({x.shape for x in xs}) == 1:
-        z = torch.stack(list(xs))
-        for m in before:
-            z = z @ m
-        z = torch.bmm(z, cores)
-        for m in after:
-            z = z @ m
-        return list(z.unbind(0))
-    out = []
-    for x, core in zip(xs, cores.unbind(0)):
-        for m in before:
-            x = x @ m
-        x = x @ core
-        for m in after:
-            x = x @ m
-        out.append(x)
-    return out
+        z = torch.bmm(torch.stack(list(xs)) @ left, cores)
+        return list((z if right is None else z @ right).unbind(0))
+    out = [x @ left @ core for x, core in zip(xs, cores.unbind(0))]
+    return out if right is None else [z @ right for z in out]
 
 
 FACTORISATIONS: dict[str, type[Factorised]] = {"LAF": LAF, "Tucker": Tucker, "TT": TensorTrain}

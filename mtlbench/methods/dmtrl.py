@@ -11,7 +11,7 @@ not factorised; the per-task output heads are ordinary linear layers (tasks have
 heads cannot be stacked). A conv layer's full tensor is rebuilt once per training iteration and sliced per
 task; evaluation (``forward_task``) rebuilds only the requested task's slice. A dense layer under Tucker or TT
 is applied to the inputs factor by factor instead (the same function; at near-full ranks and small batches
-~30x fewer operations than rebuilding the tensor: on Omniglot's fc1 [1024, 512, 50] the rebuild dominated
+~30x fewer multiply-adds than rebuilding the tensor: on Omniglot's fc1 [1024, 512, 50] the rebuild dominated
 the step).
 
 Initial tensor (``init``):
@@ -197,26 +197,27 @@ class DMTRL(MTLMethod):
 
     # -- forward --------------------------------------------------------------------------------------------
     def forward_all(self, hs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        tasks = range(self.info.n_tasks)
-
-        def weights(layer: Layer):
-            f = self.tensors[layer.index]
-            if layer.kind == "dense" and f.applicable:
-                return lambda xs: f.apply_to(xs, tasks)  # from the factors, never building W
-            # rebuilt once per iteration; unbind, not full[..., t]: indexing makes autograd add T zero-filled
-            # full-size gradients (the fc1 tensor of Omniglot: 50 x 26M floats per step), unbind stacks one
-            # (the same values: adding zeros is exact)
-            return [to_torch(layer, w) for w in f.full().unbind(-1)]
-        hs = run_towers(self.plan, [tower.blocks for tower in self.towers], hs, weights=weights)
+        tasks = list(range(self.info.n_tasks))
+        hs = run_towers(self.plan, [tower.blocks for tower in self.towers], hs,
+                        weights=lambda layer: self.layer_weights(layer, tasks))
         return [self.heads[t](h) for t, h in enumerate(hs)]
 
     def forward_one(self, h: torch.Tensor, task: int) -> torch.Tensor:
-        def weights(layer: Layer):
-            f = self.tensors[layer.index]
-            if layer.kind == "dense" and f.applicable:
-                return lambda xs: f.apply_to(xs, [task])
-            return [to_torch(layer, f.task(task))]
-        return self.heads[task](run_towers(self.plan, [self.towers[task].blocks], [h], weights=weights)[0])
+        hs = run_towers(self.plan, [self.towers[task].blocks], [h],
+                        weights=lambda layer: self.layer_weights(layer, [task]))
+        return self.heads[task](hs[0])
+
+    def layer_weights(self, layer: Layer, tasks: list[int]):
+        """The weights of ``tasks`` at ``layer`` for run_towers: a dense Tucker / TT layer as a linear map applied
+        through its factors (W never built); otherwise one task's slice, or the full tensor rebuilt once for
+        all tasks -- sliced by unbind, not full[..., t]: indexing makes autograd add T zero-filled full-size
+        gradients (Omniglot's fc1: 50 x 26M floats per step), unbind stacks one (the same values)."""
+        f = self.tensors[layer.index]
+        if f.applicable:
+            return lambda xs: f.apply_to(xs, tasks)
+        if len(tasks) == 1:
+            return [to_torch(layer, f.task(tasks[0]))]
+        return [to_torch(layer, w) for w in f.full().unbind(-1)]
 
     # -- reporting ------------------------------------------------------------------------------------------
     def summary(self) -> dict:

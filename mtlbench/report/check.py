@@ -179,12 +179,21 @@ def compare_scores(row: str, metric: str, column: str, ref: list[float], new: li
     return Finding(row, checked, fmt_scores(ref), fmt_scores(new), f"{change:+.4f}", allowed, status, detail)
 
 
-def read_timing(path: Path) -> dict[str, Any]:
+def load_timing(path: Path) -> dict[str, Any]:
+    """A timing.json as `mtlbench timing` wrote it; anything else is one line naming the file (exit 2)."""
     try:
         data = json.loads(path.read_text())
-        return {r["row"]: r for r in data["results"]} | {"": {"reference": data.get("reference")}}
+        if not isinstance(data, dict) or not all(isinstance(r["row"], str) for r in data["results"]):
+            raise ValueError("no results rows")
+        return data
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"{path}: not a timing record written by `mtlbench timing` ({e})") from None
+
+
+def read_timing(path: Path) -> dict[str, Any]:
+    """{row: its timing result} and, under '', the reference row's name."""
+    data = load_timing(path)
+    return {r["row"]: r for r in data["results"]} | {"": {"reference": data.get("reference")}}
 
 
 def check_timing(ref_path: Path, new_path: Path, tolerance: float, result: CheckResult) -> list[Finding]:

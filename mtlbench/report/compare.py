@@ -4,7 +4,6 @@ spec's (``sweep:``) table and figure too."""
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -107,15 +106,14 @@ def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, s
 def timing_table(spec, file: Path, results: Path | None, paper: dict) -> Table:
     """A timing spec's table from its stored timing.json (the table `mtlbench timing` printed); before that
     file exists, the paper's seconds alone."""
-    from mtlbench.report.check import read_timing
+    from mtlbench.report.check import load_timing
     from mtlbench.report.tables import build_timing_table, fmt_paper
     path = Path(results or spec.output.dir) / spec.name / "timing.json"
     if not path.exists():
         rows = [[row, *(fmt_paper(v) for v in values)] for row, values in paper["rows"].items()]
         return Table(paper["title"], ["method", "paper train s", "paper infer s"], rows,
                      notes=[f"no {path} yet: `mtlbench timing {file}` measures it", f"paper: {paper['metric']}"])
-    read_timing(path)  # a damaged file: one line naming it (exit 2), not a traceback
-    return build_timing_table(json.loads(path.read_text()), paper)
+    return build_timing_table(load_timing(path), paper)
 
 
 def default_sweep_figure(spec, results: Path | None) -> Path:

@@ -63,13 +63,13 @@ def finished_runs(cells: list[RunCell], force: bool) -> dict[int, RunRecord]:
     label in the same results folder (copied to the cell's place: training/reuse.py). Raises UsageError
     (nothing trained yet) when a record of another identity sits where a cell would write, unless ``force``
     (then every cell retrains)."""
-    from mtlbench.training.reuse import reuse, same_run_elsewhere
+    from mtlbench.training.reuse import reuse, same_run_elsewhere  # reuse builds on this module
     if force:
         return {}
     finished, conflicts, seen = {}, [], {}
     for i, cell in enumerate(cells):
         if not cell.record_path.exists():
-            if (same := same_run_elsewhere(cell, stored_key, seen)) is not None:
+            if (same := same_run_elsewhere(cell, seen)) is not None:
                 finished[i] = reuse(cell, same)
             continue
         record = read_record(cell.record_path)

@@ -21,8 +21,8 @@ def make_record(resolved: ResolvedSpec, cell: RunCell, data: MTLData, model: MTL
     outcome = {"metrics": None, "best_iteration": None, **outcome}
     return RunRecord(
         schema_version=RECORD_SCHEMA, spec_name=spec.name, row=cell.row, method=cell.method.entry.name,
-        seed=cell.seed, identity=cell.identity, code_version=code_version(), spec_file=str(resolved.file),
-        spec=spec.model_dump(mode="json"), params=cell.method.params_for(cell.seed).model_dump(mode="json"),
+        seed=cell.seed, identity=cell.identity, code_version=code_version(), spec_file=cell.spec_file,
+        spec=cell.spec, params=cell.method.params_for(cell.seed).model_dump(mode="json"),
         dataset=data.info.name, tasks=data.info.task_names, data_metadata=data.info.metadata,
         primary_metric=data.info.primary_metric, selected_on=tr.select_on,
         # selecting on test, or on a split whose "validation" rows are test rows (Omniglot's paper_faithful)

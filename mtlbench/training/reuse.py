@@ -16,6 +16,7 @@ from pathlib import Path
 from mtlbench.errors import InputError
 from mtlbench.io import atomic_write
 from mtlbench.results import RunRecord, read_record, write_record
+from mtlbench.training.plan import RunCell, stored_key
 
 
 def without_label(key: dict) -> dict:
@@ -24,24 +25,24 @@ def without_label(key: dict) -> dict:
     return {**key, "experiment": {**key["experiment"], "method": method}}
 
 
-def same_run_elsewhere(cell, stored_key, seen: dict[Path, tuple] | None = None) -> RunRecord | None:
+def same_run_elsewhere(cell: RunCell, seen: dict[Path, tuple]) -> RunRecord | None:
     """A finished record of ``cell``'s run under another spec or row of the same results folder, or None.
-    ``stored_key``: a record's run key as today's schema reads it (None for a spec no longer valid); ``seen``:
-    records already read in this planning (path -> (record, key without label)), so each is parsed once."""
-    seen = {} if seen is None else seen
+    ``seen``: the records already read while planning (path -> (record, its key without label)), so that each
+    file is parsed once however many cells look."""
     out_dir, want = cell.record_path.parents[2], without_label(cell.key)
     for path in sorted(out_dir.glob(f"*/*/seed{cell.seed}.json")):
         if path == cell.record_path:
             continue
         if path not in seen:
-            seen[path] = labelled(path, stored_key)
+            seen[path] = read_unlabelled(path)
         record, key = seen[path]
         if key is not None and key == want:
             return record
     return None
 
 
-def labelled(path: Path, stored_key) -> tuple[RunRecord | None, dict | None]:
+def read_unlabelled(path: Path) -> tuple[RunRecord | None, dict | None]:
+    """A record and its run key without the label; (None, None) for a file that is no record of today's schema."""
     try:
         record = read_record(path)
     except InputError:  # a stray or damaged file is not a run to copy
@@ -50,7 +51,7 @@ def labelled(path: Path, stored_key) -> tuple[RunRecord | None, dict | None]:
     return record, None if key is None else without_label(key)
 
 
-def reuse(cell, record: RunRecord) -> RunRecord:
+def reuse(cell: RunCell, record: RunRecord) -> RunRecord:
     """Write ``record`` as ``cell``'s (its spec, name and row; the original named in reused_from)."""
     copy = record.model_copy(update={
         "spec_name": cell.spec["name"], "row": cell.row, "spec": cell.spec, "spec_file": cell.spec_file,
