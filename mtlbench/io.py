@@ -1,5 +1,6 @@
 """Atomic file writes: a crash or Ctrl-C never leaves a truncated record, table or checkpoint behind. JSON is
-written strictly (no NaN / Infinity tokens, which are not JSON): a non-finite number is stored as null."""
+written strictly (no NaN / Infinity tokens, which are not JSON): a non-finite number is stored as null, and laid
+out for reading: objects indented, a list of numbers on one line, a matrix one row per line."""
 from __future__ import annotations
 
 import json
@@ -38,9 +39,45 @@ def finite_or_none(obj: Any) -> Any:
     return obj
 
 
+def _is_flat(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and not any(isinstance(v, (dict, list, tuple)) for v in value)
+
+
+def json_text(obj: Any, indent: int = 2) -> str:
+    """``json.dumps(obj, indent=indent)`` with the numbers of a list on one line and a matrix (a list of flat
+    lists) one row per line. A record holding 50 x 50 matrices is then ~1,000 lines, not ~35,000: a third of
+    the bytes, and a diff still shows which row changed. ``json.loads`` reads back the same object."""
+    def leaf(value: Any) -> str:
+        return json.dumps(value, default=str, allow_nan=False)
+
+    def encode(value: Any, level: int) -> str:
+        pad, end = " " * (indent * (level + 1)), " " * (indent * level)
+        if isinstance(value, dict):
+            items = [f"{pad}{json.dumps(str(k))}: {encode(v, level + 1)}" for k, v in value.items()]
+        elif isinstance(value, (list, tuple)) and not _is_flat(value):
+            items = [pad + (leaf(v) if _is_flat(v) else encode(v, level + 1)) for v in value]
+        else:
+            return leaf(value)
+        if not items:
+            return "{}" if isinstance(value, dict) else "[]"
+        brackets = "{}" if isinstance(value, dict) else "[]"
+        return brackets[0] + "\n" + ",\n".join(items) + "\n" + end + brackets[1]
+
+    return encode(obj, 0)
+
+
+def float32_list(values: Any) -> list:
+    """A tensor or array as nested lists of the shortest decimals that read back as the same float32 values:
+    ``0.0378`` where ``.double().tolist()`` writes ``0.03780000004172325``."""
+    import numpy as np
+    array = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
+    array = array.astype(np.float32)
+    shortest = np.array([float(str(v)) for v in array.ravel()], dtype=np.float64)
+    return shortest.reshape(array.shape).tolist()
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    text = json.dumps(finite_or_none(obj), indent=2, sort_keys=False, default=str, allow_nan=False)
-    atomic_write_text(path, text + "\n")
+    atomic_write_text(path, json_text(finite_or_none(obj)) + "\n")
 
 
 def output_folder(path: Path | None, option: str = "--out") -> Path | None:
