@@ -11,14 +11,14 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtlbench.console import err, error_line, out
+from mtlbench.console import OneLineUsageErrors, err, error_line, out
 from mtlbench.console import user_errors as _user_errors
 from mtlbench.errors import UsageError
 
 app = typer.Typer(
     help="Benchmark multi-task-learning methods on the TAAN and MTAL papers' data and render their tables.\n\n"
          "Typical flow: `mtlbench validate SPEC.yaml`, `mtlbench train SPEC.yaml`, `mtlbench compare SPEC.yaml`.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=OneLineUsageErrors)
 user_errors = _user_errors("interrupted: finished runs are saved; run the same command again to resume the "
                            "interrupted run from its last checkpoint")
 

@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 from rich.markup import escape
 
 from mtlbench.errors import MTLBenchError
@@ -41,3 +42,35 @@ def user_errors(on_interrupt: str):
                 raise typer.Exit(130) from None
         return wrapper
     return decorate
+
+
+class OneLineUsageErrors(TyperGroup):
+    """The command group, with click's own usage errors (an unknown option, a missing argument, a value of the
+    wrong type) printed as one line and exit 2 -- the rule of every other refusal -- instead of click's usage
+    line, hint and boxed message. Caught by duck type (``format_message`` and ``exit_code``: click's
+    ClickException), since typer may bring its own copy of click."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            error_line("aborted")
+            sys.exit(1)
+        except Exception as e:
+            if not (hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)):
+                raise
+            if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+                error_line(usage_error_line(e))
+            sys.exit(e.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_error_line(e: Exception) -> str:
+    """``mtlbench compare: No such option: --colour (see mtlbench compare --help)``."""
+    ctx = getattr(e, "ctx", None)
+    message = " ".join(e.format_message().split())
+    if ctx is None:
+        return message
+    return f"{ctx.command_path}: {message} (see {ctx.command_path} --help)"

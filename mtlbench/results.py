@@ -94,7 +94,8 @@ class RunRecord(BaseModel):
     env: dict[str, Any] = Field(default_factory=dict)
     summary: dict[str, Any] = Field(default_factory=dict)
     # the record this one was copied from: the same run (experiment, seed, code version) finished under another
-    # spec or row label, so training it again would repeat it bit for bit (training/reuse.py)
+    # spec or row label, so training it again would repeat it bit for bit (training/reuse.py); its path
+    # relative to the results folder that holds both, e.g. "taan_table3_omniglot_cpu5/TAAN/seed0.json"
     reused_from: str | None = None
     path: Path | None = Field(default=None, exclude=True)  # where it was read from or written to
 

@@ -3,7 +3,7 @@ and exit 2, and nothing is written; a failure while running is one line and exit
 
 A catalogue: each case builds its input, runs one command, and states the exact line it must print and the
 exit code. Typer's own usage errors (a missing argument, an option of the wrong type) are listed apart: click
-words them, in a box, but they exit 2 before any work as well.
+words them, and mtlbench prints them on one line, exit 2, before any work as well.
 """
 from __future__ import annotations
 
@@ -620,22 +620,31 @@ def fresh_scores(world: World, tmp: Path, line: str) -> dict[str, str]:
     return {"ref": f"{ref['mean']:.4f}", "score": f"{ref['mean'] - 0.1:.4f}"}
 
 
-USAGE = {  # click's own usage errors: exit 2 before any work, worded by click
+USAGE = {  # click's own usage errors, worded by click: one line, exit 2 before any work
     "train without a spec": (["train"], "Missing argument 'SPEC.yaml'"),
     "list of an unknown kind": (["list", "widgets"], "Invalid value for 'methods|datasets|tables'"),
     "timing with --iterations 0": (["timing", "x.yaml", "--iterations", "0"], "Invalid value for '--iterations'"),
     "check without --against": (["check", "x.yaml"], "Missing option '--against'"),
     "compare with an unknown option": (["compare", "x.yaml", "--colour"], "No such option: --colour"),
     "prepare verify without a folder": (["prepare", "verify"], "Missing argument 'path'"),
+    "prepare of an unknown source": (["prepare", "mnist"], "No such command 'mnist'"),
 }
 
 
 @pytest.mark.parametrize("name", list(USAGE))
-def test_usage_errors_exit_2(name):
+def test_usage_errors_are_one_line_and_exit_2(name):
     args, words = USAGE[name]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2 and words in result.output, result.output
-    assert "Traceback" not in result.output
+    result = runner.invoke(app, args, prog_name="mtlbench")
+    command = "mtlbench " + ("prepare verify" if args[:2] == ["prepare", "verify"] else args[0])
+    assert result.exit_code == 2, result.output
+    [line] = result.output.splitlines()
+    assert line.startswith(f"error: {command}: {words}") and line.endswith(f"(see {command} --help)"), line
+
+
+def test_no_command_prints_the_help():
+    result = runner.invoke(app, [], prog_name="mtlbench")
+    assert result.exit_code == 2 and "Usage: mtlbench" in result.output and "train" in result.output
+    assert "error" not in result.output
 
 
 def test_the_catalogue_covers_every_command():

@@ -41,9 +41,10 @@ def test_a_finished_run_is_reused_not_trained(first, write_spec, tmp_path, monke
     runs = tmp_path / "runs"
     for old, new in zip(first, records):
         assert new.metrics == old.metrics and new.history == old.history and new.env == old.env
-        assert new.reused_from == str(old.path) and new.spec_name == "figure"
+        assert new.reused_from == f"tiny/{old.path.parent.name}/seed0.json" and new.spec_name == "figure"
+        assert (runs / new.reused_from).samefile(old.path)
         stored = read_record(new.path)
-        assert stored.row == new.row and stored.reused_from == str(old.path)
+        assert stored.row == new.row and stored.reused_from == new.reused_from
         assert new.path.with_suffix(".pt").read_bytes() == old.path.with_suffix(".pt").read_bytes()
     assert lines[0] == (f"Single seed 0: the same run finished as {runs / 'tiny' / 'STL' / 'seed0.json'}, "
                         f"reused ({runs / 'figure' / 'Single' / 'seed0.json'})")

@@ -86,7 +86,8 @@ def finished_runs(cells: list[RunCell], force: bool) -> dict[int, RunRecord]:
 def skipped_line(cell: RunCell, record: RunRecord) -> str:
     """The log line of a cell that is not trained: finished, or copied from the same run elsewhere."""
     if record.reused_from:
-        return (f"{cell.row} seed {cell.seed}: the same run finished as {record.reused_from}, reused "
+        original = cell.record_path.parents[2] / record.reused_from  # reused_from is relative to the folder
+        return (f"{cell.row} seed {cell.seed}: the same run finished as {original}, reused "
                 f"({cell.record_path})")
     return f"{cell.row} seed {cell.seed}: finished, skipped ({cell.record_path})"
 
