@@ -320,7 +320,7 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
     and range over blocks are reported. Writes <out>/<spec name>/timing.json."""
     from mtlbench.config.loader import load_spec
     from mtlbench.io import atomic_write_json, output_folder
-    from mtlbench.report.tables import build_timing_table, get_paper_table
+    from mtlbench.report.tables import build_timing_table, timing_paper_table
     from mtlbench.timing import time_spec, with_reference
     from mtlbench.training.run import load_data
     check_format(fmt)
@@ -332,9 +332,7 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
                        progress=lambda what: err.print(f"timing {what} ...", highlight=False))
     path = Path(out_dir or resolved.spec.output.dir) / resolved.spec.name / "timing.json"
     atomic_write_json(path, result)
-    paper = get_paper_table(resolved.spec.table) if resolved.spec.table else None
-    paper = paper if paper and paper.get("layout") == "timing" else None
-    print_table(build_timing_table(result, paper), fmt)
+    print_table(build_timing_table(result, timing_paper_table(resolved.spec)), fmt)
     err.print(f"written {path}", markup=False)
 
 

@@ -11,7 +11,7 @@ import yaml
 
 from mtlbench.errors import UsageError
 from mtlbench.report.sharing import sharing_table
-from mtlbench.report.tables import Table, aggregate, build_table, get_paper_table, paper_tables
+from mtlbench.report.tables import Table, aggregate, build_table, get_paper_table, paper_tables, timing_paper_table
 from mtlbench.results import RunRecord, experiment_key, load_records, tidy
 
 BENCHMARKS = Path("benchmarks")
@@ -85,9 +85,10 @@ def stale_note(stale: list[RunRecord]) -> str:
 
 def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, split: str,
                    vs: str | None = None) -> Table:
+    timing = timing_paper_table(spec)
+    if timing:  # TAAN's Table 2: seconds, not scores
+        return timing_table(spec, file, results, timing)
     paper = get_paper_table(spec.table) if spec.table else None
-    if paper and paper.get("layout") == "timing":  # TAAN's Table 2: seconds, not scores
-        return timing_table(spec, file, results, paper)
     records, stale = spec_records(spec, results)
     check_metric_stored(records, metric, split, Path(results or spec.output.dir) / spec.name)
     rows = [m.row for m in spec.methods]

@@ -44,6 +44,13 @@ def get_paper_table(name: str) -> dict:
     return tables[name]
 
 
+def timing_paper_table(spec) -> dict | None:
+    """The paper table a spec renders when it is a timing table (``layout: timing``, TAAN's Table 2: seconds per
+    100 iterations, not scores), else None."""
+    paper = get_paper_table(spec.table) if spec.table else None
+    return paper if paper and paper.get("layout") == "timing" else None
+
+
 @dataclass
 class Table:
     title: str
