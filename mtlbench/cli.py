@@ -148,7 +148,8 @@ def status(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
            seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's"),
            out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)")):
     """Where each (method, seed) run of SPEC stands: done, running, failed (with the last line of its job's
-    log), missing or diverged, and the id of its latest job (from `mtlbench train --launcher ...`)."""
+    log), missing or diverged, and the id of its latest job (from `mtlbench train --launcher ...`). A missing
+    run with a saved training state says at which iteration it was saved: `mtlbench train` resumes it."""
     from rich.table import Table
 
     from mtlbench.config.loader import load_spec

@@ -197,3 +197,19 @@ def test_sigkill_then_rerun_writes_the_uninterrupted_record(write_spec, tmp_path
     b = torch.load(whole.path.with_suffix(".pt"), weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), delay
     assert not state.exists()
+
+
+def test_status_says_how_far_an_interrupted_run_got(tmp_path, write_spec):
+    from mtlbench.launch.status import spec_statuses
+    resolved = load_spec(write_spec(SPEC.format(method="hard_share", label="HS", iterations=30, every=10,
+                                                patience="null", out=tmp_path)))
+    cell = plan_cells(resolved, [0, 1], tmp_path)[0]
+    with pytest.raises(Killed):
+        train_run(resolved, cell, load_data(resolved), checkpoint=saved_until(cell, 20))
+    interrupted, never = spec_statuses(resolved, [0, 1], tmp_path)
+    assert interrupted.state == "missing" and never.state == "missing" and never.detail == ""
+    assert interrupted.detail == "state saved at iteration 20 of 30, 0 min ago: `mtlbench train` resumes it"
+    other = load_spec(write_spec(SPEC.format(method="hard_share", label="HS", iterations=40, every=10,
+                                             patience="null", out=tmp_path)))
+    assert spec_statuses(other, [0], tmp_path)[0].detail == ("seed0.state.pt is of other settings: `mtlbench "
+                                                            "train` starts this run from the beginning")

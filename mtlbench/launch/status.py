@@ -12,6 +12,7 @@ import os
 import pickle
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,36 @@ def with_reuse_hints(statuses: list[CellStatus]) -> list[CellStatus]:
         out.append(st if same is None else CellStatus(st.cell, "missing", st.job, f"the same run finished as "
                                                       f"{same.path}: `mtlbench train` reuses it"))
     return out
+
+
+def with_progress_hints(statuses: list[CellStatus]) -> list[CellStatus]:
+    """A missing run that has a saved training state says how far it got: it was interrupted (or is training
+    now, in another process), and `train` resumes it from there instead of starting again."""
+    return [CellStatus(st.cell, st.state, st.job, saved_progress(st.cell) or st.detail)
+            if st.state == "missing" and not st.detail else st for st in statuses]
+
+
+def saved_progress(cell: RunCell, now: float | None = None) -> str:
+    """``state saved at iteration 400 of 1000, 12 min ago: `mtlbench train` resumes it``, or "" without one."""
+    from mtlbench.training.state import saved_iteration
+    path = cell.state_path
+    if not path.exists():
+        return ""
+    iteration = saved_iteration(path, cell.identity)
+    if iteration is None:
+        return f"{path.name} is of other settings: `mtlbench train` starts this run from the beginning"
+    total = (cell.spec.get("training") or {}).get("iterations")
+    age = ago((now or time.time()) - path.stat().st_mtime)
+    return (f"state saved at iteration {iteration}{f' of {total}' if total else ''}, {age} ago: "
+            f"`mtlbench train` resumes it")
+
+
+def ago(seconds: float) -> str:
+    minutes = max(0, round(seconds / 60))
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = minutes / 60
+    return f"{hours:.0f} h" if hours < 48 else f"{hours / 24:.0f} days"
 
 
 def cell_status(cell: RunCell, entry: dict[str, Any] | None) -> CellStatus:
@@ -144,4 +175,4 @@ def spec_statuses(resolved, seeds: list[int] | None, out_dir: Path | None) -> li
     from mtlbench.training.plan import plan_cells
     out = Path(out_dir or resolved.spec.output.dir)
     cells = plan_cells(resolved, seeds if seeds is not None else resolved.spec.seeds, out)
-    return with_reuse_hints(cell_statuses(cells, read_jobs(spec_dir(out, resolved.spec.name))))
+    return with_progress_hints(with_reuse_hints(cell_statuses(cells, read_jobs(spec_dir(out, resolved.spec.name)))))

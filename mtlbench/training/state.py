@@ -93,6 +93,18 @@ class TrainState:
         atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+def saved_iteration(path: Path, identity: str) -> int | None:
+    """The iteration a state file of the run ``identity`` was saved at, else None. Memory-mapped: the weights
+    and optimizer moments are not read, so asking is cheap even for a state of hundreds of MB."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if isinstance(payload, dict) and payload.get("identity") == identity:
+            return int(payload["state"]["iteration"])
+    except Exception:  # noqa: BLE001 -- absent, unreadable or foreign: training would not resume from it
+        pass
+    return None
+
+
 def load_state_file(path: Path, identity: str) -> tuple[dict | None, str]:
     """(the saved state, "") when ``path`` holds a state of the run ``identity``; (None, why not) otherwise."""
     if not path.exists():
