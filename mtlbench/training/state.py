@@ -98,11 +98,10 @@ def saved_iteration(path: Path, identity: str) -> int | None:
     and optimizer moments are not read, so asking is cheap even for a state of hundreds of MB."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        if isinstance(payload, dict) and payload.get("identity") == identity:
-            return int(payload["state"]["iteration"])
+        mine = isinstance(payload, dict) and payload.get("identity") == identity
+        return int(payload["state"]["iteration"]) if mine else None
     except Exception:  # noqa: BLE001 -- absent, unreadable or foreign: training would not resume from it
-        pass
-    return None
+        return None
 
 
 def load_state_file(path: Path, identity: str) -> tuple[dict | None, str]:
