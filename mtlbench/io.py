@@ -43,6 +43,11 @@ def _is_flat(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and not any(isinstance(v, (dict, list, tuple)) for v in value)
 
 
+def json_key(key: Any) -> str:
+    """An object key as ``json.dumps`` writes it: a string as it is, True as "true", 3 as "3"."""
+    return json.dumps(key if isinstance(key, str) else json.dumps(key))
+
+
 def json_text(obj: Any, indent: int = 2) -> str:
     """``json.dumps(obj, indent=indent)`` with the numbers of a list on one line and a matrix (a list of flat
     lists) one row per line. A record holding 50 x 50 matrices is then ~1,000 lines, not ~35,000: a third of
@@ -53,7 +58,7 @@ def json_text(obj: Any, indent: int = 2) -> str:
     def encode(value: Any, level: int) -> str:
         pad, end = " " * (indent * (level + 1)), " " * (indent * level)
         if isinstance(value, dict):
-            items = [f"{pad}{json.dumps(str(k))}: {encode(v, level + 1)}" for k, v in value.items()]
+            items = [f"{pad}{json_key(k)}: {encode(v, level + 1)}" for k, v in value.items()]
         elif isinstance(value, (list, tuple)) and not _is_flat(value):
             items = [pad + (leaf(v) if _is_flat(v) else encode(v, level + 1)) for v in value]
         else:

@@ -14,7 +14,7 @@ from tests.test_taan_method import MLP, build, vector_info
 
 def test_json_text_reads_back_as_the_same_object():
     obj = {"a": [], "b": {}, "c": [[1, 2.5], [3]], "d": [1, {"x": [1.5, None, "s"]}], "e": (1, 2), "f": [[], []],
-           "g": [[[1]], [2]], "h": True, "i": "ünï"}
+           "g": [[[1]], [2]], "h": True, "i": "ünï", 3: [True, None], 1.5: {None: 1, False: 2}}
     assert json.loads(json_text(obj)) == json.loads(json.dumps(obj))
     for scalar in (5, "s", None, [], {}):
         assert json.loads(json_text(scalar)) == scalar
