@@ -6,8 +6,8 @@ import sys
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from mtlbench.errors import MTLBenchError
 

@@ -50,8 +50,8 @@ def json_key(key: Any) -> str:
 
 def json_text(obj: Any, indent: int = 2) -> str:
     """``json.dumps(obj, indent=indent)`` with the numbers of a list on one line and a matrix (a list of flat
-    lists) one row per line. A record holding 50 x 50 matrices is then ~1,000 lines, not ~35,000: a third of
-    the bytes, and a diff still shows which row changed. ``json.loads`` reads back the same object."""
+    lists) one row per line. A record holding 50 x 50 matrices is then ~1,000 lines, not ~35,000, and 64% of
+    the bytes (the indentation of one number per line was the rest); a diff still shows which row changed. ``json.loads`` reads back the same object."""
     def leaf(value: Any) -> str:
         return json.dumps(value, default=str, allow_nan=False)
 
