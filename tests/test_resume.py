@@ -211,5 +211,6 @@ def test_status_says_how_far_an_interrupted_run_got(tmp_path, write_spec):
     assert interrupted.detail == "state saved at iteration 20 of 30, 0 min ago: `mtlbench train` resumes it"
     other = load_spec(write_spec(SPEC.format(method="hard_share", label="HS", iterations=40, every=10,
                                              patience="null", out=tmp_path)))
-    assert spec_statuses(other, [0], tmp_path)[0].detail == ("seed0.state.pt is of other settings: `mtlbench "
-                                                            "train` starts this run from the beginning")
+    assert spec_statuses(other, [0], tmp_path)[0].detail == ("seed0.state.pt made by another spec or code "
+                                                            "version: `mtlbench train` starts this run from the "
+                                                            "beginning")

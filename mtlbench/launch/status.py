@@ -59,16 +59,14 @@ def with_progress_hints(statuses: list[CellStatus]) -> list[CellStatus]:
 
 def saved_progress(cell: RunCell, now: float | None = None) -> str:
     """``state saved at iteration 400 of 1000, 12 min ago: `mtlbench train` resumes it``, or "" without one."""
-    from mtlbench.training.state import saved_iteration
+    from mtlbench.training.state import load_state_file
     path = cell.state_path
-    if not path.exists():
-        return ""
-    iteration = saved_iteration(path, cell.identity)
-    if iteration is None:
-        return f"{path.name} is of other settings: `mtlbench train` starts this run from the beginning"
+    state, why = load_state_file(path, cell.identity, mmap=True)  # what `train` would resume from
+    if state is None:
+        return "" if not path.exists() else f"{path.name} {why}: `mtlbench train` starts this run from the beginning"
     total = (cell.spec.get("training") or {}).get("iterations")
     age = ago((now or time.time()) - path.stat().st_mtime)
-    return (f"state saved at iteration {iteration}{f' of {total}' if total else ''}, {age} ago: "
+    return (f"state saved at iteration {state['iteration']}{f' of {total}' if total else ''}, {age} ago: "
             f"`mtlbench train` resumes it")
 
 

@@ -37,6 +37,11 @@ class RunCell:
         return self.record_path.with_name(f"seed{self.seed}.state.pt")
 
     @property
+    def results_folder(self) -> Path:
+        """The folder that holds every spec's runs: <folder>/<spec name>/<label>/seed<k>.json."""
+        return self.record_path.parents[2]
+
+    @property
     def weights_path(self) -> Path:
         return self.record_path.with_suffix(".pt")
 
@@ -86,7 +91,7 @@ def finished_runs(cells: list[RunCell], force: bool) -> dict[int, RunRecord]:
 def skipped_line(cell: RunCell, record: RunRecord) -> str:
     """The log line of a cell that is not trained: finished, or copied from the same run elsewhere."""
     if record.reused_from:
-        original = cell.record_path.parents[2] / record.reused_from  # reused_from is relative to the folder
+        original = cell.results_folder / record.reused_from  # reused_from is relative to the folder
         return (f"{cell.row} seed {cell.seed}: the same run finished as {original}, reused "
                 f"({cell.record_path})")
     return f"{cell.row} seed {cell.seed}: finished, skipped ({cell.record_path})"

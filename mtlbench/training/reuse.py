@@ -25,16 +25,11 @@ def without_label(key: dict) -> dict:
     return {**key, "experiment": {**key["experiment"], "method": method}}
 
 
-def results_folder(cell: RunCell) -> Path:
-    """The folder that holds every spec's runs: <folder>/<spec name>/<label>/seed<k>.json."""
-    return cell.record_path.parents[2]
-
-
 def same_run_elsewhere(cell: RunCell, seen: dict[Path, tuple]) -> RunRecord | None:
     """A finished record of ``cell``'s run under another spec or row of the same results folder, or None.
     ``seen``: the records already read while planning (path -> (record, its key without label)), so that each
     file is parsed once however many cells look."""
-    out_dir, want = results_folder(cell), without_label(cell.key)
+    out_dir, want = cell.results_folder, without_label(cell.key)
     for path in sorted(out_dir.glob(f"*/*/seed{cell.seed}.json")):
         if path == cell.record_path:
             continue
@@ -59,7 +54,7 @@ def read_unlabelled(path: Path) -> tuple[RunRecord | None, dict | None]:
 def reuse(cell: RunCell, record: RunRecord) -> RunRecord:
     """Write ``record`` as ``cell``'s (its spec, name and row; the original named in reused_from, relative to
     the results folder, so that the name stays true when the folder is moved or copied, e.g. to a reference)."""
-    original = record.reused_from or Path(record.path).relative_to(results_folder(cell)).as_posix()
+    original = record.reused_from or Path(record.path).relative_to(cell.results_folder).as_posix()
     copy = record.model_copy(update={
         "spec_name": cell.spec["name"], "row": cell.row, "spec": cell.spec, "spec_file": cell.spec_file,
         "identity": cell.identity, "reused_from": original})

@@ -93,23 +93,14 @@ class TrainState:
         atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def saved_iteration(path: Path, identity: str) -> int | None:
-    """The iteration a state file of the run ``identity`` was saved at, else None. Memory-mapped: the weights
-    and optimizer moments are not read, so asking is cheap even for a state of hundreds of MB."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        mine = isinstance(payload, dict) and payload.get("identity") == identity
-        return int(payload["state"]["iteration"]) if mine else None
-    except Exception:  # noqa: BLE001 -- absent, unreadable or foreign: training would not resume from it
-        return None
-
-
-def load_state_file(path: Path, identity: str) -> tuple[dict | None, str]:
-    """(the saved state, "") when ``path`` holds a state of the run ``identity``; (None, why not) otherwise."""
+def load_state_file(path: Path, identity: str, mmap: bool = False) -> tuple[dict | None, str]:
+    """(the saved state, "") when ``path`` holds a state of the run ``identity``; (None, why not) otherwise.
+    ``mmap``: tensors are mapped, not read -- cheap for a look at the iteration (`mtlbench status`) even when
+    the weights and optimizer moments take hundreds of MB."""
     if not path.exists():
         return None, "no state file"
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # a state file is a cache: an unreadable one is retrained, never fatal
         return None, f"unreadable ({type(e).__name__})"
     if not isinstance(payload, dict) or payload.get("identity") != identity:
