@@ -3,6 +3,7 @@ every row of a spec that names a paper table lines up with the paper's row of th
 paper does not have (a baseline it did not run) is fine, a near-miss label (a typo) is not: its numbers would be
 printed apart from the paper's."""
 import difflib
+import re
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,32 @@ def test_near_misses_catch_a_typo_but_not_an_extra_baseline():
 def test_a_grid_table_accepts_its_cells_labels_and_catches_a_typo():
     paper = row_labels(paper_tables()["taan_figure3_omniglot_regularizers"])
     assert near_misses(["TAAN+L_dis c=0.3", "TAAN", "TAAN+L_dis c=.3"], paper) == ["TAAN+L_dis c=.3 -> TAAN+L_dis c=0.3"]
+
+
+def header(path: Path) -> str:
+    """The comment block above a spec's first key: what a reader sees first (how to run it, what it costs)."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line)
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_benchmark_spec_header_has_no_unfilled_placeholder(path):
+    # A header line that is one upper-case word ("#   COST") is a template slot someone forgot to fill in.
+    slots = re.findall(r"^#\s+([A-Z_]{3,})\s*$", header(path), re.M)
+    assert not slots, f"{path.name}: unfilled header placeholder(s) {slots}"
+
+
+PAPER_PROTOCOL_SPECS = ["taan_table1_youtube8m", "taan_table3_omniglot", "taan_table3_omniglot_taan_code",
+                        "taan_table3_omniglot_taan_code_val", "taan_table3_omniglot_cpu5"]
+
+
+@pytest.mark.parametrize("name", PAPER_PROTOCOL_SPECS)
+def test_paper_protocol_spec_states_its_measured_cost(name):
+    # Hours-long specs say, before anyone starts one, what a seed costs here: a per-step figure and the total.
+    text = header(Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.yaml")
+    assert re.search(r"s/step|per step", text), f"{name}.yaml: no per-step cost in the header"
+    assert re.search(r"\d+(\.\d+)? (h|min)\b.*seeds?|per seed|/seed", text), f"{name}.yaml: no projected total"
