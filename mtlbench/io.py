@@ -51,7 +51,8 @@ def json_key(key: Any) -> str:
 def json_text(obj: Any, indent: int = 2) -> str:
     """``json.dumps(obj, indent=indent)`` with the numbers of a list on one line and a matrix (a list of flat
     lists) one row per line. A record holding 50 x 50 matrices is then ~1,000 lines, not ~35,000, and 64% of
-    the bytes (the indentation of one number per line was the rest); a diff still shows which row changed. ``json.loads`` reads back the same object."""
+    the bytes (the indentation of one number per line was the rest); a diff still shows which row changed.
+    ``json.loads`` reads back the same object."""
     def leaf(value: Any) -> str:
         return json.dumps(value, default=str, allow_nan=False)
 
@@ -60,7 +61,7 @@ def json_text(obj: Any, indent: int = 2) -> str:
         if isinstance(value, dict):
             items = [f"{pad}{json_key(k)}: {encode(v, level + 1)}" for k, v in value.items()]
         elif isinstance(value, (list, tuple)) and not _is_flat(value):
-            items = [pad + (leaf(v) if _is_flat(v) else encode(v, level + 1)) for v in value]
+            items = [pad + encode(v, level + 1) for v in value]  # a flat row comes back as one line
         else:
             return leaf(value)
         if not items:
