@@ -82,3 +82,14 @@ def test_paper_protocol_spec_states_its_measured_cost(name):
     text = header(Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.yaml")
     assert re.search(r"s/step|per step", text), f"{name}.yaml: no per-step cost in the header"
     assert re.search(r"\d+(\.\d+)? (h|min)\b.*seeds?|per seed|/seed", text), f"{name}.yaml: no projected total"
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_dmtrl_rows_factorise_the_stl_weights_of_their_own_seed(path):
+    # A fixed seed0.pt would make every seed of a DMTRL row start from STL seed 0 (and, on a cluster, wait for
+    # that one job): the seeds would not be independent replicates.
+    spec = load_spec(path, check_data=False).spec
+    fixed = [m.row for m in spec.methods
+             if m.name.startswith("dmtrl") and (m.params or {}).get("stl_checkpoint")
+             and "{seed}" not in m.params["stl_checkpoint"]]
+    assert not fixed, f"{path.name}: stl_checkpoint without {{seed}} in {fixed}"
