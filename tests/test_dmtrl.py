@@ -146,6 +146,11 @@ def test_auto_init_uses_the_checkpoint_when_given_and_warns_without(tmp_path, ca
         cls(info, spec, cls.Params())
     assert model.init_used == "random" and caplog.text.count("random tensor") == 1  # once per process
     assert "random tensor" in model.summary()["dmtrl"]["warning"]
+    dmtrl_module.warn_random_once.cache_clear()
+    with caplog.at_level("WARNING"):
+        code = cls(info, spec, cls.Params(fidelity="taan_code"))  # the TAAN code's model: random by design
+    assert code.init_used == "random" and caplog.text.count("random tensor") == 1  # no second warning
+    assert "warning" not in code.summary()["dmtrl"]
     missing = cls.Params(stl_checkpoint=str(tmp_path / "not_yet.pt"))  # auto: not refused, random at build
     assert cls.check(info, spec, missing) == [] and cls(info, spec, missing).init_used == "random"
 
@@ -244,12 +249,21 @@ def test_taan_code_fidelity_options():
     assert [f.ranks for f in model.tensors] == [[3], [3]]  # K = 5 capped by T = 3 tasks
 
 
+def affine_defect(model, x: torch.Tensor, y: torch.Tensor) -> float:
+    """How far task 0's network is from affine: g(v) = f(v) - f(0) must be additive (g(x + y) = g(x) + g(y)) and
+    odd (g(-x) = -g(x)); a ReLU network is positively homogeneous, so a scaling test alone would not tell."""
+    g = lambda v: model.forward_task(v, 0) - model.forward_task(torch.zeros(1, v.shape[1]), 0)  # noqa: E731
+    return max((g(x + y) - g(x) - g(y)).abs().max().item(), (g(-x) + g(x)).abs().max().item())
+
+
 def test_no_activation_makes_the_trunk_linear():
     cls = METHODS.get("dmtrl_laf")
-    model = cls(info_of((7,)), BackboneSpec(hidden=[6, 5]), cls.Params(activation="none"))
-    x = torch.randn(3, 7)
-    f = lambda v: model.forward_task(v, 0) - model.forward_task(torch.zeros(1, 7), 0)  # noqa: E731
-    torch.testing.assert_close(f(2 * x), 2 * f(x), rtol=1e-5, atol=1e-5)
+    torch.manual_seed(0)
+    x, y = torch.randn(3, 7), torch.randn(3, 7)
+    linear = cls(info_of((7,)), BackboneSpec(hidden=[6, 5]), cls.Params(activation="none"))
+    assert affine_defect(linear, x, y) < 1e-5
+    relu = cls(info_of((7,)), BackboneSpec(hidden=[6, 5]), cls.Params(activation="relu"))
+    assert affine_defect(relu, x, y) > 1e-2  # the check tells a nonlinear trunk apart
 
 
 @pytest.mark.parametrize("params, needle", [

@@ -143,9 +143,15 @@ class DMTRL(MTLMethod):
         raise_if_refused(type(self), info, backbone, params)
         self.init_used = "stl" if params.init == "stl" or checkpoint_exists(params) else "random"
         stl = load_state(params.stl_checkpoint) if self.init_used == "stl" else None
-        if stl is None:
+        if stl is None and self.random_is_a_stand_in:
             warn_random_once()
         self._build(stl)
+
+    @property
+    def random_is_a_stand_in(self) -> bool:
+        # the paper factorises trained STL weights, so random tensors stand in for them and are warned about; the
+        # TAAN code's model (fidelity: taan_code) is random by design
+        return self.params.fidelity != "taan_code"
 
     def activation_factory(self) -> ActFactory:
         return relu_factory if self.params.activation == "relu" else (lambda layer, width: NoActivation())
@@ -226,7 +232,7 @@ class DMTRL(MTLMethod):
         info = {"factorisation": self.factorisation, "init": self.init_used, "rank_rule": self.params.rank_rule,
                 "eps_or_k": self.params.eps_or_k, "stl_checkpoint": self.params.stl_checkpoint, "layers": layers,
                 "factor_params": sum(f.n_params() for f in self.tensors), "total_params": count_parameters(self)}
-        if self.init_used == "random":
+        if self.init_used == "random" and self.random_is_a_stand_in:
             info["warning"] = RANDOM_WARNING
         return {"dmtrl": info}
 
