@@ -37,6 +37,23 @@ def _fresh_torch_state():
 
 
 @pytest.fixture
+def steps_taken(monkeypatch):
+    """A list that grows by one per optimizer step the trainer takes from here on. A resumed run that ends as the
+    uninterrupted one proves little by itself (a resume that loaded nothing and retrained from the seed ends alike);
+    the steps it took show it started where the state left off."""
+    from mtlbench.training import trainer
+    taken: list[int] = []
+
+    def counted(*args, **kwargs):
+        taken.append(args[3])  # the iteration
+        return real(*args, **kwargs)
+
+    real = trainer.train_step
+    monkeypatch.setattr(trainer, "train_step", counted)
+    return taken
+
+
+@pytest.fixture
 def write_spec(tmp_path):
     """write_spec(text) -> path of a spec file holding the dedented text."""
     def write(text: str, name: str = "spec.yaml") -> Path:

@@ -3,11 +3,13 @@ and regressed lies, and how timing ratios are compared."""
 from __future__ import annotations
 
 import json
+import re
 import statistics
 
 import pytest
 
 from mtlbench.config.schema import CheckSpec
+from mtlbench.errors import UsageError
 from mtlbench.report.check import CheckResult, allowed_drop, check_timing, compare_scores, tolerances
 
 
@@ -36,6 +38,8 @@ def test_command_line_tolerances_override_the_spec_and_are_validated():
     spec = CheckSpec(tolerance=0.05, per_task=True)
     tol = tolerances(spec, tolerance=0.01, std_k=None, per_task=None)
     assert (tol.tolerance, tol.per_task, tol.std_k) == (0.01, True, 3.0)
+    with pytest.raises(UsageError, match=re.escape("--std-k: input should be greater than or equal to 0 (got -1.0)")):
+        tolerances(spec, tolerance=None, std_k=-1.0, per_task=None)
 
 
 def write_timing(path, rows):

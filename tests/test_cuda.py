@@ -37,16 +37,17 @@ def test_training_end_to_end_on_cuda(amp, write_spec, tmp_path):
     for rec in records:
         assert rec.status == "ok" and rec.env["device"].startswith("cuda") and rec.env["gpu"]
         assert rec.history[-1]["loss"] < rec.history[0]["loss"]
-        assert rec.metrics["test"]["map@10"].mean > 0.3  # chance is far lower: the model learned on the GPU
+        # an untrained net scores ~0.30 here, 100 steps on the CPU 0.75-0.78: the model learned on the GPU
+        assert rec.metrics["test"]["map@10"].mean > 0.6
         assert ("skipped_steps" in rec.history[0]) == (amp == "fp16")
     weights = torch.load(tmp_path / "runs" / "tiny" / "STL" / "seed0.pt")
     assert all(t.device.type == "cpu" for t in weights.values())  # loadable anywhere
 
 
-def test_fp16_run_resumed_on_cuda_ends_as_the_uninterrupted_run(write_spec, tmp_path):
+def test_fp16_run_resumed_on_cuda_ends_as_the_uninterrupted_run(write_spec, tmp_path, steps_taken):
     resolved = load_spec(cuda_spec(write_spec, tmp_path, "fp16", 60))
     cell = plan_cells(resolved, [0], tmp_path)[1]  # Hard-Share: deterministic CUDA kernels only
-    state = resumed_equals_uninterrupted(resolved, cell, 40)
+    state = resumed_equals_uninterrupted(resolved, cell, 40, steps_taken)
     assert state["precision"]["scaler"]["scale"] > 0 and state["rng"]["cuda"] is not None
 
 

@@ -77,12 +77,18 @@ def test_two_gloo_ranks_train_what_one_process_trains(write_spec, tmp_path):
     cell = plan_cells(resolved, [0], tmp_path / "two")[2]
     with pytest.raises(Killed):
         train_run(resolved, cell, load_data(resolved), checkpoint=saved_until(cell, 20))
+    # a mark the ranks can only have read from the state: its training seconds so far (a resume that loaded
+    # nothing would retrain from the seed and end alike, but without the mark)
+    saved = torch.load(cell.state_path, weights_only=True)
+    saved["state"]["train_time"] = 1e6
+    torch.save(saved, cell.state_path)
     done = torchrun(spec, tmp_path / "two")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MRN_t seed 0: resuming from iteration 20" in done.stderr
     for rec in one:
         got = read_record(tmp_path / "two" / "ddp" / rec.row / "seed0.json")
         assert got.env["world_size"] == 2 and rec.env["world_size"] == 1
+        assert (got.train_time_s > 1e6) == (rec.row == "MRN_t")
         assert [h["iteration"] for h in got.history] == [10, 20, 30]
         assert [h["loss"] for h in got.history] == pytest.approx([h["loss"] for h in rec.history], rel=1e-5)
         want_w = torch.load(tmp_path / "one" / "ddp" / rec.row / "seed0.pt")
@@ -107,4 +113,5 @@ def test_validate_under_torchrun_refuses_closed_form_methods_and_tiny_batches(wr
             "split across the 2 processes torchrun started; run it without torchrun") in result.output
     assert "training.batch_per_task: 1 row(s) per task cannot be split across the 2 processes" in result.output
     jobs = runner.invoke(app, ["train", str(spec), "--launcher", "local"])
-    assert jobs.exit_code == 2
+    assert jobs.exit_code == 2, jobs.output  # refused before any job starts, for the reasons validate gave
+    assert jobs.output.startswith(f"error: {spec}:9: methods[2].name: ridge_fit is fitted in closed form")

@@ -57,7 +57,8 @@ def test_a_nan_weight_stops_its_run_and_the_next_runs_still_train(write_spec, tm
     assert lines == ["Poisoned seed 0 diverged at iteration 8: the task loss is nan; recorded as diverged, "
                      "without a score"]
     assert poisoned.status == "diverged" and poisoned.iterations_run == 8 and poisoned.metrics is None
-    assert hard_share.status == "ok" and hard_share.metrics["test"]["map@10"].mean > 0.3
+    # untrained ~0.30; these 40 steps, uninterrupted by the poisoned run, ~0.57: Hard-Share still learned
+    assert hard_share.status == "ok" and hard_share.metrics["test"]["map@10"].mean > 0.45
 
 
 def test_a_non_finite_buffer_is_caught_at_the_next_evaluation_and_a_rerun_exits_1_again(write_spec, tmp_path,

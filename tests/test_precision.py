@@ -50,7 +50,7 @@ def test_an_fp16_overflow_is_skipped_not_diverged(write_spec, tmp_path, monkeypa
     assert diverged.status == "diverged" and diverged.failure.startswith(f"diverged at iteration {GradSpike.AT + 1}")
 
 
-def resumed_equals_uninterrupted(resolved, cell, at: int) -> dict:
+def resumed_equals_uninterrupted(resolved, cell, at: int, steps_taken: list) -> dict:
     """Train ``cell`` whole, then killed at iteration ``at`` and resumed: assert both end alike; return the
     state it resumed from."""
     data = load_data(resolved)
@@ -59,15 +59,17 @@ def resumed_equals_uninterrupted(resolved, cell, at: int) -> dict:
     with pytest.raises(Killed):
         train_run(resolved, cell, data, checkpoint=killed_at(at, box))
     state = torch.load(io.BytesIO(box[0]), weights_only=True)
+    steps_taken.clear()
     resumed, model = train_run(resolved, cell, data, resume=state)
+    assert steps_taken == list(range(at + 1, whole.iterations_run + 1))  # it went on from ``at``
     assert resumed.metrics == whole.metrics and resumed.history == whole.history
     for (k, a), b in zip(whole_model.state_dict().items(), model.state_dict().values()):
         assert torch.equal(a, b), k
     return state
 
 
-def test_fp16_run_resumes_with_its_loss_scaler(write_spec, tmp_path, monkeypatch):
+def test_fp16_run_resumes_with_its_loss_scaler(write_spec, tmp_path, monkeypatch, steps_taken):
     register(monkeypatch, "grad_spike", GradSpike)
     resolved = spec_with(write_spec, tmp_path, "fp16", "  - name: grad_spike\n    label: Spike\n")
-    state = resumed_equals_uninterrupted(resolved, plan_cells(resolved, [0], tmp_path)[0], 40)
+    state = resumed_equals_uninterrupted(resolved, plan_cells(resolved, [0], tmp_path)[0], 40, steps_taken)
     assert state["precision"]["skipped"] == 1 and state["precision"]["scaler"]["scale"] == 2.0 ** 15

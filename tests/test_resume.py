@@ -112,7 +112,7 @@ STEPPED = [n for n in METHODS.names() if not METHODS.get(n).closed_form]
 
 
 @pytest.mark.parametrize("name", STEPPED)
-def test_resumed_run_ends_as_the_uninterrupted_run(name, write_spec, tmp_path, caplog):
+def test_resumed_run_ends_as_the_uninterrupted_run(name, write_spec, tmp_path, steps_taken):
     resolved = spec_for(name, write_spec, iterations=40, every=5, patience=3, out=tmp_path)
     cell = plan_cells(resolved, [0], tmp_path)[0]
     data = load_data(resolved)
@@ -121,7 +121,9 @@ def test_resumed_run_ends_as_the_uninterrupted_run(name, write_spec, tmp_path, c
     with pytest.raises(Killed):
         train_run(resolved, cell, data, checkpoint=killed_at(15, box))
     random.random(), np.random.rand(), torch.rand(5)  # whatever ran in between must not matter
+    steps_taken.clear()
     resumed, model = train_run(resolved, cell, data, resume=torch.load(io.BytesIO(box[0]), weights_only=True))
+    assert steps_taken == list(range(16, whole.iterations_run + 1))  # it went on from 15, not from the start
     assert resumed.metrics == whole.metrics and resumed.history == whole.history
     assert (resumed.best_iteration, resumed.iterations_run) == (whole.best_iteration, whole.iterations_run)
     for (k, a), b in zip(whole_model.state_dict().items(), model.state_dict().values()):
@@ -141,7 +143,7 @@ def test_state_file_is_used_only_by_its_own_run(tmp_path, write_spec):
     assert load_state_file(cell.state_path, cell.identity)[1].startswith("unreadable")
 
 
-def test_run_spec_resumes_from_the_state_file_and_removes_it(tmp_path, write_spec):
+def test_run_spec_resumes_from_the_state_file_and_removes_it(tmp_path, write_spec, steps_taken):
     text = SPEC.format(method="mrn_t", label="MRN", iterations=40, every=5, patience=3, out=tmp_path / "a")
     resolved = load_spec(write_spec(text))
     whole = run_spec(resolved)[0]
@@ -150,8 +152,10 @@ def test_run_spec_resumes_from_the_state_file_and_removes_it(tmp_path, write_spe
     with pytest.raises(Killed):
         train_run(resolved, cell, load_data(resolved), checkpoint=saved_until(cell, 25))
     lines = []
+    steps_taken.clear()
     again = run_spec(resolved, log=lines.append)[0]
     assert lines == [f"MRN seed 0: resuming from iteration 25 ({cell.state_path})"]
+    assert steps_taken == list(range(26, whole.iterations_run + 1))
     assert again.metrics == whole.metrics and again.history == whole.history
     assert not cell.state_path.exists() and cell.record_path.exists()
 

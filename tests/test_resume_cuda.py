@@ -29,7 +29,7 @@ def test_cuda_rng_state_round_trips():
 
 
 @pytest.mark.parametrize("name", ["hard_share", "mrn_t", "taan", "cross_stitch"])
-def test_resumed_run_on_cuda_ends_as_the_uninterrupted_run(name, write_spec, tmp_path):
+def test_resumed_run_on_cuda_ends_as_the_uninterrupted_run(name, write_spec, tmp_path, steps_taken):
     text = SPEC.format(method=name, label=name, iterations=40, every=5, patience=3, out=tmp_path)
     resolved = load_spec(write_spec(text.replace("threads: 1}", "threads: 1, device: cuda}")))
     cell = plan_cells(resolved, [0], tmp_path)[0]
@@ -42,7 +42,9 @@ def test_resumed_run_on_cuda_ends_as_the_uninterrupted_run(name, write_spec, tmp
     state = torch.load(io.BytesIO(box[0]), weights_only=True)
     assert all(t.device.type == "cpu" for t in state["best"]["weights"].values())  # no second model on the GPU
     assert state["rng"]["cuda"] is not None
+    steps_taken.clear()
     resumed, model = train_run(resolved, cell, data, resume=state)
+    assert steps_taken == list(range(16, whole.iterations_run + 1))  # it went on from 15, not from the start
     assert resumed.metrics == whole.metrics and resumed.history == whole.history
     for (k, a), b in zip(whole_model.state_dict().items(), model.state_dict().values()):
         assert torch.equal(a, b), k

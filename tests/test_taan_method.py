@@ -40,12 +40,21 @@ def test_registered_with_documented_defaults():
     assert (q.b_init.lo, q.b_init.hi, q.alpha_init.std) == (-0.5, 0.5, 0.02)
 
 
-@pytest.mark.parametrize("bad", [{"reg": "l2"}, {"M": 0}, {"bogus": 1}, {"gmm": [[0.5, 0.0, 1.0]]},
-                                 {"gmm": [[1.0, 0.0, 0.0]]}, {"b_init": {"kind": "grid", "lo": 1, "hi": 1}},
-                                 {"alpha_init": {"kind": "normal", "std": -1}}, {"dis_power": 3}])
-def test_bad_params_refused(bad):
-    with pytest.raises(ValidationError):
+@pytest.mark.parametrize("bad, field, needle", [
+    ({"reg": "l2"}, "reg", "'none', 'tn', 'cos' or 'dis'"),
+    ({"M": 0}, "M", "greater than or equal to 1"),
+    ({"bogus": 1}, "bogus", "Extra inputs are not permitted"),
+    ({"gmm": [[0.5, 0.0, 1.0]]}, "gmm", "gmm weights must sum to 1, got 0.5"),
+    ({"gmm": [[1.0, 0.0, 0.0]]}, "gmm", "needs pi >= 0 and sigma > 0"),
+    ({"b_init": {"kind": "grid", "lo": 1, "hi": 1}}, "b_init", "needs hi > lo"),
+    ({"alpha_init": {"kind": "normal", "std": -1}}, "alpha_init", "greater than 0"),
+    ({"dis_power": 3}, "dis_power", "1 or 2"),
+])
+def test_bad_params_refused(bad, field, needle):
+    with pytest.raises(ValidationError) as refused:
         METHODS.get("taan").Params.model_validate(bad)
+    (error,) = refused.value.errors()  # one problem, on the field given, in words a user can act on
+    assert error["loc"][0] == field and needle in error["msg"], error
 
 
 @pytest.mark.parametrize("info,backbone", [(vector_info(), MLP), (image_info(), CONV)], ids=["mlp", "conv"])

@@ -5,6 +5,7 @@ import json
 import statistics
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from mtlbench import timing
@@ -103,11 +104,27 @@ output: {{dir: {tmp_path / "runs"}}}
     assert "train / STL" in result.output and all(rows[r]["ratio_train"] > 0 for r in ("Multi-task", "NDDR-CNN"))
 
 
-def test_timing_times_the_mixed_precision_step(write_spec, tmp_path):
-    spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("threads: 1", "threads: 1\n  amp: bf16"))
+class AutocastSpy(HardShare):
+    """Hard-Share that notes, at each forward pass, whether it ran in training mode and under which autocast."""
+
+    seen: list[tuple[bool, bool, torch.dtype]] = []
+
+    def forward(self, xs):
+        AutocastSpy.seen.append((self.training, torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return super().forward(xs)
+
+
+def test_timing_times_the_mixed_precision_step(write_spec, tmp_path, monkeypatch):
+    register(monkeypatch, "spy", AutocastSpy)
+    monkeypatch.setattr(AutocastSpy, "seen", [])
+    spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("threads: 1", "threads: 1\n  amp: bf16")
+                      .replace("name: stl", "name: spy"))
     result = runner.invoke(app, ["timing", str(spec), "--iterations", "1", "--blocks", "1", "--warmup", "0"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "runs" / "tiny" / "timing.json").read_text())["amp"] == "bf16"
+    # the timed steps themselves ran under bf16 autocast, in training and in inference
+    assert {training for training, _, _ in AutocastSpy.seen} == {True, False}
+    assert all(on and dtype == torch.bfloat16 for _, on, dtype in AutocastSpy.seen), AutocastSpy.seen
 
 
 def test_compare_renders_a_timing_table_from_its_stored_record(virtual_clock, write_spec, tmp_path):
