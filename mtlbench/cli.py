@@ -35,6 +35,19 @@ def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
     return seeds
 
 
+def parse_rows(text: Optional[str]) -> Optional[list[str]]:
+    if text is None:
+        return None
+    rows = [r.strip() for r in text.split(",") if r.strip()]
+    if not rows:
+        raise UsageError(f"--rows: expected comma-separated row labels or globs such as 'TAAN*,STL' (got {text!r})")
+    return rows
+
+
+ROWS_HELP = ("only these method rows: comma-separated labels or shell globs, e.g. 'STL,DMTRL-*' (default: all); "
+             "a row's records are the same whether it trains alone or with the others")
+
+
 @contextmanager
 def progress_bars(enabled: bool):
     if not enabled:
@@ -57,6 +70,7 @@ def progress_bars(enabled: bool):
 @user_errors
 def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML), e.g. benchmarks/quickstart.yaml"),
           seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's, e.g. 0,1,2"),
+          rows: Optional[str] = typer.Option(None, help=ROWS_HELP),
           out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
           progress: bool = typer.Option(True, help="show progress bars"),
           fmt: str = typer.Option("rich", "--format", help="table format after training: rich|markdown|latex|csv"),
@@ -85,26 +99,27 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
     --launcher local|slurm runs each (method, seed) as its own job (settings from the flags over the spec's
     `launcher:` section); `mtlbench status SPEC` shows where each job stands. Under `torchrun --nproc_per_node
     N -m mtlbench train SPEC` every run is trained data-parallel by the N processes."""
-    from mtlbench.config.loader import load_spec
+    from mtlbench.config.loader import load_spec, only_rows
     from mtlbench.io import output_folder
     from mtlbench.launch.settings import with_flags
     check_format(fmt)
-    seed_list = parse_seeds(seeds)
+    seed_list, row_patterns = parse_seeds(seeds), parse_rows(rows)
     output_folder(out_dir)
-    resolved = load_spec(spec)
+    whole = load_spec(spec)
+    resolved = only_rows(whole, row_patterns)
     settings = with_flags(resolved.spec.launcher, dict(
         kind=launcher, workers=workers, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job, time_min=time_min,
         mem_gb=mem_gb, partition=partition, max_parallel=max_parallel, sbatch=sbatch or None))
     log = lambda line: err.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
     if settings.kind != "inprocess" or dry_run:
-        return train_as_jobs(resolved, seed_list, out_dir, force, settings, dry_run, fmt, log)
+        return train_as_jobs(resolved, seed_list, out_dir, force, settings, dry_run, fmt, log, whole)
     from mtlbench.training.distributed import session
     from mtlbench.training.run import run_spec
     with session(resolved.spec.training.device) as d:
         with progress_bars(progress and err.is_terminal and d.main) as factory:
             records = run_spec(resolved, seed_list, out_dir, factory or plain_progress(), force=force, log=log, d=d)
     if d.main:
-        print_table(spec_table(resolved, out_dir), fmt)
+        print_table(spec_table(whole, out_dir), fmt)  # the whole table: rows trained now beside the others
         err.print(f"{len(records)} run(s) under {Path(out_dir or resolved.spec.output.dir) / resolved.spec.name}",
                   markup=False)
     exit_if_diverged(records, say=d.main)
@@ -118,7 +133,7 @@ def exit_if_diverged(records, say: bool = True) -> None:
         raise typer.Exit(1)
 
 
-def train_as_jobs(resolved, seeds, out_dir, force, settings, dry_run, fmt, log) -> None:
+def train_as_jobs(resolved, seeds, out_dir, force, settings, dry_run, fmt, log, whole) -> None:
     from mtlbench.launch.grid import dry_run as describe, launch_grid
     from mtlbench.training.distributed import env_world
     if env_world() > 1:
@@ -134,7 +149,7 @@ def train_as_jobs(resolved, seeds, out_dir, force, settings, dry_run, fmt, log) 
         log(f"{len(outcome)} job(s) submitted; `mtlbench status {resolved.file}` follows them, "
             f"`mtlbench compare {resolved.file}` renders the table from {where} once they are done")
         return
-    print_table(spec_table(resolved, out_dir), fmt)
+    print_table(spec_table(whole, out_dir), fmt)
     bad = {i: state for i, state in outcome.items() if state != "done"}
     if bad:
         error_line(f"{len(bad)} run(s) did not finish: " + ", ".join(sorted(set(bad.values())))
@@ -146,15 +161,17 @@ def train_as_jobs(resolved, seeds, out_dir, force, settings, dry_run, fmt, log) 
 @user_errors
 def status(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML)"),
            seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's"),
+           rows: Optional[str] = typer.Option(None, help=ROWS_HELP),
            out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)")):
     """Where each (method, seed) run of SPEC stands: done, running, failed (with the last line of its job's
     log), missing or diverged, and the id of its latest job (from `mtlbench train --launcher ...`). A missing
     run with a saved training state says at which iteration it was saved: `mtlbench train` resumes it."""
     from rich.table import Table
 
-    from mtlbench.config.loader import load_spec
+    from mtlbench.config.loader import load_spec, only_rows
     from mtlbench.launch.status import spec_statuses
-    resolved = load_spec(spec, check_data=False)
+    row_patterns = parse_rows(rows)
+    resolved = only_rows(load_spec(spec, check_data=False), row_patterns)
     table = Table(title=f"{resolved.spec.name}")
     for col in ("method", "seed", "status", "job", "detail"):
         table.add_column(col)
