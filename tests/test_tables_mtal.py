@@ -45,3 +45,15 @@ def test_related_table_maps_the_typographic_stand_in():
 def test_own_table_footnotes_tasks_left_out():
     table = build_table([record("STL", {"HD": 0.7, "Amazon": 0.7}, ["Art"])])
     assert "not in these runs (data not prepared): Art" in table.notes
+
+
+def test_a_method_warning_in_some_records_is_a_note_naming_their_seeds():
+    """A DMTRL seed that factorised random tensors (its STL checkpoint was missing) must not average in unsaid."""
+    def dmtrl(seed: int, summary: dict) -> RunRecord:
+        rec = record("DMTRL-LAF", {"HD": 0.7}, [])
+        return rec.model_copy(update={"seed": seed, "summary": summary})
+    random = {"dmtrl": {"init": "random", "warning": "DMTRL factorises a random tensor (no STL checkpoint)"}}
+    recs = [dmtrl(0, {"dmtrl": {"init": "stl"}}), dmtrl(1, random), dmtrl(2, random)]
+    table = build_table(recs)
+    assert "DMTRL-LAF seed(s) 1, 2: DMTRL factorises a random tensor (no STL checkpoint)" in table.notes
+    assert not any("random tensor" in n for n in build_table(recs[:1]).notes)

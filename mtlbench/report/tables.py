@@ -132,11 +132,25 @@ def build_table(records: list[RunRecord], metric: str | None = None, split: str 
     for row, bad in diverged.items():
         table.notes.append(f"{row} diverged (non-finite loss or weights; no score) for seed(s) "
                            f"{', '.join(map(str, sorted(bad)))}")
+    for (row, warning), warned in method_warnings(records).items():
+        table.notes.append(f"{row} seed(s) {', '.join(map(str, sorted(warned)))}: {warning}")
     if reference is not None and table.ours:
         add_paired_tests(table, df[df.metric == metric], reference, set(diverged))
     elif reference is not None:
         table.notes.append("no paired tests in a sweep table (compare its cells' seeds with the spec's own rows)")
     return table
+
+
+def method_warnings(records: list[RunRecord]) -> dict[tuple[str, str], list[int]]:
+    """{(row, warning): seeds} for the warnings methods put in their records' summaries (e.g. a DMTRL run that
+    factorised random tensors because its STL checkpoint was missing): a table must not mix such seeds with the
+    others unsaid."""
+    warned: dict[tuple[str, str], list[int]] = {}
+    for r in records:
+        for part in r.summary.values():
+            if isinstance(part, dict) and part.get("warning"):
+                warned.setdefault((r.row, part["warning"]), []).append(r.seed)
+    return warned
 
 
 def mark_reimplementations(table: Table, why: dict[str, str]) -> None:
