@@ -304,7 +304,8 @@ def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a r
             metric: Optional[str] = typer.Option(None, help="metric to show (default: the dataset's primary metric)"),
             split: str = typer.Option("test", help="split to show: test | val"),
             vs: Optional[str] = typer.Option(None, "--vs", metavar="ROW", help="reference row of the paired test "
-                                             "(default: the spec's hard_share row; '' for none)"),
+                                             "(default: the spec's hard_share row, for TAAN Figure 3 "
+                                             "the TAAN row; '' for none)"),
             plot: Optional[Path] = typer.Option(None, "--plot", metavar="PNG", help="also draw the figure of a "
                                                 "sweep: a spec's `sweep:` (e.g. MTAL's delta) or a paper table with "
                                                 "a grid (TAAN Figure 3), error bars = std over seeds")):

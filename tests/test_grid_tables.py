@@ -51,7 +51,8 @@ def test_the_grid_shows_ours_beside_the_paper_and_draws_the_figure(tmp_path):
     assert lines[1] == f"TAAN,ours (n=3),0.720 ± {sd:.3f},—,—,—,—"
     assert lines[2] == "TAAN,paper,0.8412±0.0077,—,—,—,—"
     assert lines[3] == "TAAN+L_dis,ours (n=3),—,—,—,0.810 ± 0.010,—"
-    assert lines[4].startswith("TAAN+L_dis,paper,—,0.8594±0.0045")
+    assert lines[4].startswith("TAAN+L_dis,p vs TAAN,")  # tested against TAAN (the next test)
+    assert lines[5].startswith("TAAN+L_dis,paper,—,0.8594±0.0045")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -90,3 +91,26 @@ def test_only_the_unregularised_row_is_drawn_as_a_level():
     assert series[("TAAN", "ours")].level and series[("TAAN", "paper")].level
     assert series[("TAAN+L_cos", "ours")].x == [0.1] and not series[("TAAN+L_cos", "ours")].level
     assert not series[("TAAN+L_cos", "paper")].level
+
+
+def test_each_cell_is_tested_against_the_unregularised_taan(tmp_path):
+    """Every cell against TAAN, paired over seeds: the textbook p-value under the cell in csv (Student's sleep
+    data: p = 0.002833), a ** marker on the cell in rich (which drops the p lines), no p-value for a cell with
+    two seeds (said so), and no line for a row with no runs."""
+    from tests.test_significance import DRUG1, DRUG2
+    write_runs(tmp_path, {"TAAN": DRUG2, "TAAN+L_dis c=0.3": DRUG1, "TAAN+L_tn c=0.1": [0.71, 0.75]})
+    result = runner.invoke(app, ["compare", str(SPEC), "--results", str(tmp_path), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("TAAN,ours (n=10)") and lines[2].startswith("TAAN,paper")  # no p line: TAAN is ref
+    assert lines[3].startswith("TAAN+L_dis,ours (n=10)")
+    assert lines[4] == "TAAN+L_dis,p vs TAAN,,,,0.0028,"
+    assert lines[6].startswith("TAAN+L_cos,ours (n=0)") and lines[7].startswith("TAAN+L_cos,paper")
+    assert lines[9] == "TAAN+L_tn,p vs TAAN,,—,,,"
+    rich = runner.invoke(app, ["compare", str(SPEC), "--results", str(tmp_path)], env={"COLUMNS": "200"}).output
+    dis = next(line for line in rich.splitlines() if line.startswith("│ TAAN+L_dis") and "ours" in line)
+    assert dis.split("│")[6].strip().endswith("**") and "p vs TAAN" not in rich.replace("p vs TAAN:", "")
+    flat = " ".join(rich.split())
+    assert "p vs TAAN: two-sided paired t-test over seeds of the pooled accuracy" in flat
+    assert "1 cell tested, uncorrected for multiple comparisons" in flat
+    assert "fewer than 3 seeds shared with TAAN): TAAN+L_tn c=0.1 (n=2)" in flat

@@ -54,12 +54,14 @@ def with_figure(table: Table, figure: Path | None) -> Table:
     return table
 
 
-def reference_row(spec, vs: str | None) -> str | None:
+def reference_row(spec, vs: str | None, paper: dict | None = None) -> str | None:
     """The row every other row is tested against: ``vs`` (a row label; '' for none), by default the row of the
-    spec's hard_share method (none when the spec has no such row)."""
-    if vs is None:
-        return next((m.row for m in spec.methods if m.name == "hard_share"), None)
+    spec's hard_share method, else the reference a sweep table's grid names (TAAN Figure 3: the unregularised
+    TAAN) when the spec has that row; none otherwise."""
     rows = [m.row for m in spec.methods]
+    if vs is None:
+        grid_ref = ((paper or {}).get("grid") or {}).get("reference")
+        return next((m.row for m in spec.methods if m.name == "hard_share"), grid_ref if grid_ref in rows else None)
     if vs and vs not in rows:
         raise UsageError(f"--vs: {spec.name} has no row {vs!r} (rows: {', '.join(rows)}; '' for no test)")
     return vs or None
@@ -98,7 +100,7 @@ def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, s
         table = sharing_table(records, paper, rows, spec_hint=str(file))
     else:
         table = build_table(records, metric, split, paper, rows, spec_hint=str(file),
-                            reference=reference_row(spec, vs))
+                            reference=reference_row(spec, vs, paper))
     if stale:
         table.notes.append(stale_note(stale))
     return table

@@ -11,8 +11,11 @@ option, each with the x it is plotted at and the suffix our row labels carry for
         c_0.1: {x: 0.1, suffix: " c=0.1"} # (TAAN+L_dis, c_0.1) is our row "TAAN+L_dis c=0.1"
 
 so the cell (paper row R, column C) is filled by our row labelled R + suffix(C): the same matching by label as
-every other table. Each cell shows mean ± std over seeds, the paper's row beside ours. ``grid_series`` gives
-the same numbers to ``plots.grid_png`` (a line per row, error bars = std over seeds; the paper's dashed).
+every other table. Each cell shows mean ± std over seeds, the paper's row beside ours. With a reference row
+(the grid's ``reference``, or ``compare --vs``), a "p vs <reference>" line under each of our rows tests every
+cell against the reference cell, paired over seeds (significance.py); rich drops those lines and marks the cells.
+``grid_series`` gives the same numbers to ``plots.grid_png`` (a line per row, error bars = std over seeds; the
+paper's dashed).
 """
 from __future__ import annotations
 
@@ -99,3 +102,42 @@ def parse_paper_cell(value) -> tuple[float, float] | None:
         return float(value), 0.0
     m = PAPER_CELL.match(str(value))
     return (float(m.group(1)), float(m.group(2) or 0.0)) if m else None
+
+
+def add_grid_paired_tests(table: Table, agg: pd.DataFrame, df: pd.DataFrame, paper: dict, reference: str,
+                          diverged: set[str]) -> None:
+    """Under each of our rows a "p vs <reference>" line: each cell's runs against the reference's, paired over
+    seeds, on the grid's summary column ("ref" in the reference's own cell, "" where the cell has no runs, "—"
+    where it has too few seeds shared with the reference). The cells tested are many (Figure 3: 12), so the
+    footnote says how many marks chance alone would give: no correction is applied."""
+    from mtlbench.report.significance import fmt_p, legend, marker, paired_test, untested_notes
+    grid, cols = paper["grid"], list(paper["grid"]["columns"])
+    col = summary_column(agg, grid)
+    values = {row: dict(zip(g.seed, g.value)) for row, g in df[df.column == col].groupby("row", sort=False)}
+    rows, tested, untested = [], 0, {}
+    for cells in table.rows:
+        rows.append(cells)
+        if not cells[1].startswith("ours"):
+            continue
+        line = [cells[0], f"p vs {reference}"]
+        for j, c in enumerate(cols):
+            label = our_label(cells[0], grid, c)
+            runs = None if label in diverged else values.get(label)
+            test = None if runs is None else paired_test(runs, values.get(reference, {}))
+            line.append("ref" if label == reference else "" if test is None else fmt_p(test.p) or DASH)
+            if label == reference or test is None:
+                continue
+            tested += test.p is not None
+            if test.why:
+                untested.setdefault(test.why, []).append(f"{label} (n={test.n})" if test.why != "identical" else label)
+            if marker(test.p):
+                table.marks[(len(rows) - 1, 2 + j)] = marker(test.p)
+        if any(v not in ("", "ref") for v in line[2:]):
+            table.p_rows.add(len(rows))
+            rows.append(line)
+    table.rows = rows
+    table.notes.append(legend(reference, "pooled accuracy" if col == "pooled" else "mean over tasks"))
+    if tested:
+        table.notes.append(f"{tested} cell{'s' * (tested != 1)} tested, uncorrected for multiple comparisons: "
+                           f"about {tested * 0.05:.1f} would be marked at p < 0.05 by chance alone")
+    table.notes += untested_notes(untested, reference)

@@ -61,3 +61,14 @@ def fmt_p(p: float | None) -> str:
 def legend(reference: str, column: str) -> str:
     return (f"p vs {reference}: two-sided paired t-test over seeds of the {column} (pairs: the same seed); "
             f"rich tables mark * p < 0.05, ** p < 0.01; no p-value with fewer than {MIN_SEEDS} shared seeds")
+
+
+def untested_notes(untested: dict[str, list[str]], reference: str) -> list[str]:
+    """Footnotes for the rows (or cells) not tested, by why: {"too few seeds" | "identical": their labels}."""
+    notes = []
+    if "too few seeds" in untested:
+        notes.append(f"no p-value (fewer than {MIN_SEEDS} seeds shared with {reference}): "
+                     + ", ".join(untested["too few seeds"]))
+    if "identical" in untested:
+        notes.append(f"not tested (identical to {reference} on every seed): {', '.join(untested['identical'])}")
+    return notes

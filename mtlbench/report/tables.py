@@ -63,6 +63,7 @@ class Table:
     summary_at: int = 0  # the header index showing it (0: not shown; markers then go on the row name)
     p_column: int | None = None  # the p-value column; rich drops it and marks ``marks`` instead
     marks: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column) -> * / **
+    p_rows: set[int] = field(default_factory=set)  # a sweep table's p-value rows; rich drops them, like p_column
 
 
 def fmt_params(n: float) -> str:
@@ -134,10 +135,11 @@ def build_table(records: list[RunRecord], metric: str | None = None, split: str 
                            f"{', '.join(map(str, sorted(bad)))}")
     for (row, warning), warned in method_warnings(records).items():
         table.notes.append(f"{row} seed(s) {', '.join(map(str, sorted(warned)))}: {warning}")
-    if reference is not None and table.ours:
+    if reference is not None and paper and paper.get("grid"):
+        from mtlbench.report.grid import add_grid_paired_tests
+        add_grid_paired_tests(table, agg, df[df.metric == metric], paper, reference, set(diverged))
+    elif reference is not None and table.ours:
         add_paired_tests(table, df[df.metric == metric], reference, set(diverged))
-    elif reference is not None:
-        table.notes.append("no paired tests in a sweep table (compare its cells' seeds with the spec's own rows)")
     return table
 
 
@@ -243,7 +245,7 @@ def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, dive
 def add_paired_tests(table: Table, df: pd.DataFrame, reference: str, diverged: set[str]) -> None:
     """A "p vs <reference>" column: each of our rows against the reference row, paired over seeds, on the
     table's summary column; the summary cell (else the row name) gets the rich marker."""
-    from mtlbench.report.significance import MIN_SEEDS, fmt_p, legend, marker, paired_test
+    from mtlbench.report.significance import fmt_p, legend, marker, paired_test, untested_notes
     sub = df[df.column == table.summary]
     values = {row: dict(zip(g.seed, g.value)) for row, g in sub.groupby("row", sort=False)}
     table.p_column = len(table.header)
@@ -261,11 +263,7 @@ def add_paired_tests(table: Table, df: pd.DataFrame, reference: str, diverged: s
         if test and marker(test.p):
             table.marks[(i, table.summary_at)] = marker(test.p)
     table.notes.append(legend(reference, "pooled accuracy" if table.summary == "pooled" else "mean over tasks"))
-    if "too few seeds" in untested:
-        table.notes.append(f"no p-value (fewer than {MIN_SEEDS} seeds shared with {reference}): "
-                           + ", ".join(untested["too few seeds"]))
-    if "identical" in untested:
-        table.notes.append(f"not tested (identical to {reference} on every seed): {', '.join(untested['identical'])}")
+    table.notes += untested_notes(untested, reference)
 
 
 def our_paper_cell(agg, params, row: str, col: str, ours: str, scale: float, diverged: bool) -> str:
@@ -317,6 +315,8 @@ def to_rich(t: Table):
     for j in shown:
         rt.add_column(t.header[j], justify="left" if t.header[j] in ("method", "source") else "right", no_wrap=True)
     for i, r in enumerate(t.rows):
+        if i in t.p_rows:
+            continue
         cells = [r[j] + (f" {t.marks[(i, j)]}" if (i, j) in t.marks else "") for j in shown]
         rt.add_row(*[f"[bold]{v}[/bold]" if (i, j) in t.best else v for j, v in zip(shown, cells)])
     return rt
