@@ -52,7 +52,8 @@ def grid_layout(agg: pd.DataFrame, seeds: dict, ours: list[str], paper: dict, sp
                 diverged: set[str]) -> Table:
     grid, cols = paper["grid"], list(paper["grid"]["columns"])
     col = summary_column(agg, grid)
-    table = Table(paper["title"], ["method", "source", *cols], [], notes=[f"metric: {paper.get('metric', '')}"])
+    table = Table(paper["title"], ["method", "source", *cols], [], notes=[f"metric: {paper.get('metric', '')}"],
+                  summary=col)
     for row, printed in paper["rows"].items():
         labels = [our_label(row, grid, c) for c in cols]
         n = sorted({seeds[lab] for lab in labels if lab in seeds})
@@ -104,17 +105,15 @@ def parse_paper_cell(value) -> tuple[float, float] | None:
     return (float(m.group(1)), float(m.group(2) or 0.0)) if m else None
 
 
-def add_grid_paired_tests(table: Table, agg: pd.DataFrame, df: pd.DataFrame, paper: dict, reference: str,
-                          diverged: set[str]) -> None:
+def add_grid_paired_tests(table: Table, df: pd.DataFrame, paper: dict, reference: str, diverged: set[str]) -> None:
     """Under each of our rows a "p vs <reference>" line: each cell's runs against the reference's, paired over
     seeds, on the grid's summary column ("ref" in the reference's own cell, "" where the cell has no runs, "—"
     where it has too few seeds shared with the reference). The cells tested are many (Figure 3: 12), so the
     footnote says how many marks chance alone would give: no correction is applied."""
-    from mtlbench.report.significance import fmt_p, legend, marker, paired_test, untested_notes
+    from mtlbench.report.significance import fmt_p, marker, paired_test, seed_values, test_notes
     grid, cols = paper["grid"], list(paper["grid"]["columns"])
-    col = summary_column(agg, grid)
-    values = {row: dict(zip(g.seed, g.value)) for row, g in df[df.column == col].groupby("row", sort=False)}
-    rows, tested, untested = [], 0, {}
+    values = seed_values(df, table.summary)
+    rows, tested, skipped = [], 0, []
     for cells in table.rows:
         rows.append(cells)
         if not cells[1].startswith("ours"):
@@ -122,22 +121,22 @@ def add_grid_paired_tests(table: Table, agg: pd.DataFrame, df: pd.DataFrame, pap
         line = [cells[0], f"p vs {reference}"]
         for j, c in enumerate(cols):
             label = our_label(cells[0], grid, c)
-            runs = None if label in diverged else values.get(label)
-            test = None if runs is None else paired_test(runs, values.get(reference, {}))
-            line.append("ref" if label == reference else "" if test is None else fmt_p(test.p) or DASH)
-            if label == reference or test is None:
+            if label == reference or label in diverged or label not in values:
+                line.append("ref" if label == reference else "")
                 continue
+            test = paired_test(values[label], values.get(reference, {}))
+            line.append(fmt_p(test.p) or DASH)
             tested += test.p is not None
             if test.why:
-                untested.setdefault(test.why, []).append(f"{label} (n={test.n})" if test.why != "identical" else label)
+                skipped.append((label, test))
             if marker(test.p):
                 table.marks[(len(rows) - 1, 2 + j)] = marker(test.p)
         if any(v not in ("", "ref") for v in line[2:]):
             table.p_rows.add(len(rows))
             rows.append(line)
     table.rows = rows
-    table.notes.append(legend(reference, "pooled accuracy" if col == "pooled" else "mean over tasks"))
-    if tested:
-        table.notes.append(f"{tested} cell{'s' * (tested != 1)} tested, uncorrected for multiple comparisons: "
-                           f"about {tested * 0.05:.1f} would be marked at p < 0.05 by chance alone")
-    table.notes += untested_notes(untested, reference)
+    notes = test_notes(reference, table.summary, skipped)
+    if tested:  # after the legend, before the untested cells
+        notes.insert(1, f"{tested} cell{'s' * (tested != 1)} tested, uncorrected for multiple comparisons: "
+                        f"about {tested * 0.05:.1f} would be marked at p < 0.05 by chance alone")
+    table.notes += notes

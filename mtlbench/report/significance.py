@@ -58,17 +58,21 @@ def fmt_p(p: float | None) -> str:
     return "<1e-4" if p < 1e-4 else f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
 
 
-def legend(reference: str, column: str) -> str:
-    return (f"p vs {reference}: two-sided paired t-test over seeds of the {column} (pairs: the same seed); "
-            f"rich tables mark * p < 0.05, ** p < 0.01; no p-value with fewer than {MIN_SEEDS} shared seeds")
+def seed_values(df, column: str) -> dict[str, dict[int, float]]:
+    """{row: {seed: value}} of one column of a tidy frame (one metric): what each row's runs are tested on."""
+    return {row: dict(zip(g.seed, g.value)) for row, g in df[df.column == column].groupby("row", sort=False)}
 
 
-def untested_notes(untested: dict[str, list[str]], reference: str) -> list[str]:
-    """Footnotes for the rows (or cells) not tested, by why: {"too few seeds" | "identical": their labels}."""
-    notes = []
-    if "too few seeds" in untested:
-        notes.append(f"no p-value (fewer than {MIN_SEEDS} seeds shared with {reference}): "
-                     + ", ".join(untested["too few seeds"]))
-    if "identical" in untested:
-        notes.append(f"not tested (identical to {reference} on every seed): {', '.join(untested['identical'])}")
+def test_notes(reference: str, summary: str, skipped: list[tuple[str, Paired]]) -> list[str]:
+    """The table's legend of the test, then a footnote for each reason rows (or cells) went untested:
+    ``skipped`` holds (label, test) for every test that gave no p-value."""
+    column = "pooled accuracy" if summary == "pooled" else "mean over tasks"
+    notes = [f"p vs {reference}: two-sided paired t-test over seeds of the {column} (pairs: the same seed); "
+             f"rich tables mark * p < 0.05, ** p < 0.01; no p-value with fewer than {MIN_SEEDS} shared seeds"]
+    few = [f"{label} (n={t.n})" for label, t in skipped if t.why == "too few seeds"]
+    same = [label for label, t in skipped if t.why == "identical"]
+    if few:
+        notes.append(f"no p-value (fewer than {MIN_SEEDS} seeds shared with {reference}): {', '.join(few)}")
+    if same:
+        notes.append(f"not tested (identical to {reference} on every seed): {', '.join(same)}")
     return notes

@@ -137,7 +137,7 @@ def build_table(records: list[RunRecord], metric: str | None = None, split: str 
         table.notes.append(f"{row} seed(s) {', '.join(map(str, sorted(warned)))}: {warning}")
     if reference is not None and paper and paper.get("grid"):
         from mtlbench.report.grid import add_grid_paired_tests
-        add_grid_paired_tests(table, agg, df[df.metric == metric], paper, reference, set(diverged))
+        add_grid_paired_tests(table, df[df.metric == metric], paper, reference, set(diverged))
     elif reference is not None and table.ours:
         add_paired_tests(table, df[df.metric == metric], reference, set(diverged))
     return table
@@ -245,12 +245,11 @@ def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, dive
 def add_paired_tests(table: Table, df: pd.DataFrame, reference: str, diverged: set[str]) -> None:
     """A "p vs <reference>" column: each of our rows against the reference row, paired over seeds, on the
     table's summary column; the summary cell (else the row name) gets the rich marker."""
-    from mtlbench.report.significance import fmt_p, legend, marker, paired_test, untested_notes
-    sub = df[df.column == table.summary]
-    values = {row: dict(zip(g.seed, g.value)) for row, g in sub.groupby("row", sort=False)}
+    from mtlbench.report.significance import fmt_p, marker, paired_test, seed_values, test_notes
+    values = seed_values(df, table.summary)
     table.p_column = len(table.header)
     table.header.append(f"p vs {reference}")
-    untested: dict[str, list[str]] = {}
+    skipped = []
     for i, r in enumerate(table.rows):
         row = next((name for name, j in table.ours.items() if j == i), None)
         if row is None or row == reference:
@@ -259,11 +258,10 @@ def add_paired_tests(table: Table, df: pd.DataFrame, reference: str, diverged: s
         test = paired_test(values.get(row, {}), values.get(reference, {})) if row not in diverged else None
         r.append(fmt_p(test.p) if test and test.p is not None else DASH)
         if test and test.why:
-            untested.setdefault(test.why, []).append(f"{row} (n={test.n})" if test.why != "identical" else row)
+            skipped.append((row, test))
         if test and marker(test.p):
             table.marks[(i, table.summary_at)] = marker(test.p)
-    table.notes.append(legend(reference, "pooled accuracy" if table.summary == "pooled" else "mean over tasks"))
-    table.notes += untested_notes(untested, reference)
+    table.notes += test_notes(reference, table.summary, skipped)
 
 
 def our_paper_cell(agg, params, row: str, col: str, ours: str, scale: float, diverged: bool) -> str:
