@@ -306,21 +306,28 @@ def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a r
             vs: Optional[str] = typer.Option(None, "--vs", metavar="ROW", help="reference row of the paired test "
                                              "(default: the spec's hard_share row, for TAAN Figure 3 "
                                              "the TAAN row; '' for none)"),
+            correction: str = typer.Option("none", "--correct", help="none | holm: adjust the p-values for the "
+                                           "number of rows (a sweep's cells) tested, Holm's step-down method, so "
+                                           "a marker holds for the table as a whole"),
             plot: Optional[Path] = typer.Option(None, "--plot", metavar="PNG", help="also draw the figure of a "
                                                 "sweep: a spec's `sweep:` (e.g. MTAL's delta) or a paper table with "
                                                 "a grid (TAAN Figure 3), error bars = std over seeds")):
     """Render a table from stored result records (never retrains): mean ± std over seeds per method and task,
     with the paper's printed numbers beside ours when the spec names a paper table (MTAL's Table 6: the
     kernel-sharing ratios per conv layer), and each row's p-value against the reference row (two-sided paired
-    t-test over seeds of the table's summary column). A spec with a `sweep:` section renders its sweep (the metric
-    and the method's reported scalars against the swept value)."""
+    t-test over seeds of the table's summary column; `--correct holm` adjusts them for their number). A spec
+    with a `sweep:` section renders its sweep (the metric and the method's reported scalars against the swept
+    value)."""
     from mtlbench.report.compare import table_for
     check_format(fmt)
     if split not in ("test", "val"):
         raise UsageError(f"--split: expected test or val (got {split!r})")
     if metric is not None:
         get_metric_or_usage(metric)
-    print_table(table_for(target, results, metric, split, plot, vs), fmt)
+    from mtlbench.report.significance import CORRECTIONS
+    if correction not in CORRECTIONS:
+        raise UsageError(f"--correct: expected {' or '.join(CORRECTIONS)} (got {correction!r})")
+    print_table(table_for(target, results, metric, split, plot, vs, correction), fmt)
 
 
 @app.command()

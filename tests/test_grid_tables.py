@@ -112,5 +112,39 @@ def test_each_cell_is_tested_against_the_unregularised_taan(tmp_path):
     assert dis.split("│")[6].strip().endswith("**") and "p vs TAAN" not in rich.replace("p vs TAAN:", "")
     flat = " ".join(rich.split())
     assert "p vs TAAN: two-sided paired t-test over seeds of the pooled accuracy" in flat
-    assert "1 cell tested, uncorrected for multiple comparisons" in flat
+    assert "uncorrected" not in flat  # one test: nothing to correct, no note
     assert "fewer than 3 seeds shared with TAAN): TAAN+L_tn c=0.1 (n=2)" in flat
+
+
+def test_many_cells_are_counted_and_holm_adjusts_them(tmp_path):
+    """Two cells each at p < 0.05 against TAAN: uncorrected, both are marked and the note counts 2 tests (0.1
+    expected by chance); with --correct holm the smaller p doubles (Holm's m x p for the smallest of m), the other
+    takes the running maximum, neither keeps its marker, and the line and legend say "(Holm)"."""
+    from scipy import stats
+
+    from tests.test_significance import DRUG2
+    ref = np.array(DRUG2)
+    wiggle = np.array([0.5, -0.5] * 5)
+    cells = {"TAAN+L_dis c=0.1": ref + 0.40 + wiggle, "TAAN+L_dis c=0.2": ref + 0.42 + wiggle}
+    raw = [stats.ttest_rel(v, ref).pvalue for v in cells.values()]
+    assert 0.025 < min(raw) and max(raw) < 0.05  # marked alone, not after doubling the smaller
+    write_runs(tmp_path, {"TAAN": DRUG2, **{row: list(v) for row, v in cells.items()}})
+
+    def show(*args):
+        result = runner.invoke(app, ["compare", str(SPEC), "--results", str(tmp_path), *args], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def p_line(csv: str) -> list[float]:
+        line = next(line for line in csv.splitlines() if line.startswith("TAAN+L_dis,p vs"))
+        return [float(v) for v in line.split(",")[3:5]]
+
+    assert p_line(show("--format", "csv")) == pytest.approx(raw, abs=5e-4)
+    assert "2 cells tested, uncorrected for multiple comparisons: about 0.1" in " ".join(show().split())
+    holm = show("--format", "csv", "--correct", "holm")
+    assert "TAAN+L_dis,p vs TAAN (Holm)," in holm
+    assert p_line(holm) == pytest.approx([2 * min(raw)] * 2, abs=5e-4)
+    rich = show("--correct", "holm")
+    dis = next(line for line in rich.splitlines() if line.startswith("│ TAAN+L_dis") and "ours" in line)
+    assert "*" not in dis and "*" in next(line for line in show().splitlines() if line.startswith("│ TAAN+L_dis"))
+    assert "p-values Holm-adjusted for the 2 cells tested" in " ".join(rich.split())

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from mtlbench.cli import app
-from mtlbench.report.significance import paired_test
+from mtlbench.report.significance import holm, paired_test
 from tests.conftest import REPO
 
 runner = CliRunner()
@@ -30,6 +31,29 @@ def test_the_textbook_paired_t_test():
 def test_pairs_are_the_shared_seeds_only():
     one = paired_test({**dict(enumerate(DRUG1)), 99: 50.0}, dict(enumerate(DRUG2)))
     assert one.n == 10 and one.p == pytest.approx(0.002833, abs=5e-7)
+
+
+def test_holm_adjusts_the_textbook_example():
+    """Holm (1979) on four p-values 0.01, 0.04, 0.03, 0.005 at level 0.05: the step-down procedure compares the
+    sorted p-values with 0.05/4, 0.05/3, 0.05/2, 0.05/1 and rejects the first two (0.005, 0.01) only; the adjusted
+    p-values are 4 x 0.005, 3 x 0.01, then max(0.03, 2 x 0.03), max(0.06, 0.04)."""
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and holm([]) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_an_adjusted_p_below_alpha_is_exactly_a_step_down_rejection(seed):
+    """For any p-values and level, "Holm-adjusted p < alpha" rejects what Holm's sequential procedure rejects:
+    walk the sorted p-values, reject while p_(k) < alpha / (m - k), stop at the first that is not."""
+    rng = np.random.default_rng(seed)
+    ps = list(rng.uniform(0, 0.1, size=rng.integers(1, 15)) ** rng.uniform(1, 3))
+    for alpha in (0.01, 0.05, 0.1):
+        rejected = set()
+        for k, i in enumerate(sorted(range(len(ps)), key=ps.__getitem__)):
+            if ps[i] >= alpha / (len(ps) - k):
+                break
+            rejected.add(i)
+        assert {i for i, p in enumerate(holm(ps)) if p < alpha} == rejected
 
 
 def write_runs(root, rows: dict[str, list[float]]) -> None:
@@ -94,3 +118,12 @@ def test_another_reference_row_or_none(tmp_path):
     bad = runner.invoke(app, ["compare", str(SPEC), "--results", str(tmp_path), "--vs", "HS"])
     assert bad.exit_code == 2
     assert "--vs: taan_table3_omniglot_cpu has no row 'HS' (rows: Hard-Share, TAAN; '' for no test)" in flat(bad.output)
+
+
+def test_a_single_row_is_not_corrected_and_a_bad_correction_is_refused(tmp_path):
+    write_runs(tmp_path, {"Hard-Share": DRUG2, "TAAN": DRUG1})
+    csv = compare(tmp_path, "--format", "csv", "--correct", "holm").splitlines()
+    assert csv[0].endswith(",p vs Hard-Share (Holm)") and csv[2].endswith(",0.0028")  # one test: m x p = p
+    assert "uncorrected" not in compare(tmp_path)
+    bad = runner.invoke(app, ["compare", str(SPEC), "--results", str(tmp_path), "--correct", "bonf"])
+    assert bad.exit_code == 2 and "--correct: expected none or holm (got 'bonf')" in flat(bad.output)

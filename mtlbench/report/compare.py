@@ -18,7 +18,7 @@ BENCHMARKS = Path("benchmarks")
 
 
 def table_for(target: str, results: Path | None, metric: str | None, split: str, plot: Path | None = None,
-              vs: str | None = None) -> Table:
+              vs: str | None = None, correction: str = "none") -> Table:
     """The table of a spec file or a paper table; for a sweep spec, the sweep's. ``plot``: where to draw the
     figure of a sweep spec or of a paper table with a grid (refused, before anything is drawn, for others)."""
     path = Path(target)
@@ -42,7 +42,7 @@ def table_for(target: str, results: Path | None, metric: str | None, split: str,
             get_paper_table(target)  # raises the "did you mean" error for a near-miss table name
         raise UsageError(f"{target}: neither a spec file nor a paper table (mtlbench list tables)")
     drawn = grid_plot(spec, target, results, split, plot) if plot is not None else None
-    table = table_for_spec(spec, path, results, metric, split, vs)
+    table = table_for_spec(spec, path, results, metric, split, vs, correction)
     if note:
         table.notes.append(note)
     return with_figure(table, drawn)
@@ -86,7 +86,7 @@ def stale_note(stale: list[RunRecord]) -> str:
 
 
 def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, split: str,
-                   vs: str | None = None) -> Table:
+                   vs: str | None = None, correction: str = "none") -> Table:
     timing = timing_paper_table(spec)
     if timing:  # TAAN's Table 2: seconds, not scores
         return timing_table(spec, file, results, timing)
@@ -100,7 +100,7 @@ def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, s
         table = sharing_table(records, paper, rows, spec_hint=str(file))
     else:
         table = build_table(records, metric, split, paper, rows, spec_hint=str(file),
-                            reference=reference_row(spec, vs, paper))
+                            reference=reference_row(spec, vs, paper), correction=correction)
     if stale:
         table.notes.append(stale_note(stale))
     return table

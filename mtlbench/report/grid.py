@@ -105,38 +105,34 @@ def parse_paper_cell(value) -> tuple[float, float] | None:
     return (float(m.group(1)), float(m.group(2) or 0.0)) if m else None
 
 
-def add_grid_paired_tests(table: Table, df: pd.DataFrame, paper: dict, reference: str, diverged: set[str]) -> None:
+def add_grid_paired_tests(table: Table, df: pd.DataFrame, paper: dict, reference: str, diverged: set[str],
+                          correction: str = "none") -> None:
     """Under each of our rows a "p vs <reference>" line: each cell's runs against the reference's, paired over
     seeds, on the grid's summary column ("ref" in the reference's own cell, "" where the cell has no runs, "—"
-    where it has too few seeds shared with the reference). The cells tested are many (Figure 3: 12), so the
-    footnote says how many marks chance alone would give: no correction is applied."""
-    from mtlbench.report.significance import fmt_p, marker, paired_test, seed_values, test_notes
+    where it has too few seeds shared with the reference). The cells tested are many (Figure 3: 12): the
+    footnote says how many marks chance alone would give, or ``correction`` adjusts them as one family."""
+    from mtlbench.report.significance import correct, fmt_p, marker, p_label, paired_test, seed_values, test_notes
     grid, cols = paper["grid"], list(paper["grid"]["columns"])
     values = seed_values(df, table.summary)
-    rows, tested, skipped = [], 0, []
-    for cells in table.rows:
+    labels = {(i, j): our_label(cells[0], grid, c) for i, cells in enumerate(table.rows)
+              if cells[1].startswith("ours") for j, c in enumerate(cols)}
+    tests = {at: paired_test(values[label], values.get(reference, {})) for at, label in labels.items()
+             if label != reference and label not in diverged and label in values}
+    correct(list(tests.values()), correction)
+    rows = []
+    for i, cells in enumerate(table.rows):
         rows.append(cells)
         if not cells[1].startswith("ours"):
             continue
-        line = [cells[0], f"p vs {reference}"]
-        for j, c in enumerate(cols):
-            label = our_label(cells[0], grid, c)
-            if label == reference or label in diverged or label not in values:
-                line.append("ref" if label == reference else "")
-                continue
-            test = paired_test(values[label], values.get(reference, {}))
-            line.append(fmt_p(test.p) or DASH)
-            tested += test.p is not None
-            if test.why:
-                skipped.append((label, test))
-            if marker(test.p):
+        line = [cells[0], p_label(reference, correction)]
+        for j in range(len(cols)):
+            test = tests.get((i, j))
+            line.append(fmt_p(test.p) or DASH if test else "ref" if labels[(i, j)] == reference else "")
+            if test and marker(test.p):
                 table.marks[(len(rows) - 1, 2 + j)] = marker(test.p)
         if any(v not in ("", "ref") for v in line[2:]):
             table.p_rows.add(len(rows))
             rows.append(line)
     table.rows = rows
-    notes = test_notes(reference, table.summary, skipped)
-    if tested:  # after the legend, before the untested cells
-        notes.insert(1, f"{tested} cell{'s' * (tested != 1)} tested, uncorrected for multiple comparisons: "
-                        f"about {tested * 0.05:.1f} would be marked at p < 0.05 by chance alone")
-    table.notes += notes
+    table.notes += test_notes(reference, table.summary, [(labels[at], t) for at, t in tests.items()], "cell",
+                              correction)

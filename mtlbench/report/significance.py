@@ -9,6 +9,13 @@ replication). Why a t-test and not Wilcoxon's signed-rank test: with 5 seeds the
 Wilcoxon can give is 0.0625, so it could never say anything. Fewer than ``MIN_SEEDS`` shared seeds: no p-value
 (said so in a note). A row whose every paired value equals the reference's is not tested (no p, no marker).
 
+Many rows (or a sweep's cells) against one reference are many tests: at p < 0.05, about one in twenty marks a
+gap that is noise. The table says how many were tested; ``compare --correct holm`` replaces each p by Holm's
+step-down adjusted p-value (Holm 1979), so that a marker holds for the table as a whole (family-wise error rate
+below the marker's level), under any dependence between the tests -- theirs share one reference row, so
+Bonferroni-type bounds, not independence-based ones, are what is safe. Holm is uniformly more powerful than
+Bonferroni and needs no assumption Bonferroni does not.
+
 scipy is imported here only, and only when a test runs.
 """
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 
 MIN_SEEDS = 3  # a t-test with fewer pairs has at most one degree of freedom
 MARKS = ((0.01, "**"), (0.05, "*"))
+CORRECTIONS = ("none", "holm")
 
 
 @dataclass
@@ -46,6 +54,31 @@ def paired_test(values: dict[int, float], reference: dict[int, float]) -> Paired
     return Paired(len(seeds), p=float(stats.ttest_rel(a, b).pvalue), diff=float(d.mean()))
 
 
+def holm(ps: list[float]) -> list[float]:
+    """Holm's adjusted p-values, in the order given: the k-th smallest (k = 0, 1, ...) of m is multiplied by
+    m - k, capped at 1, and made non-decreasing along the sorted order (a hypothesis is rejected at level a
+    exactly when Holm's step-down procedure at level a rejects it)."""
+    adjusted, running = [0.0] * len(ps), 0.0
+    for k, i in enumerate(sorted(range(len(ps)), key=ps.__getitem__)):
+        running = max(running, min(1.0, (len(ps) - k) * ps[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def correct(tests: list[Paired], correction: str) -> None:
+    """Adjust, in place, the p-values of the tests that gave one, as a family ("none": leave them)."""
+    if correction == "none":
+        return
+    tested = [t for t in tests if t.p is not None]
+    for test, p in zip(tested, holm([t.p for t in tested])):
+        test.p = p
+
+
+def p_label(reference: str, correction: str) -> str:
+    """The p column's (or line's) name; it carries the correction, wherever the table is pasted."""
+    return f"p vs {reference}" + ("" if correction == "none" else f" ({correction.capitalize()})")
+
+
 def marker(p: float | None) -> str:
     if p is None or math.isnan(p):
         return ""
@@ -63,12 +96,24 @@ def seed_values(df, column: str) -> dict[str, dict[int, float]]:
     return {row: dict(zip(g.seed, g.value)) for row, g in df[df.column == column].groupby("row", sort=False)}
 
 
-def test_notes(reference: str, summary: str, skipped: list[tuple[str, Paired]]) -> list[str]:
-    """The table's legend of the test, then a footnote for each reason rows (or cells) went untested:
-    ``skipped`` holds (label, test) for every test that gave no p-value."""
+def test_notes(reference: str, summary: str, tests: list[tuple[str, Paired]], unit: str = "row",
+               correction: str = "none") -> list[str]:
+    """The table's legend of the test, what the number of tests means (uncorrected: how many marks chance alone
+    would give; else the correction), then a footnote for each reason rows (or cells: ``unit``) went untested.
+    ``tests`` holds (label, test) for every row or cell tested."""
     column = "pooled accuracy" if summary == "pooled" else "mean over tasks"
-    notes = [f"p vs {reference}: two-sided paired t-test over seeds of the {column} (pairs: the same seed); "
-             f"rich tables mark * p < 0.05, ** p < 0.01; no p-value with fewer than {MIN_SEEDS} shared seeds"]
+    notes = [f"{p_label(reference, correction)}: two-sided paired t-test over seeds of the {column} (pairs: the "
+             f"same seed); rich tables mark * p < 0.05, ** p < 0.01; no p-value with fewer than {MIN_SEEDS} "
+             "shared seeds"]
+    tested = sum(t.p is not None for _, t in tests)
+    units = f"{tested} {unit}{'s' * (tested != 1)}"
+    if correction == "holm" and tested:
+        notes.append(f"p-values Holm-adjusted for the {units} tested (step-down; family-wise error rate), so a "
+                     "marker holds for the table as a whole")
+    elif tested > 1:
+        notes.append(f"{units} tested, uncorrected for multiple comparisons: about {tested * 0.05:.1f} would be "
+                     "marked at p < 0.05 by chance alone (Holm's correction: compare --correct holm)")
+    skipped = [(label, t) for label, t in tests if t.why]
     few = [f"{label} (n={t.n})" for label, t in skipped if t.why == "too few seeds"]
     same = [label for label, t in skipped if t.why == "identical"]
     if few:

@@ -103,8 +103,9 @@ def our_column(paper_col: str, tasks: list[str], aliases: dict | None = None) ->
 
 def build_table(records: list[RunRecord], metric: str | None = None, split: str = "test",
                 paper: dict | None = None, rows: list[str] | None = None, spec_hint: str = "",
-                reference: str | None = None) -> Table:
-    """``reference``: a row every other row is tested against (a paired t-test over seeds, significance.py)."""
+                reference: str | None = None, correction: str = "none") -> Table:
+    """``reference``: a row every other row is tested against (a paired t-test over seeds, significance.py);
+    ``correction``: how the p-values are adjusted for their number ("none" | "holm")."""
     df = tidy(records, split)
     tasks = records[0].tasks if records else []
     metric = metric or (records[0].primary_metric if records else "")
@@ -137,9 +138,9 @@ def build_table(records: list[RunRecord], metric: str | None = None, split: str 
         table.notes.append(f"{row} seed(s) {', '.join(map(str, sorted(warned)))}: {warning}")
     if reference is not None and paper and paper.get("grid"):
         from mtlbench.report.grid import add_grid_paired_tests
-        add_grid_paired_tests(table, df[df.metric == metric], paper, reference, set(diverged))
+        add_grid_paired_tests(table, df[df.metric == metric], paper, reference, set(diverged), correction)
     elif reference is not None and table.ours:
-        add_paired_tests(table, df[df.metric == metric], reference, set(diverged))
+        add_paired_tests(table, df[df.metric == metric], reference, set(diverged), correction)
     return table
 
 
@@ -242,26 +243,26 @@ def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, dive
     return table
 
 
-def add_paired_tests(table: Table, df: pd.DataFrame, reference: str, diverged: set[str]) -> None:
+def add_paired_tests(table: Table, df: pd.DataFrame, reference: str, diverged: set[str],
+                     correction: str = "none") -> None:
     """A "p vs <reference>" column: each of our rows against the reference row, paired over seeds, on the
-    table's summary column; the summary cell (else the row name) gets the rich marker."""
-    from mtlbench.report.significance import fmt_p, marker, paired_test, seed_values, test_notes
+    table's summary column (adjusted as a family by ``correction``); the summary cell (else the row name) gets the
+    rich marker."""
+    from mtlbench.report.significance import correct, fmt_p, marker, p_label, paired_test, seed_values, test_notes
     values = seed_values(df, table.summary)
+    names = {i: row for row, i in table.ours.items()}
+    tests = {i: paired_test(values.get(row, {}), values.get(reference, {})) for i, row in names.items()
+             if row != reference and row not in diverged}
+    correct(list(tests.values()), correction)
     table.p_column = len(table.header)
-    table.header.append(f"p vs {reference}")
-    skipped = []
+    table.header.append(p_label(reference, correction))
     for i, r in enumerate(table.rows):
-        row = next((name for name, j in table.ours.items() if j == i), None)
-        if row is None or row == reference:
-            r.append("ref" if row == reference else "")
-            continue
-        test = paired_test(values.get(row, {}), values.get(reference, {})) if row not in diverged else None
-        r.append(fmt_p(test.p) if test and test.p is not None else DASH)
-        if test and test.why:
-            skipped.append((row, test))
+        test = tests.get(i)
+        r.append(fmt_p(test.p) or DASH if test else "ref" if names.get(i) == reference
+                 else DASH if names.get(i) in diverged else "")
         if test and marker(test.p):
             table.marks[(i, table.summary_at)] = marker(test.p)
-    table.notes += test_notes(reference, table.summary, skipped)
+    table.notes += test_notes(reference, table.summary, [(names[i], t) for i, t in tests.items()], "row", correction)
 
 
 def our_paper_cell(agg, params, row: str, col: str, ours: str, scale: float, diverged: bool) -> str:
