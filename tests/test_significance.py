@@ -127,3 +127,18 @@ def test_a_single_row_is_not_corrected_and_a_bad_correction_is_refused(tmp_path)
     assert "uncorrected" not in compare(tmp_path)
     bad = runner.invoke(app, ["compare", str(SPEC), "--results", str(tmp_path), "--correct", "bonf"])
     assert bad.exit_code == 2 and "--correct: expected none or holm (got 'bonf')" in flat(bad.output)
+
+
+def test_paired_tests_across_specs_print_the_readme_numbers():
+    """benchmarks/paired_across_specs.py on the committed records: the DMTRL lr diagnostic against the main
+    spec's STL (the README quotes Tucker +0.99 points, p = 0.0003; LAF p = 0.0037)."""
+    import subprocess
+    import sys
+    ref = REPO / "results" / "reference"
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "paired_across_specs.py"),
+                          str(ref / "taan_table3_omniglot_cpu5_dmtrl_lr" / "DMTRL-Tucker_factors_lr_x0.03"),
+                          str(ref / "taan_table3_omniglot_cpu5_dmtrl_lr" / "DMTRL-LAF_factors_lr_x0.03"),
+                          "--vs", str(ref / "taan_table3_omniglot_cpu5" / "STL")],
+                         capture_output=True, text=True, check=True, cwd=REPO).stdout.splitlines()
+    assert out[0].endswith("n=5 0.7404 ± 0.0031 | vs STL (n=5): +0.0099 p 0.00028")
+    assert out[1].endswith("vs STL (n=5): -0.0150 p 0.0037")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from mtlbench.report.tables import DASH, DIVERGED, Table, cell, fmt_paper
+from mtlbench.report.tables import DASH, DIVERGED, Table, cell, fmt_paper, p_cell
 
 PAPER_CELL = re.compile(r"^\s*([-+0-9.eE]+)\s*(?:±\s*([0-9.eE]+))?\s*$")
 
@@ -111,14 +111,14 @@ def add_grid_paired_tests(table: Table, df: pd.DataFrame, paper: dict, reference
     seeds, on the grid's summary column ("ref" in the reference's own cell, "" where the cell has no runs, "—"
     where it has too few seeds shared with the reference). The cells tested are many (Figure 3: 12): the
     footnote says how many marks chance alone would give, or ``correction`` adjusts them as one family."""
-    from mtlbench.report.significance import correct, fmt_p, marker, p_label, paired_test, seed_values, test_notes
+    from mtlbench.report.significance import marker, p_label, seed_values, test_family, test_notes
     grid, cols = paper["grid"], list(paper["grid"]["columns"])
     values = seed_values(df, table.summary)
     labels = {(i, j): our_label(cells[0], grid, c) for i, cells in enumerate(table.rows)
               if cells[1].startswith("ours") for j, c in enumerate(cols)}
-    tests = {at: paired_test(values[label], values.get(reference, {})) for at, label in labels.items()
-             if label != reference and label not in diverged and label in values}
-    correct(list(tests.values()), correction)
+    tested = {at: label for at, label in labels.items()
+              if label != reference and label not in diverged and label in values}
+    tests = test_family(tested, values, reference, correction)
     rows = []
     for i, cells in enumerate(table.rows):
         rows.append(cells)
@@ -126,13 +126,12 @@ def add_grid_paired_tests(table: Table, df: pd.DataFrame, paper: dict, reference
             continue
         line = [cells[0], p_label(reference, correction)]
         for j in range(len(cols)):
-            test = tests.get((i, j))
-            line.append(fmt_p(test.p) or DASH if test else "ref" if labels[(i, j)] == reference else "")
-            if test and marker(test.p):
-                table.marks[(len(rows) - 1, 2 + j)] = marker(test.p)
+            line.append(p_cell(tests.get((i, j)), labels[(i, j)] == reference))
+            if (i, j) in tests and marker(tests[(i, j)].p):
+                table.marks[(len(rows) - 1, 2 + j)] = marker(tests[(i, j)].p)
         if any(v not in ("", "ref") for v in line[2:]):
             table.p_rows.add(len(rows))
             rows.append(line)
     table.rows = rows
-    table.notes += test_notes(reference, table.summary, [(labels[at], t) for at, t in tests.items()], "cell",
+    table.notes += test_notes(reference, table.summary, [(tested[at], t) for at, t in tests.items()], "cell",
                               correction)

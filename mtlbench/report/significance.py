@@ -65,13 +65,15 @@ def holm(ps: list[float]) -> list[float]:
     return adjusted
 
 
-def correct(tests: list[Paired], correction: str) -> None:
-    """Adjust, in place, the p-values of the tests that gave one, as a family ("none": leave them)."""
-    if correction == "none":
-        return
-    tested = [t for t in tests if t.p is not None]
-    for test, p in zip(tested, holm([t.p for t in tested])):
-        test.p = p
+def test_family(labels: dict, values: dict[str, dict[int, float]], reference: str, correction: str) -> dict:
+    """{key: Paired}: each label's runs (``labels``: key -> row label, ``values``: seed_values) against the
+    reference's, paired over seeds; with ``correction`` "holm" the p-values are adjusted as one family."""
+    tests = {key: paired_test(values.get(label, {}), values.get(reference, {})) for key, label in labels.items()}
+    tested = [t for t in tests.values() if t.p is not None]
+    if correction == "holm":
+        for test, p in zip(tested, holm([t.p for t in tested])):
+            test.p = p
+    return tests
 
 
 def p_label(reference: str, correction: str) -> str:

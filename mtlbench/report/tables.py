@@ -248,21 +248,26 @@ def add_paired_tests(table: Table, df: pd.DataFrame, reference: str, diverged: s
     """A "p vs <reference>" column: each of our rows against the reference row, paired over seeds, on the
     table's summary column (adjusted as a family by ``correction``); the summary cell (else the row name) gets the
     rich marker."""
-    from mtlbench.report.significance import correct, fmt_p, marker, p_label, paired_test, seed_values, test_notes
-    values = seed_values(df, table.summary)
+    from mtlbench.report.significance import marker, p_label, seed_values, test_family, test_notes
     names = {i: row for row, i in table.ours.items()}
-    tests = {i: paired_test(values.get(row, {}), values.get(reference, {})) for i, row in names.items()
-             if row != reference and row not in diverged}
-    correct(list(tests.values()), correction)
+    tested = {i: row for i, row in names.items() if row != reference and row not in diverged}
+    tests = test_family(tested, seed_values(df, table.summary), reference, correction)
     table.p_column = len(table.header)
     table.header.append(p_label(reference, correction))
     for i, r in enumerate(table.rows):
-        test = tests.get(i)
-        r.append(fmt_p(test.p) or DASH if test else "ref" if names.get(i) == reference
-                 else DASH if names.get(i) in diverged else "")
-        if test and marker(test.p):
-            table.marks[(i, table.summary_at)] = marker(test.p)
-    table.notes += test_notes(reference, table.summary, [(names[i], t) for i, t in tests.items()], "row", correction)
+        r.append(p_cell(tests.get(i), names.get(i) == reference, DASH if names.get(i) in diverged else ""))
+        if i in tests and marker(tests[i].p):
+            table.marks[(i, table.summary_at)] = marker(tests[i].p)
+    table.notes += test_notes(reference, table.summary, [(tested[i], t) for i, t in tests.items()], "row", correction)
+
+
+def p_cell(test, is_reference: bool, untested: str = "") -> str:
+    """What a p column (or a grid's p line) shows: the p-value ("—" when the test gave none), "ref" for the
+    reference, ``untested`` for a row or cell not tested."""
+    from mtlbench.report.significance import fmt_p
+    if test is not None:
+        return fmt_p(test.p) or DASH
+    return "ref" if is_reference else untested
 
 
 def our_paper_cell(agg, params, row: str, col: str, ours: str, scale: float, diverged: bool) -> str:
