@@ -267,14 +267,20 @@ def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables"
     else:
         from mtlbench.registry import DATASETS, METHODS
         reg = METHODS if what == ListWhat.methods else DATASETS
-        table.add_column(what.value[:-1]), table.add_column("description")
+        table.add_column(what.value[:-1]), table.add_column("paper" if what == ListWhat.methods else "description")
         if what == ListWhat.methods:
             table.add_column("optimizer groups")
         for name in reg.names(pattern):
             obj = reg.get(name)
-            doc = getattr(obj, "paper", "") or getattr(obj, "description", "") or (obj.__doc__ or "").strip().split("\n")[0]
-            table.add_row(name, doc, *([", ".join(obj.group_names())] if what == ListWhat.methods else []))
+            table.add_row(name, entry_summary(obj), *([", ".join(obj.group_names())] if what == ListWhat.methods else []))
     out.print(table)
+
+
+def entry_summary(obj) -> str:
+    """A method's paper in short form (from the bibliography), else a dataset's description or first doc line."""
+    from mtlbench.bibliography import cited_by
+    ref = cited_by(obj)
+    return ref.short() if ref else getattr(obj, "description", "") or (obj.__doc__ or "").strip().split("\n")[0]
 
 
 def print_param_counts(spec: Path) -> None:

@@ -133,7 +133,7 @@ def test_optimizer_groups_hold_every_trainable_parameter_once(name, kind):
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_declares_its_paper_and_params(name):
     cls = METHODS.get(name)
-    assert cls.__doc__ and cls.paper, f"{name} needs a docstring and a paper citation"
+    assert cls.__doc__ and cls.cite, f"{name} needs a docstring and a paper (cite: a key of the bibliography)"
     assert cls.Params.model_config.get("extra") == "forbid"
 
 

@@ -1,4 +1,4 @@
-"""The arithmetic of MTAL's kernel-pair sharing (Feng & Chen, eqs. 3-6), vectorised over tasks and filters.
+"""The arithmetic of MTAL's kernel-pair sharing ([feng2021], eqs. 3-6), vectorised over tasks and filters.
 
 A layer's kernels are stacked filter-major as ``w`` [m, T, d]: ``w[k, i]`` is task i's filter k flattened
 (d = C_in * k * k), so filter k of every task sits in one [T, d] block (index pairing compares those blocks).

@@ -1,4 +1,4 @@
-"""Tensor factorisations used by DMTRL (Yang & Hospedales, ICLR 2017): last-axis flattening (LAF), Tucker and
+"""Tensor factorisations used by DMTRL [yang2017]: last-axis flattening (LAF), Tucker and
 tensor train (TT), each initialised from a given tensor with data-driven ranks.
 
 A tensor here has its task axis last: [D1, ..., DN, T]. Each factorisation keeps its factors as parameters,

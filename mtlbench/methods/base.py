@@ -30,7 +30,7 @@ class MethodParams(BaseModel):
 
 class MTLMethod(nn.Module):
     Params: ClassVar[type[MethodParams]] = MethodParams
-    paper: ClassVar[str] = ""  # citation shown by `mtlbench list methods`
+    cite: ClassVar[str] = ""  # key of the method's paper in mtlbench/bibliography.yaml (`mtlbench list methods`)
     # True for a method trained by one closed-form ``fit`` instead of optimizer steps: the trainer then calls
     # fit once (no optimizer, no step loop, the fitted model is the selected one) and evaluates as usual.
     closed_form: ClassVar[bool] = False

@@ -1,6 +1,5 @@
-"""MRN -- Multilinear Relationship Networks (Long, Cao, Wang & Yu, "Learning Multiple Tasks with Multilinear
-Relationship Networks", NIPS 2017). Registered as ``mrn_t`` (task covariance only) and ``mrn_full`` (task,
-output-feature and input-feature covariances).
+"""MRN -- Multilinear Relationship Networks [long2017] (keys in brackets: mtlbench/bibliography.yaml). Registered
+as ``mrn_t`` (task covariance only) and ``mrn_full`` (task, output-feature and input-feature covariances).
 
 What it implements: task-specific layers whose weights, stacked over tasks into
 W in R^{D1 x D2 x T}, carry a tensor-normal prior vec(W) ~ N(0, Sigma_task (x) Sigma_out (x) Sigma_in). With the
@@ -162,7 +161,7 @@ class MRN(MTLMethod):
     """
 
     Params = MRNParams
-    paper = "Long, Cao, Wang & Yu, Learning Multiple Tasks with Multilinear Relationship Networks, NIPS 2017"
+    cite = "long2017"  # mtlbench/bibliography.yaml
     covariances: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, info, backbone, params: MRNParams):

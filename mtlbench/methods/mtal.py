@@ -1,7 +1,6 @@
-"""MTAL -- multi-task learning by sharing similar convolution kernel pairs across heterogeneous tasks (Feng &
-Chen, "Learning Twofold Heterogeneous Multi-Task by Sharing Similar Convolution Kernel Pairs", arXiv
-2101.12431). Registered as ``mtal`` (every task pair a candidate) and ``mtal_r`` (MTAL_R: only pairs inside the
-dataset's prior task groups; the same method with ``relations: groups``).
+"""MTAL -- multi-task learning by sharing similar convolution kernel pairs across heterogeneous tasks [feng2021]
+(keys in brackets: mtlbench/bibliography.yaml). Registered as ``mtal`` (every task pair a candidate) and ``mtal_r``
+(MTAL_R: only pairs inside the dataset's prior task groups; the same method with ``relations: groups``).
 
 What it implements: every task has its own network of the same trunk (the backbone; the paper's VGG-16, one
 tower per task as ``stl``'s, same parameter names) with its own stem and head. At every convolution layer, each
@@ -128,8 +127,7 @@ class MTAL(MTLMethod):
 
     Params = MTALParams
     groups = {"thetas": ("thetas.*",)}  # the pair weights phi = sigmoid(theta): optimizer.lr_mult: {thetas: ...}
-    paper = ("Feng & Chen, Learning Twofold Heterogeneous Multi-Task by Sharing Similar Convolution Kernel Pairs, "
-             "arXiv 2101.12431")
+    cite = "feng2021"  # mtlbench/bibliography.yaml
 
     def __init__(self, info, backbone, params: MTALParams):
         super().__init__(info, backbone, params)

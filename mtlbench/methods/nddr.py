@@ -1,5 +1,5 @@
-"""NDDR-CNN -- neural discriminative dimensionality reduction (Gao, Ma, Zhao, Liu & Yuille, "NDDR-CNN: Layerwise
-Feature Fusing in Multi-Task CNNs by Neural Discriminative Dimensionality Reduction", CVPR 2019).
+"""NDDR-CNN -- neural discriminative dimensionality reduction [gao2019] (keys in brackets:
+mtlbench/bibliography.yaml).
 
 What it implements: one tower (the backbone trunk) and one head per task; after chosen layers (default: every
 stage end -- the five pooling stages of a vgg backbone, as the paper places its five NDDR layers after VGG-16's
@@ -122,8 +122,7 @@ class NDDR(FusedTowers):
     Params = NDDRParams
     # the 1x1 reduction weights (lr_mult scales their learning rate) and the BatchNorm after them
     groups = {"reductions": ("units.*.reduce.weight",), "reduction_norms": ("units.*.norm.*",)}
-    paper = ("Gao, Ma, Zhao, Liu & Yuille, NDDR-CNN: Layerwise Feature Fusing in Multi-Task CNNs by Neural "
-             "Discriminative Dimensionality Reduction, CVPR 2019")
+    cite = "gao2019"  # mtlbench/bibliography.yaml
 
     def __init__(self, info, backbone, params: NDDRParams):
         super().__init__(info, backbone, params)

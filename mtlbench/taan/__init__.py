@@ -1,4 +1,4 @@
-"""TAAN -- task-adaptive activation networks (Liu, Ye, Lin, Wang, Chen, Zeng, AAAI 2020): the exact fast
+"""TAAN -- task adaptive activation networks [liu2020 in mtlbench/bibliography.yaml]: the exact fast
 activation and the closed-form functional analysis (moments, inner products, distances, regularizers).
 
 ``gmm`` arguments are None (the standard normal) or a list of (weight, mu, sigma) components; alpha is
