@@ -272,13 +272,14 @@ def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables"
             table.add_column("optimizer groups")
         for name in reg.names(pattern):
             obj = reg.get(name)
-            table.add_row(name, entry_summary(obj), *([", ".join(obj.group_names())] if what == ListWhat.methods else []))
+            groups = [", ".join(obj.group_names())] if what == ListWhat.methods else []
+            table.add_row(name, entry_summary(obj), *groups)
     out.print(table)
 
 
 def entry_summary(obj) -> str:
     """A method's paper in short form (from the bibliography), else a dataset's description or first doc line."""
-    from mtlbench.bibliography import cited_by
+    from mtlbench.config.bibliography import cited_by
     ref = cited_by(obj)
     return ref.short() if ref else getattr(obj, "description", "") or (obj.__doc__ or "").strip().split("\n")[0]
 

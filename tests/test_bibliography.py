@@ -1,12 +1,12 @@
-"""One bibliography: every method of the package cites an entry of mtlbench/bibliography.yaml, the entries
+"""One bibliography: every method of the package cites an entry of mtlbench/config/bibliography.yaml, the entries
 are complete, and `mtlbench list methods` shows them. The TAAN entry is pinned: it was wrong in code once."""
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from mtlbench.bibliography import bibliography, cited_by, reference
 from mtlbench.cli import app
+from mtlbench.config.bibliography import bibliography, cited_by, reference
 from mtlbench.registry import METHODS, UnknownNameError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mtlbench"
@@ -19,7 +19,7 @@ def package_methods():
 @pytest.mark.parametrize("name", [name for name, _ in package_methods()])
 def test_every_method_cites_an_entry(name):
     ref = cited_by(METHODS.get(name))
-    assert ref is not None, f"{name}: set cite = '<key of mtlbench/bibliography.yaml>'"
+    assert ref is not None, f"{name}: set cite = '<key of mtlbench/config/bibliography.yaml>'"
     assert ref.authors and ref.title and ref.year >= 1990
 
 
@@ -66,10 +66,10 @@ def test_no_second_copy_of_a_citation_in_code():
 def test_bibliography_is_package_data():
     pyproject = (PACKAGE.parent / "pyproject.toml").read_text()
     section = pyproject.split("[tool.setuptools.package-data]")[1].split("\n[")[0]
-    assert '"bibliography.yaml"' in section, "pyproject.toml must ship the bibliography as package data"
+    assert '"config/bibliography.yaml"' in section, "pyproject.toml must ship the bibliography as package data"
 
 
 def test_list_methods_shows_the_short_citation():
     out = CliRunner().invoke(app, ["list", "methods"], env={"COLUMNS": "200"}).output
-    line = next(l for l in out.splitlines() if " taan " in l)
+    line = next(row for row in out.splitlines() if " taan " in row)
     assert "Liu et al., AAAI 2020" in line

@@ -20,6 +20,8 @@ class Strict(BaseModel):
 
 
 class DataSpec(Strict):
+    """The one dataset of the spec: its name, where its prepared files are, its split and its own options."""
+
     dataset: str = Field(description="a registered dataset (mtlbench list datasets)")
     path: Path | None = Field(default=None, description="directory written by `mtlbench prepare` (relative to the working directory)")
     split_seed: int = Field(default=0, description="seed of the train/val/test split")
@@ -27,10 +29,13 @@ class DataSpec(Strict):
 
 
 class MethodEntry(Strict):
+    """One method row: a registered method, its row label, its options, optionally its own backbone."""
+
     name: str = Field(description="a registered method (mtlbench list methods)")
     label: str | None = Field(default=None, description="row name in tables (default: the method name)")
     backbone: BackboneSpec | None = Field(default=None, description="overrides the spec's backbone for this method")
-    params: dict[str, Any] = Field(default_factory=dict, description="the method's own options")
+    params: dict[str, Any] = Field(default_factory=dict, description="the method's own options, checked by its "
+                                   "Params model (docs/methods.md)")
 
     @property
     def row(self) -> str:
@@ -46,10 +51,10 @@ class OptimizerSpec(Strict):
     decay can be scaled: ``lr_mult: {heads: 50}`` trains the heads at 50 x lr (times the method's own
     multiplier, e.g. NDDR's 100 on its reductions), ``weight_decay_mult: {alpha: 0}`` exempts TAAN's alpha."""
 
-    name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(default=1e-3, gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = Field(default=0.9, ge=0)
+    name: Literal["adam", "adamw", "sgd"] = Field(default="adam", description="sgd: with momentum")
+    lr: float = Field(default=1e-3, gt=0, description="learning rate of every group, before multipliers")
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="adam and adamw")
+    momentum: float = Field(default=0.9, ge=0, description="sgd")
     weight_decay: float = Field(default=0.0, ge=0, description="every group's, unless weight_decay_mult scales it")
     lr_mult: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description="learning-rate multiplier per parameter group, e.g. {heads: 50}")
@@ -64,11 +69,14 @@ class OptimizerSpec(Strict):
 
 
 class TrainingSpec(Strict):
+    """How every run of the spec trains: steps, batches, evaluation and model selection, device and precision."""
+
     iterations: int = Field(default=1000, ge=1, description="optimizer steps; one step = one batch per task")
-    batch_per_task: int = Field(default=64, ge=1)
+    batch_per_task: int = Field(default=64, ge=1, description="examples of each task in one step")
     eval_every: int = Field(default=100, ge=1, description="iterations between validation evaluations")
     patience: int | None = Field(default=None, ge=1, description="stop after this many evaluations without improvement")
-    eval_batch: int = Field(default=2048, ge=1)
+    eval_batch: int = Field(default=2048, ge=1, description="examples per forward when scoring val and test "
+                                                       "(memory only: not part of a run's identity)")
     select_on: Literal["val", "test"] = Field(
         default="val", description="'test' is the labelled paper_faithful mode of code that selected on test")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
@@ -88,7 +96,8 @@ class TrainingSpec(Strict):
     checkpoint_every: int | None = Field(
         default=None, ge=1, description="iterations between saves of the resumable training state "
                                         "(default: eval_every); a killed run resumes from the last save")
-    deterministic: bool = True
+    deterministic: bool = Field(default=True, description="deterministic torch algorithms (same spec and seed, "
+                                                            "same record on CPU)")
     amp: Literal["none", "bf16", "fp16"] = Field(
         default="none", description="mixed precision: autocast to bfloat16 or float16 (fp16 with a loss scaler)")
     sync_batchnorm: bool = Field(
@@ -97,14 +106,19 @@ class TrainingSpec(Strict):
 
 
 class EvaluationSpec(Strict):
+    """What is scored on the validation and test splits."""
+
     metrics: list[str] | None = Field(
         default=None, description="extra metrics (the dataset's primary metric is always stored); "
                                   "default: the primary metric and, for multi-label tasks, GAP@20 and Hit@1")
 
 
 class OutputSpec(Strict):
+    """Where records and weights go."""
+
     dir: Path = Field(default=Path("results/runs"), description="result records go to DIR/<spec name>/")
-    save_checkpoint: bool = True
+    save_checkpoint: bool = Field(default=True, description="keep the selected weights beside each record "
+                                                              "(DMTRL's stl init reads them)")
 
 
 class SweepSpec(Strict):
@@ -123,7 +137,7 @@ class CheckSpec(Strict):
     ``min_tolerance``. Timing ratios (``timing.json``) may grow by at most ``timing_tolerance`` (relative)."""
 
     metric: str | None = Field(default=None, description="metric compared (default: the dataset's primary one)")
-    split: Literal["test", "val"] = "test"
+    split: Literal["test", "val"] = Field(default="test", description="split whose scores are compared")
     per_task: bool = Field(default=False, description="check every task's score too, not only the mean over tasks")
     tolerance: float = Field(default=0.02, ge=0, description="allowed absolute drop with fewer than min_seeds "
                                                               "reference seeds")
@@ -138,7 +152,7 @@ class CheckSpec(Strict):
 
 class RunSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="names the results folder")
-    description: str = ""
+    description: str = Field(default="", description="free text about the spec (not part of a run's identity)")
     table: str | None = Field(default=None, description="paper table (mtlbench list tables) rendered beside ours")
     data: DataSpec
     backbone: BackboneSpec = Field(default_factory=BackboneSpec)
@@ -146,7 +160,7 @@ class RunSpec(Strict):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    seeds: list[int] = Field(default=[0], min_length=1)
+    seeds: list[int] = Field(default=[0], min_length=1, description="one run per method and seed (--seeds overrides)")
     output: OutputSpec = Field(default_factory=OutputSpec)
     launcher: LauncherSpec = Field(default_factory=LauncherSpec, description="how the cells run: in process, "
                                    "as local processes or as Slurm jobs (mtlbench.launch.settings)")

@@ -30,7 +30,7 @@ class MethodParams(BaseModel):
 
 class MTLMethod(nn.Module):
     Params: ClassVar[type[MethodParams]] = MethodParams
-    cite: ClassVar[str] = ""  # key of the method's paper in mtlbench/bibliography.yaml (`mtlbench list methods`)
+    cite: ClassVar[str] = ""  # its paper's key in mtlbench/config/bibliography.yaml; docstrings cite as [key]
     # True for a method trained by one closed-form ``fit`` instead of optimizer steps: the trainer then calls
     # fit once (no optimizer, no step loop, the fitted model is the selected one) and evaluates as usual.
     closed_form: ClassVar[bool] = False

@@ -1,4 +1,4 @@
-"""Cross-Stitch networks [misra2016] (keys in brackets: mtlbench/bibliography.yaml).
+"""Cross-Stitch networks [misra2016].
 
 What it implements: one tower (the backbone trunk) and one head per task; after chosen layers (default: every
 stage end -- every layer of the mlp and conv backbones, as the paper stitches after every pooling and fully
@@ -97,7 +97,7 @@ class CrossStitch(FusedTowers):
 
     Params = CrossStitchParams
     groups = {"units": ("alphas.*",)}  # the cross-stitch alphas (alpha_lr_mult scales their learning rate)
-    cite = "misra2016"  # mtlbench/bibliography.yaml
+    cite = "misra2016"  # mtlbench/config/bibliography.yaml
 
     def __init__(self, info, backbone, params: CrossStitchParams):
         super().__init__(info, backbone, params)

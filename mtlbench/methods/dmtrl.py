@@ -1,5 +1,5 @@
-"""DMTRL -- Deep Multi-Task Representation Learning, a tensor factorisation approach [yang2017] (keys in
-brackets: mtlbench/bibliography.yaml). Registered as ``dmtrl_laf``, ``dmtrl_tucker`` and ``dmtrl_tt``.
+"""DMTRL -- Deep Multi-Task Representation Learning, a tensor factorisation approach [yang2017]. Registered as
+``dmtrl_laf``, ``dmtrl_tucker`` and ``dmtrl_tt``.
 
 What it implements: every hidden layer is task-specific, and the T per-task weights of a
 layer are stacked with the task axis last -- dense: [in, out, T]; conv: [kH, kW, C_in, C_out, T] -- and the
@@ -135,7 +135,7 @@ class DMTRL(MTLMethod):
 
     Params = DMTRLParams
     groups = {"factors": ("tensors.*",)}  # the factorised layer weights (the shared and task-specific factors)
-    cite = "yang2017"  # mtlbench/bibliography.yaml
+    cite = "yang2017"  # mtlbench/config/bibliography.yaml
     factorisation: ClassVar[str] = ""
 
     def __init__(self, info, backbone, params: DMTRLParams):

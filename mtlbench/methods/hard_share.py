@@ -1,6 +1,6 @@
-"""Hard-Share -- hard parameter sharing [caruana1997 in mtlbench/bibliography.yaml]: every hidden layer shared by
-all tasks, one linear head per task. All tasks' batches go through each shared layer in one call, so a training
-step costs one forward of the concatenated batch (this is the reference of every timing ratio).
+"""Hard-Share -- hard parameter sharing [caruana1997]: every hidden layer shared by all tasks, one linear head per
+task. All tasks' batches go through each shared layer in one call, so a training step costs one forward of the
+concatenated batch (this is the reference of every timing ratio).
 
 It is also the MTAL tables' "Multi-task" row: the paper only says "multiple identical VGG networks"; we read it
 as one VGG trunk shared by all tasks, each task reaching it through its own stem, with its own head."""
@@ -24,7 +24,7 @@ class HardShare(MTLMethod):
     Options: none beyond the backbone. Tasks with other input shapes reach the shared trunk through their stems;
     BatchNorm layers see the concatenation of all tasks' batches."""
 
-    cite = "caruana1997"  # mtlbench/bibliography.yaml
+    cite = "caruana1997"  # mtlbench/config/bibliography.yaml
 
     def __init__(self, info, backbone, params):
         super().__init__(info, backbone, params)

@@ -1,5 +1,5 @@
-"""MMoE -- Multi-gate Mixture-of-Experts [ma2018] (keys in brackets: mtlbench/bibliography.yaml). Beyond the TAAN
-and MTAL papers' tables; the TAAN code (yingrliu/TAAN-MTL ``MMoE``) has it.
+"""MMoE -- Multi-gate Mixture-of-Experts [ma2018]. Beyond the TAAN and MTAL papers' tables; the TAAN code
+(yingrliu/TAAN-MTL ``MMoE``) has it.
 
 What it implements: E experts, each a full backbone trunk, shared by all tasks; per task t a gate
 g_t(x) = softmax(W_t x) over the experts, a linear map of the (flattened) input without bias
@@ -49,7 +49,7 @@ class MMoE(MTLMethod):
 
     Params = MMoEParams
     groups = {"gates": ("gates.*",)}
-    cite = "ma2018"  # mtlbench/bibliography.yaml
+    cite = "ma2018"  # mtlbench/config/bibliography.yaml
 
     def __init__(self, info, backbone, params: MMoEParams):
         super().__init__(info, backbone, params)

@@ -1,5 +1,5 @@
-"""MRN -- Multilinear Relationship Networks [long2017] (keys in brackets: mtlbench/bibliography.yaml). Registered
-as ``mrn_t`` (task covariance only) and ``mrn_full`` (task, output-feature and input-feature covariances).
+"""MRN -- Multilinear Relationship Networks [long2017]. Registered as ``mrn_t`` (task covariance only) and
+``mrn_full`` (task, output-feature and input-feature covariances).
 
 What it implements: task-specific layers whose weights, stacked over tasks into
 W in R^{D1 x D2 x T}, carry a tensor-normal prior vec(W) ~ N(0, Sigma_task (x) Sigma_out (x) Sigma_in). With the
@@ -161,7 +161,7 @@ class MRN(MTLMethod):
     """
 
     Params = MRNParams
-    cite = "long2017"  # mtlbench/bibliography.yaml
+    cite = "long2017"  # mtlbench/config/bibliography.yaml
     covariances: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, info, backbone, params: MRNParams):

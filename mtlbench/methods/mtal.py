@@ -1,6 +1,6 @@
-"""MTAL -- multi-task learning by sharing similar convolution kernel pairs across heterogeneous tasks [feng2021]
-(keys in brackets: mtlbench/bibliography.yaml). Registered as ``mtal`` (every task pair a candidate) and ``mtal_r``
-(MTAL_R: only pairs inside the dataset's prior task groups; the same method with ``relations: groups``).
+"""MTAL -- multi-task learning by sharing similar convolution kernel pairs across heterogeneous tasks [feng2021].
+Registered as ``mtal`` (every task pair a candidate) and ``mtal_r`` (MTAL_R: only pairs inside the dataset's prior
+task groups; the same method with ``relations: groups``).
 
 What it implements: every task has its own network of the same trunk (the backbone; the paper's VGG-16, one
 tower per task as ``stl``'s, same parameter names) with its own stem and head. At every convolution layer, each
@@ -127,7 +127,7 @@ class MTAL(MTLMethod):
 
     Params = MTALParams
     groups = {"thetas": ("thetas.*",)}  # the pair weights phi = sigmoid(theta): optimizer.lr_mult: {thetas: ...}
-    cite = "feng2021"  # mtlbench/bibliography.yaml
+    cite = "feng2021"  # mtlbench/config/bibliography.yaml
 
     def __init__(self, info, backbone, params: MTALParams):
         super().__init__(info, backbone, params)

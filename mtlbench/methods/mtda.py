@@ -1,9 +1,8 @@
-"""MTDA -- multi-task discriminant analysis [zhang2011] (keys in brackets: mtlbench/bibliography.yaml), the MTAL
-tables' "MTDA" row. A reimplementation: the paper's full text was not available, so the model below is built from
-its abstract (a multi-task extension of LDA for tasks whose inputs live in different feature spaces; each task's
-transformation is a task-specific part followed by a part common to all tasks; alternating optimisation whose
-sub-problems are solved globally; classification in the learned space). Records and tables mark its results
-"reimplementation".
+"""MTDA -- multi-task discriminant analysis [zhang2011], the MTAL tables' "MTDA" row. A reimplementation: the
+paper's full text was not available, so the model below is built from its abstract (a multi-task extension of LDA
+for tasks whose inputs live in different feature spaces; each task's transformation is a task-specific part
+followed by a part common to all tasks; alternating optimisation whose sub-problems are solved globally;
+classification in the learned space). Records and tables mark its results "reimplementation".
 
 The model. Task t's input x (flattened, any size d_t) is mapped to ``z = W^T P_t^T (x - m_t)``: ``P_t`` (d_t x d',
 task-specific, ``P_t^T P_t = I``) into a common d'-dim space, then the shared ``W`` (d' x r). Fitted in float64,
@@ -232,7 +231,7 @@ class MTDA(MTLMethod):
     learned space. A reimplementation from the paper's abstract -- the module docstring states the objective,
     the solver, what it provably converges to, and the options."""
 
-    cite = "zhang2011"  # mtlbench/bibliography.yaml
+    cite = "zhang2011"  # mtlbench/config/bibliography.yaml
     Params = MTDAParams
     closed_form = True
     raw_inputs = True

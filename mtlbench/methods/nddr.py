@@ -1,5 +1,4 @@
-"""NDDR-CNN -- neural discriminative dimensionality reduction [gao2019] (keys in brackets:
-mtlbench/bibliography.yaml).
+"""NDDR-CNN -- neural discriminative dimensionality reduction [gao2019].
 
 What it implements: one tower (the backbone trunk) and one head per task; after chosen layers (default: every
 stage end -- the five pooling stages of a vgg backbone, as the paper places its five NDDR layers after VGG-16's
@@ -122,7 +121,7 @@ class NDDR(FusedTowers):
     Params = NDDRParams
     # the 1x1 reduction weights (lr_mult scales their learning rate) and the BatchNorm after them
     groups = {"reductions": ("units.*.reduce.weight",), "reduction_norms": ("units.*.norm.*",)}
-    cite = "gao2019"  # mtlbench/bibliography.yaml
+    cite = "gao2019"  # mtlbench/config/bibliography.yaml
 
     def __init__(self, info, backbone, params: NDDRParams):
         super().__init__(info, backbone, params)

@@ -1,4 +1,4 @@
-"""Soft-Order -- soft layer ordering [meyerson2018] (keys in brackets: mtlbench/bibliography.yaml).
+"""Soft-Order -- soft layer ordering [meyerson2018].
 
 What it implements (paper, eqs. of Sec. 3): L shared layers F_1..F_L of equal input and output size, a task
 encoder E_t and decoder D_t, and a learnable scaling tensor sigma in R^{T x D x L}:
@@ -88,7 +88,7 @@ class SoftOrder(MTLMethod):
 
     Params = SoftOrderParams
     groups = {"order": ("sigma",)}  # the soft-ordering scales sigma
-    cite = "meyerson2018"  # mtlbench/bibliography.yaml
+    cite = "meyerson2018"  # mtlbench/config/bibliography.yaml
 
     def __init__(self, info, backbone, params: SoftOrderParams):
         super().__init__(info, backbone, params)

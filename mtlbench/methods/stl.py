@@ -22,7 +22,7 @@ class STL(MTLMethod):
     Options: none beyond the backbone. Limits: parameters grow linearly with the number of tasks (56.1M at
     TAAN Table 1's size)."""
 
-    cite = "caruana1997"  # mtlbench/bibliography.yaml
+    cite = "caruana1997"  # mtlbench/config/bibliography.yaml
 
     def __init__(self, info, backbone, params):
         super().__init__(info, backbone, params)

@@ -1,4 +1,4 @@
-"""TAAN -- Task Adaptive Activation Network [liu2020] (keys in brackets: mtlbench/bibliography.yaml).
+"""TAAN -- Task Adaptive Activation Network [liu2020].
 
 Every hidden layer's weights W and bias are shared by all tasks (as Hard-Share); each task t has its own
 activation F_t(x) = max(0, x) + sum_i alpha[t, i] max(0, b_i - x) with hinges b shared within the layer
@@ -86,7 +86,7 @@ class TAAN(HardShare):
 
     Params = TAANParams
     groups = {"alpha": ("*.act.alpha",), "hinges": ("*.act.b",)}  # per-task alpha; b when b_mode is learned
-    cite = "liu2020"  # mtlbench/bibliography.yaml
+    cite = "liu2020"  # mtlbench/config/bibliography.yaml
 
     def activation_factory(self) -> ActFactory:
         p = self.params

@@ -1,5 +1,5 @@
-"""TAAN -- task adaptive activation networks [liu2020 in mtlbench/bibliography.yaml]: the exact fast
-activation and the closed-form functional analysis (moments, inner products, distances, regularizers).
+"""TAAN -- task adaptive activation networks [liu2020]: the exact fast activation and the closed-form functional
+analysis (moments, inner products, distances, regularizers).
 
 ``gmm`` arguments are None (the standard normal) or a list of (weight, mu, sigma) components; alpha is
 [T, M], b is [M]. Everything is differentiable in alpha and b.

@@ -46,7 +46,7 @@ class Reference(BaseModel):
 
 @lru_cache(maxsize=1)
 def bibliography() -> dict[str, Reference]:
-    text = resources.files("mtlbench").joinpath("bibliography.yaml").read_text(encoding="utf-8")
+    text = resources.files("mtlbench").joinpath("config/bibliography.yaml").read_text(encoding="utf-8")
     return {key: Reference(key=key, **fields) for key, fields in yaml.safe_load(text).items()}
 
 
