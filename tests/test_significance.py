@@ -131,7 +131,7 @@ def test_a_single_row_is_not_corrected_and_a_bad_correction_is_refused(tmp_path)
 
 def test_paired_tests_across_specs_print_the_readme_numbers():
     """benchmarks/paired_across_specs.py on the committed records: the DMTRL lr diagnostic against the main
-    spec's STL (the README quotes Tucker +0.99 points, p = 0.0003; LAF p = 0.0037)."""
+    spec's STL (docs/results.md quotes Tucker +0.99 points, p = 0.0003; LAF p = 0.0037)."""
     import subprocess
     import sys
     ref = REPO / "results" / "reference"
@@ -142,3 +142,5 @@ def test_paired_tests_across_specs_print_the_readme_numbers():
                          capture_output=True, text=True, check=True, cwd=REPO).stdout.splitlines()
     assert out[0].endswith("n=5 0.7404 ± 0.0031 | vs STL (n=5): +0.0099 p 0.00028")
     assert out[1].endswith("vs STL (n=5): -0.0150 p 0.0037")
+    quoted = " ".join((REPO / "docs" / "results.md").read_text().split())  # the page quotes these two runs
+    assert "Tucker is 0.99 points above STL (p = 0.0003)" in quoted and "(p = 0.047, 0.0037)" in quoted
