@@ -398,7 +398,8 @@ def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record,
 
 @app.command()
 @user_errors
-def check(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="the run spec whose records are checked"),
+def check(spec: Optional[Path] = typer.Argument(None, metavar="SPEC.yaml", help="the run spec whose records are "
+                                                "checked (with --claims: only the claims whose evidence uses it)"),
           against: Path = typer.Option(..., help="reference results folder, e.g. results/reference (records under "
                                                  "DIR/<spec name>/, and timing.json beside them if ratios are checked)"),
           results: Optional[Path] = typer.Option(None, help="fresh results folder (default: the spec's output.dir)"),
@@ -413,7 +414,9 @@ def check(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="the run sp
           timing_tolerance: Optional[float] = typer.Option(None, help="allowed relative growth of a timing ratio "
                                                            "(default: check.timing_tolerance)"),
           fmt: str = typer.Option("rich", "--format", help="rich | markdown (a pull-request summary) | latex | csv"),
-          junit: Optional[Path] = typer.Option(None, help="also write JUnit XML here (what CI systems display)")):
+          junit: Optional[Path] = typer.Option(None, help="also write JUnit XML here (what CI systems display)"),
+          claims: bool = typer.Option(False, "--claims", help="gate on the papers' claims (mtlbench claims): every "
+                                      "claim that holds on the --against records must still hold on --results")):
     """Check fresh result records against reference records: per method (and optionally per task) the mean score
     must not fall below the reference by more than the tolerance, and timing ratios must not grow beyond theirs.
 
@@ -426,6 +429,18 @@ def check(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="the run sp
     check_format(fmt)
     if junit is not None and junit.is_dir():
         raise UsageError(f"--junit: {junit} is a directory; expected a file name such as check.xml")
+    if claims:
+        from mtlbench.config.schema import CheckSpec
+        from mtlbench.report.claims_render import run_gate
+        tol = tolerances(CheckSpec(), tolerance=tolerance, std_k=std_k)
+        table, failed = run_gate([str(spec)] if spec else [], against, results or Path("results/runs"), tol)
+        print_table(table, fmt)
+        if failed:
+            error_line(f"{len(failed)} claim(s) stopped holding: " + "; ".join(failed))
+            raise typer.Exit(1)
+        return
+    if spec is None:
+        raise UsageError("mtlbench check: SPEC.yaml is required (or --claims to gate on the papers' claims)")
     resolved = load_spec(spec, check_data=False)
     s = resolved.spec
     tol = tolerances(s.check, metric=metric, split=split, per_task=per_task, tolerance=tolerance, std_k=std_k,
@@ -440,6 +455,37 @@ def check(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="the run sp
     if result.failures:
         error_line(f"{len(result.failures)} check(s) failed: " + "; ".join(f.detail for f in result.failures))
         raise typer.Exit(1)
+
+
+CLAIM_FORMATS = ("rich", "markdown", "csv", "json")
+
+
+@app.command()
+@user_errors
+def claims(specs: Optional[list[str]] = typer.Argument(None, metavar="[SPEC ...]", help="only the claims whose "
+                                                       "evidence uses these benchmark specs (files or names)"),
+           results: Path = typer.Option(Path("results/reference"), help="results folder the evidence is read from"),
+           fmt: str = typer.Option("rich", "--format", help="rich | markdown | csv | json"),
+           catalogue: Optional[Path] = typer.Option(None, help="a claims catalogue (default: the package's)"),
+           readme: Optional[Path] = typer.Option(None, metavar="README.md", help="write the markdown table into "
+                                                 "this file between its results markers (instead of printing)")):
+    """Test each claim the TAAN and MTAL papers make about their results on the stored records: the paper's
+    figure, ours (mean ± std, n), the test and its Holm-adjusted p-value (over the whole catalogue), the protocol
+    tier the evidence was measured at, and a verdict: holds, does not hold, inconclusive, not testable here, or
+    no evidence (the records lack the claim's rows)."""
+    from mtlbench.report.claims_render import run_claims
+    if fmt not in CLAIM_FORMATS:
+        raise UsageError(f"--format: expected one of {', '.join(CLAIM_FORMATS)} (got {fmt!r})")
+    text, table = run_claims(specs or [], results, catalogue, "markdown" if readme else fmt)
+    if readme is not None:
+        from mtlbench.report.claims_render import write_readme
+        write_readme(readme, text)
+        err.print(f"written the results section of {readme}", markup=False)
+    elif fmt == "rich":
+        from mtlbench.report.claims_render import to_rich
+        out.print(to_rich(table))
+    else:
+        sys.stdout.write(text)
 
 
 def get_metric_or_usage(name: str):

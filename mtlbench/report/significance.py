@@ -54,6 +54,20 @@ def paired_test(values: dict[int, float], reference: dict[int, float]) -> Paired
     return Paired(len(seeds), p=float(stats.ttest_rel(a, b).pvalue), diff=float(d.mean()))
 
 
+def welch_test(values: list[float], reference: list[float]) -> Paired:
+    """Welch's two-sided t-test (unequal variances) of two groups of runs that share no seeds -- rows of
+    different protocols, or ours against a paper's logged runs; ``n`` is the smaller group's size."""
+    n = min(len(values), len(reference))
+    if n < MIN_SEEDS:
+        return Paired(n, why="too few seeds")
+    a, b = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
+    diff = float(a.mean() - b.mean())
+    if not (a - a[0]).any() and not (b - b[0]).any():  # no spread in either group: no test to run
+        return Paired(n, p=None if diff == 0 else 0.0, diff=diff, why="identical" if diff == 0 else "")
+    from scipy import stats
+    return Paired(n, p=float(stats.ttest_ind(a, b, equal_var=False).pvalue), diff=diff)
+
+
 def holm(ps: list[float]) -> list[float]:
     """Holm's adjusted p-values, in the order given: the k-th smallest (k = 0, 1, ...) of m is multiplied by
     m - k, capped at 1, and made non-decreasing along the sorted order (a hypothesis is rejected at level a
