@@ -340,3 +340,20 @@ def test_spec_arguments_select_claims(at_repo):
     assert {c.id for c in C.select(cat.claims, ["mtal_related_cpu"])} >= {"mtal-t2-mtal-r-best", "mtal-t3-mtal-best",
                                                                         "mtal-t6-total-13.1"}
     assert benchmark_spec("no_such_spec") is None
+
+
+def test_refusals_of_claims_and_check(planted, tmp_path):
+    results, catalogue = planted
+    result = runner.invoke(app, ["claims", "taan_table2_timing", "--results", str(results), "--catalogue",
+                                 str(catalogue)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: no claim's evidence uses taan_table2_timing (claims read: ci_smoke, "
+                                     "quickstart)")
+    result = runner.invoke(app, ["check", "--against", str(results)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: mtlbench check: SPEC.yaml is required (or --claims to gate on the "
+                                     "papers' claims)")
+    result = runner.invoke(app, ["check", "--claims", "--against", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: --against: {tmp_path}/nowhere is not a directory (expected a results "
+                                     "folder)")
