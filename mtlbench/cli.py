@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtlbench.console import OneLineUsageErrors, err, error_line, out
+from mtlbench.console import OneLineUsageErrors, err, error_line, out, takes_plugins
 from mtlbench.console import user_errors as _user_errors
 from mtlbench.errors import UsageError
 
@@ -68,6 +68,7 @@ def progress_bars(enabled: bool):
 
 @app.command()
 @user_errors
+@takes_plugins
 def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML), e.g. benchmarks/quickstart.yaml"),
           seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's, e.g. 0,1,2"),
           rows: Optional[str] = typer.Option(None, help=ROWS_HELP),
@@ -159,6 +160,7 @@ def train_as_jobs(resolved, seeds, out_dir, force, settings, dry_run, fmt, log, 
 
 @app.command()
 @user_errors
+@takes_plugins
 def status(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML)"),
            seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's"),
            rows: Optional[str] = typer.Option(None, help=ROWS_HELP),
@@ -184,6 +186,7 @@ def status(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
 
 @app.command()
 @user_errors
+@takes_plugins
 def sweep(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a spec with a `sweep:` section, e.g. "
                                       "benchmarks/mtal_delta_sweep_cpu.yaml"),
           seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's, e.g. 0,1,2"),
@@ -228,6 +231,7 @@ def plain_progress():
 
 @app.command()
 @user_errors
+@takes_plugins
 def validate(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML)")):
     """Check SPEC without training: keys, types, method and dataset names, method options, data paths, and
     whether each method can run on the dataset. Exit 2 with one line per problem."""
@@ -246,6 +250,7 @@ class ListWhat(str, Enum):
 
 @app.command("list")
 @user_errors
+@takes_plugins
 def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables", help="methods | datasets | tables"),
           pattern: str = typer.Option("*", help="glob filter on names, e.g. 'dmtrl*'"),
           params: Optional[Path] = typer.Option(None, "--params", metavar="SPEC.yaml",
@@ -270,10 +275,11 @@ def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables"
         table.add_column(what.value[:-1]), table.add_column("paper" if what == ListWhat.methods else "description")
         if what == ListWhat.methods:
             table.add_column("optimizer groups")
+        table.add_column("from")
         for name in reg.names(pattern):
             obj = reg.get(name)
             groups = [", ".join(obj.group_names())] if what == ListWhat.methods else []
-            table.add_row(name, entry_summary(obj), *groups)
+            table.add_row(name, entry_summary(obj), *groups, reg.origin(name).label)
     out.print(table)
 
 
@@ -305,6 +311,7 @@ def print_param_counts(spec: Path) -> None:
 
 @app.command()
 @user_errors
+@takes_plugins
 def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a run spec (YAML) or a paper table name (mtlbench list tables)"),
             fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv"),
             results: Optional[Path] = typer.Option(None, help="results directory (default: the spec's output.dir)"),
@@ -339,6 +346,7 @@ def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a r
 
 @app.command()
 @user_errors
+@takes_plugins
 def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML); every method in it is timed"),
            vs: Optional[str] = typer.Option("hard_share", help="reference method for the ratio columns "
                                             "(added to the run if the spec lacks it); '' for none"),
@@ -371,6 +379,7 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
 
 @app.command()
 @user_errors
+@takes_plugins
 def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record, a method's run folder, or a spec's results folder"),
            plots: bool = typer.Option(True, help="write one heat-map PNG per layer and matrix (needs matplotlib: pip install 'mtlbench[plot]')"),
            figures: Optional[Path] = typer.Option(None, help="folder for the PNGs (default: <run folder>/figures)"),
@@ -398,6 +407,7 @@ def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record,
 
 @app.command()
 @user_errors
+@takes_plugins
 def check(spec: Optional[Path] = typer.Argument(None, metavar="SPEC.yaml", help="the run spec whose records are "
                                                 "checked (with --claims: only the claims whose evidence uses it)"),
           against: Path = typer.Option(..., help="reference results folder, e.g. results/reference (records under "
@@ -462,6 +472,7 @@ CLAIM_FORMATS = ("rich", "markdown", "csv", "json")
 
 @app.command()
 @user_errors
+@takes_plugins
 def claims(specs: Optional[list[str]] = typer.Argument(None, metavar="[SPEC ...]", help="only the claims whose "
                                                        "evidence uses these benchmark specs (files or names)"),
            results: Path = typer.Option(Path("results/reference"), help="results folder the evidence is read from"),

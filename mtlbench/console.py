@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -42,6 +45,28 @@ def user_errors(on_interrupt: str):
                 raise typer.Exit(130) from None
         return wrapper
     return decorate
+
+
+PLUGIN_HELP = ("a Python file that registers methods, datasets or weightings (repeatable; see docs/plugins.md), "
+               "loaded before the command runs")
+
+
+def takes_plugins(fn):
+    """Decorator (under ``user_errors``): the command gets ``--plugin FILE.py`` (repeatable), and the files are
+    loaded before it runs -- one declaration for every command that reads a spec or builds a model."""
+    signature = inspect.signature(fn)
+    option = inspect.Parameter("plugin", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[Path]],
+                               default=typer.Option(None, "--plugin", metavar="FILE.py", help=PLUGIN_HELP))
+
+    @functools.wraps(fn)
+    def wrapper(*args, plugin: Optional[list[Path]] = None, **kwargs):
+        from mtlbench.plugins import load_plugin_files
+        load_plugin_files(plugin or [])
+        return fn(*args, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), option])
+    wrapper.__annotations__ = {**fn.__annotations__, "plugin": Optional[list[Path]]}
+    return wrapper
 
 
 class OneLineUsageErrors(TyperGroup):

@@ -97,13 +97,17 @@ class RunRecord(BaseModel):
     # spec or row label, so training it again would repeat it bit for bit (training/reuse.py); its path
     # relative to the results folder that holds both, e.g. "taan_table3_omniglot_cpu5/TAAN/seed0.json"
     reused_from: str | None = None
+    # sha256 of the code of each of the row's entries from outside the package, e.g. {"method": "1f0c..."}
+    # (mtlbench/plugins.py); absent for a row of built-ins only
+    plugins: dict[str, str] | None = None
     path: Path | None = Field(default=None, exclude=True)  # where it was read from or written to
 
     @model_serializer(mode="wrap")
     def _without_absent_reuse(self, handler):
         out = handler(self)  # a record trained here stores no reused_from at all (the layout records always had)
-        if out.get("reused_from") is None:
-            out.pop("reused_from", None)
+        for key in ("reused_from", "plugins"):
+            if out.get(key) is None:
+                out.pop(key, None)
         return out
 
     @property

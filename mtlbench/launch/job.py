@@ -4,11 +4,15 @@
 when it was submitted, even if the spec file changes while it waits in a queue. It trains the cell the way
 ``mtlbench train`` does in process -- skip when finished, resume from the cell's state file, write the
 weights and the record atomically -- with its torch threads set to the job's CPU cores (``threads`` is a
-how-to-run field, not part of the run's identity). Its progress lines go to the job's log."""
+how-to-run field, not part of the run's identity). Its progress lines go to the job's log.
+
+Plugins travel with the job: submitit pickles classes by reference, and a class of a ``--plugin`` file lives in
+a module only that file's loading creates. So the job pickles as (the plugin files, the pickled job): the
+worker loads the files first, then unpickles the spec whose classes they define."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from mtlbench.config.loader import ResolvedSpec
@@ -24,6 +28,13 @@ class CellJob:
     force: bool
     threads: int | None
 
+    def __reduce__(self):
+        import cloudpickle  # submitit's own pickler (classes defined in a test or __main__ travel by value)
+
+        from mtlbench.plugins import loaded_files
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        return rebuild_job, (loaded_files(), cloudpickle.dumps(state))
+
     def __call__(self) -> dict:
         from mtlbench.training.plan import plan_cells, stored_key
         from mtlbench.training.run import load_data, train_cell
@@ -35,6 +46,15 @@ class CellJob:
         record = train_cell(resolved, cell, load_data(resolved), log_progress, self.force, log)
         log(f"{cell.row} seed {cell.seed}: {record.status}, record {cell.record_path}")
         return {"row": cell.row, "seed": cell.seed, "status": record.status}
+
+
+def rebuild_job(plugin_files: list[str], pickled: bytes) -> CellJob:
+    """The worker's side of ``CellJob.__reduce__``: the plugin files, then the job."""
+    import pickle
+
+    from mtlbench.plugins import load_plugin_files
+    load_plugin_files(plugin_files)
+    return CellJob(**pickle.loads(pickled))
 
 
 def with_threads(resolved: ResolvedSpec, threads: int | None) -> ResolvedSpec:

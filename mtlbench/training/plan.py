@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from mtlbench.config.loader import ResolvedMethod, ResolvedSpec
 from mtlbench.config.schema import RunSpec
 from mtlbench.errors import UsageError
+from mtlbench.plugins import row_plugins, with_plugins
 from mtlbench.results import (RunRecord, code_version, identity_hash, key_differences, read_record, record_path,
                               run_key)
 
@@ -48,8 +49,10 @@ class RunCell:
 
 def plan_cells(resolved: ResolvedSpec, seeds: list[int], out_dir: Path) -> list[RunCell]:
     spec, code = resolved.spec.model_dump(mode="json"), code_version()
+    plugins = {m.entry.row: row_plugins(spec, m.entry.row) for m in resolved.methods}
     return [RunCell(m, seed, record_path(out_dir, resolved.spec.name, m.entry.row, seed),
-                    run_key(spec, m.entry.row, seed, code), spec, str(resolved.file))
+                    with_plugins(run_key(spec, m.entry.row, seed, code), plugins[m.entry.row]), spec,
+                    str(resolved.file))
             for m in resolved.methods for seed in seeds]
 
 
@@ -60,7 +63,7 @@ def stored_key(record: RunRecord) -> dict | None:
         spec = RunSpec.model_validate(record.spec).model_dump(mode="json")
     except ValidationError:
         return None
-    return run_key(spec, record.row, record.seed, record.written_by)
+    return with_plugins(run_key(spec, record.row, record.seed, record.written_by), record.plugins)
 
 
 def finished_runs(cells: list[RunCell], force: bool) -> dict[int, RunRecord]:

@@ -28,4 +28,5 @@ def make_record(resolved: ResolvedSpec, cell: RunCell, data: MTLData, model: MTL
         # selecting on test, or on a split whose "validation" rows are test rows (Omniglot's paper_faithful)
         paper_faithful=tr.select_on == "test" or bool(data.info.metadata.get("val_is_test")),
         deterministic=tr.deterministic, n_params=count_parameters(model), data_checksum=data.info.checksum,
-        env={**fingerprint(device), **(env_extra or {})}, summary=model.summary() if ok else {}, **outcome)
+        env={**fingerprint(device), **(env_extra or {})}, summary=model.summary() if ok else {},
+        plugins=cell.key.get("plugins"), **outcome)
