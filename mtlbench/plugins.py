@@ -55,7 +55,7 @@ def load_plugin_file(path: str | Path) -> Origin:
         raise PluginError(f"{path}: not a Python source file ({e})") from None
     for registry in Registry.all:  # the built-ins first, so that a clash names the plugin as the second
         registry.names()
-    origin = Origin("file", str(resolved), str(resolved))
+    origin = Origin("file", str(resolved))
     for registry in Registry.all:
         registry.drop_origin(origin)
     run_module(path, resolved, code, origin)
@@ -113,24 +113,32 @@ def names_used(spec: dict, row: str) -> dict[str, str]:
     return {k: v for k, v in used.items() if isinstance(v, str)}
 
 
-def row_plugins(spec: dict, row: str) -> dict[str, str]:
-    """{kind: hash of the code's file} for each entry of this row that is not built in; {} for built-ins only."""
+def row_plugins(spec: dict, row: str, objects: dict[str, object] | None = None) -> dict[str, str]:
+    """{kind: hash of the code's file} for each entry of this row that is not built in; {} for built-ins only.
+    ``objects``: the row's resolved classes by kind (a job's worker has them unpickled, whatever its registry
+    holds); the other kinds are looked up by name."""
     used, out = names_used(spec, row), {}
     for registry in Registry.all:
-        name = used.get(registry.kind)
-        if name is None or name not in registry:
-            continue
-        origin = registry.origin(name)
-        if not origin.builtin:
-            out[registry.kind] = source_digest(origin)
+        obj, name = (objects or {}).get(registry.kind), used.get(registry.kind)
+        if obj is None and name is not None and name in registry:
+            obj = registry.get(name)
+        if obj is not None and not builtin(obj):
+            out[registry.kind] = code_digest(obj)
     return out
 
 
-def source_digest(origin: Origin) -> str:
-    """The sha256 (16 hex digits) of the file that holds the entry's code; of its origin when it has none."""
-    if origin.source and Path(origin.source).is_file():
-        return hashlib.sha256(Path(origin.source).read_bytes()).hexdigest()[:16]
-    return hashlib.sha256(origin.where.encode()).hexdigest()[:16]
+def builtin(obj) -> bool:
+    module = getattr(obj, "__module__", "") or ""
+    return module == "mtlbench" or module.startswith("mtlbench.")
+
+
+def code_digest(obj) -> str:
+    """The sha256 (16 hex digits) of the file of the module that defines ``obj`` (a plugin file is its own
+    module); of the module's name when it has no file."""
+    module = getattr(obj, "__module__", "") or ""
+    file = getattr(sys.modules.get(module), "__file__", None)
+    data = Path(file).read_bytes() if file and Path(file).is_file() else module.encode()
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def with_plugins(key: dict, plugins: dict | None) -> dict:

@@ -13,7 +13,6 @@ import difflib
 import fnmatch
 import importlib
 import pkgutil
-import sys
 import types
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterator, TypeVar
@@ -44,12 +43,11 @@ class PluginError(UsageError):
 @dataclass(frozen=True)
 class Origin:
     """Where a registered entry comes from. ``kind``: built-in | file (--plugin) | module (a ``module:Class``
-    name) | entry point; ``where``: the module, the file's path or the distribution and entry point; ``source``:
-    the file whose bytes are the entry's code (hashed into the run identity of a row that uses a plugin)."""
+    name, or a module outside the package) | entry point; ``where``: the module, the file's path, or the entry
+    point and its distribution."""
 
     kind: str
     where: str
-    source: str | None = None
 
     def __str__(self) -> str:
         return self.where if self.kind in ("built-in", "file") else f"{self.kind} {self.where}"
@@ -81,7 +79,7 @@ def origin_of(obj) -> Origin:
     """The origin of an object registered outside any plugin load: a module of the package is built-in."""
     module = getattr(obj, "__module__", "") or ""
     kind = "built-in" if module == "mtlbench" or module.startswith("mtlbench.") else "module"
-    return Origin(kind, module, getattr(importlib.import_module(module), "__file__", None) if module else None)
+    return Origin(kind, module)
 
 
 class Registry(Generic[T]):
@@ -151,7 +149,7 @@ class Registry(Generic[T]):
         registers entries itself (pytest's habit)."""
         dist = getattr(ep, "dist", None)
         where = f"{ep.name} = {ep.value} ({self.group}" + (f", {dist.name} {dist.version})" if dist else ")")
-        origin = Origin("entry point", where, None)
+        origin = Origin("entry point", where)
         try:
             with loading_from(origin):
                 obj = ep.load()
@@ -159,15 +157,11 @@ class Registry(Generic[T]):
             raise
         except Exception as e:
             raise PluginError(f"entry point {where}: fails to load: {one_line(e)}") from None
-        module = obj if isinstance(obj, types.ModuleType) else importlib.import_module(obj.__module__)
-        origin_with_source = Origin("entry point", where, getattr(module, "__file__", None))
-        for name in self.from_origin(origin):
-            self._origins[name] = origin_with_source
         if not isinstance(obj, types.ModuleType):
             if self._entries.get(ep.name) is not obj:
-                self.add(ep.name, obj, origin_with_source)
-            self._origins[ep.name] = origin_with_source
-        elif not any(r.from_origin(origin_with_source) for r in Registry.all):
+                self.add(ep.name, obj, origin)
+            self._origins[ep.name] = origin
+        elif not any(r.from_origin(origin) for r in Registry.all):
             raise PluginError(f"entry point {where}: module {obj.__name__} registers no {self.kind}; expected "
                               f"a class, or a module whose import registers one")
 
@@ -195,7 +189,7 @@ class Registry(Generic[T]):
         except PluginError as e:
             self._failed[name] = str(e)
             return False
-        self.add(name, obj, Origin("module", name, getattr(sys.modules.get(obj.__module__), "__file__", None)))
+        self.add(name, obj, Origin("module", name))
         return True
 
     def get(self, name: str) -> T:

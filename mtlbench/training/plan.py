@@ -49,7 +49,8 @@ class RunCell:
 
 def plan_cells(resolved: ResolvedSpec, seeds: list[int], out_dir: Path) -> list[RunCell]:
     spec, code = resolved.spec.model_dump(mode="json"), code_version()
-    plugins = {m.entry.row: row_plugins(spec, m.entry.row) for m in resolved.methods}
+    plugins = {m.entry.row: row_plugins(spec, m.entry.row, {"method": m.cls, "dataset": resolved.dataset})
+               for m in resolved.methods}
     return [RunCell(m, seed, record_path(out_dir, resolved.spec.name, m.entry.row, seed),
                     with_plugins(run_key(spec, m.entry.row, seed, code), plugins[m.entry.row]), spec,
                     str(resolved.file))
