@@ -33,7 +33,6 @@ class GatedShare(MTLMethod):
     """Shared and private dense layers per hidden layer, mixed by a learned gate per task and layer."""
 
     Params = GatedParams
-    paper = "example plugin (examples/plugin_example.py): gated shared / private layers"
     groups = {"gates": ("gates",)}
 
     def __init__(self, info, backbone, params):
