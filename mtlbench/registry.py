@@ -161,7 +161,8 @@ class Registry(Generic[T]):
             if self._entries.get(ep.name) is not obj:
                 self.add(ep.name, obj, origin)
             self._origins[ep.name] = origin
-        elif not any(r.from_origin(origin) for r in Registry.all):
+        elif not any(getattr(o, "__module__", None) == obj.__name__ for r in Registry.all
+                     for o in r._entries.values()):  # (imported already by another registry's entry point)
             raise PluginError(f"entry point {where}: module {obj.__name__} registers no {self.kind}; expected "
                               f"a class, or a module whose import registers one")
 

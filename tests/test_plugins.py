@@ -133,10 +133,14 @@ def write_distribution(site: Path) -> None:
 def test_an_installed_entry_point_trains(tmp_path):
     write_distribution(tmp_path / "site")
     spec = spec_file(tmp_path, method="gated_ep")
-    listed = subprocess_cli("list", "methods", "--pattern", "gated*", pythonpath=[tmp_path / "site"], cwd=tmp_path)
+    other = bad_file(tmp_path, CLASH.replace('"taan"', '"other_share"'), "other.py")
+    listed = subprocess_cli("list", "datasets", "--plugin", other, pythonpath=[tmp_path / "site"], cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr  # both groups load, whichever imports the module first
+    assert "│ planted_groups " in listed.stdout
+    listed = subprocess_cli("list", "methods", "--pattern", "gated_ep", pythonpath=[tmp_path / "site"], cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    assert "entry point gated_ep = gatedplug:GatedShare (mtlbench.methods, gatedplug 0.1)" in \
-        " ".join(listed.stdout.replace("│", " ").split())
+    origin = " ".join(line.split("│")[-2].strip() for line in listed.stdout.splitlines() if line.startswith("│"))
+    assert origin == "entry point gated_ep = gatedplug:GatedShare (mtlbench.methods, gatedplug 0.1)"
     done = subprocess_cli("train", spec, "--no-progress", "--format", "csv", pythonpath=[tmp_path / "site"],
                           cwd=tmp_path)
     assert done.returncode == 0, done.stderr
