@@ -432,10 +432,8 @@ def check(spec: Optional[Path] = typer.Argument(None, metavar="SPEC.yaml", help=
 
     Tolerances come from the spec's `check:` section, overridden by these options. Exit 0 when every check holds,
     1 with the table of checks when one regressed (a diverged or missing run is a regression), 2 for bad input."""
-    from mtlbench.config.loader import load_spec
     from mtlbench.io import atomic_write_text
-    from mtlbench.metrics import get_metric
-    from mtlbench.report.check import as_table, check_spec, fresh_folder, reference_folder, to_junit, tolerances
+    from mtlbench.report.check import as_table, to_junit, tolerances
     check_format(fmt)
     if junit is not None and junit.is_dir():
         raise UsageError(f"--junit: {junit} is a directory; expected a file name such as check.xml")
@@ -443,28 +441,32 @@ def check(spec: Optional[Path] = typer.Argument(None, metavar="SPEC.yaml", help=
         from mtlbench.config.schema import CheckSpec
         from mtlbench.report.claims_render import run_gate
         tol = tolerances(CheckSpec(), tolerance=tolerance, std_k=std_k)
-        table, failed = run_gate([str(spec)] if spec else [], against, results or Path("results/runs"), tol)
-        print_table(table, fmt)
-        if failed:
-            error_line(f"{len(failed)} claim(s) stopped holding: " + "; ".join(failed))
-            raise typer.Exit(1)
-        return
-    if spec is None:
+        result = run_gate([str(spec)] if spec else [], against, results or Path("results/runs"), tol)
+    elif spec is None:
         raise UsageError("mtlbench check: SPEC.yaml is required (or --claims to gate on the papers' claims)")
-    resolved = load_spec(spec, check_data=False)
-    s = resolved.spec
-    tol = tolerances(s.check, metric=metric, split=split, per_task=per_task, tolerance=tolerance, std_k=std_k,
-                     timing_tolerance=timing_tolerance)
-    if tol.metric is not None:
-        get_metric_or_usage(tol.metric)
-    result = check_spec(s, fresh_folder(results or s.output.dir, s.name, spec), reference_folder(against, s.name),
-                        tol, lambda m: get_metric(m).higher_is_better)
+    else:
+        result = check_one_spec(spec, against, results, metric, split, per_task, tolerance, std_k, timing_tolerance)
     if junit is not None:
         atomic_write_text(junit, to_junit(result))
     print_table(as_table(result), fmt)
     if result.failures:
         error_line(f"{len(result.failures)} check(s) failed: " + "; ".join(f.detail for f in result.failures))
         raise typer.Exit(1)
+
+
+def check_one_spec(spec, against, results, metric, split, per_task, tolerance, std_k, timing_tolerance):
+    """The regression check of one spec's fresh records against its reference records."""
+    from mtlbench.config.loader import load_spec
+    from mtlbench.metrics import get_metric
+    from mtlbench.report.check import check_spec, fresh_folder, reference_folder, tolerances
+    resolved = load_spec(spec, check_data=False)
+    s = resolved.spec
+    tol = tolerances(s.check, metric=metric, split=split, per_task=per_task, tolerance=tolerance, std_k=std_k,
+                     timing_tolerance=timing_tolerance)
+    if tol.metric is not None:
+        get_metric_or_usage(tol.metric)
+    return check_spec(s, fresh_folder(results or s.output.dir, s.name, spec), reference_folder(against, s.name),
+                      tol, lambda m: get_metric(m).higher_is_better)
 
 
 CLAIM_FORMATS = ("rich", "markdown", "csv", "json")

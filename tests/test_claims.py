@@ -282,11 +282,15 @@ def test_the_claims_gate_of_check(planted, tmp_path):
     fresh = plant(tmp_path / "fresh", {**PLANTED, "TAAN": [0.81, 0.82, 0.83]})
     findings = gate(ref, C.evaluate(cat.claims, fresh), CheckSpec())
     (held,) = findings  # only the claim that held on the reference is gated
-    assert (held.claim, held.status) == ("planted-holds", "regressed")
-    # an inconclusive fresh result within the bands is no regression: the gain moved by -0.0067 < 3 x std
+    assert (held.row, held.status) == ("planted-holds", "regressed")
+    assert held.detail == ("planted-holds: the effect +0.0100 against the reference's +0.0533 (-0.0433; allowed "
+                           "-0.0173 (3 x std))")
+    # a fresh gain within the bands is no regression (+0.0500 against +0.0533: -0.0033 within 3 x std = 0.0173)
     same = plant(tmp_path / "same", {"Hard-Share": [0.80, 0.82, 0.81], "TAAN": [0.86, 0.85, 0.87]})
-    (kept,) = gate(ref, C.evaluate(cat.claims, same), CheckSpec())
-    assert kept.status in ("ok",) and kept.claim == "planted-holds"
+    again = C.evaluate(cat.claims, same)
+    assert again[0].verdict == C.INCONCLUSIVE  # not significant after Holm: the bands decide
+    (kept,) = gate(ref, again, CheckSpec())
+    assert (kept.row, kept.status) == ("planted-holds", "ok")
 
 
 def test_check_claims_exits_1_with_a_table_when_a_claim_stops_holding(tmp_path, at_repo, monkeypatch):
@@ -299,10 +303,13 @@ def test_check_claims_exits_1_with_a_table_when_a_claim_stops_holding(tmp_path, 
     bad = runner.invoke(app, ["check", "--claims", "--against", str(ref), "--results", str(fresh), "--format",
                               "markdown"])
     assert bad.exit_code == 1
-    assert "| planted-holds | holds | does not hold | holds | regressed |" in bad.stdout
+    assert "| planted-holds | greater claim | holds | does not hold |  | holds | regressed |" in bad.stdout
     assert bad.stderr.strip().splitlines() == [
-        "error: 1 claim(s) stopped holding: planted-holds: held in the reference, now does not hold "
+        "error: 1 check(s) failed: planted-holds: held in the reference, now does not hold "
         "(significantly the other way)"]
+    junit = tmp_path / "claims.xml"
+    runner.invoke(app, ["check", "--claims", "--against", str(ref), "--results", str(fresh), "--junit", str(junit)])
+    assert 'failures="1"' in junit.read_text() and 'name="greater claim"' in junit.read_text()
 
 
 # -- the README ------------------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 `mtlbench check --claims`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from mtlbench.errors import InputError
@@ -84,16 +83,6 @@ def section_of(text: str, path: Path) -> str:
 
 
 # -- check --claims ------------------------------------------------------------------------------------------------
-@dataclass
-class GateFinding:
-    claim: str
-    reference: str
-    fresh: str
-    allowed: str
-    status: str  # ok | regressed | missing
-    detail: str
-
-
 def allowed_drop(ref: Outcome, tol) -> tuple[float, str]:
     """The bands of `mtlbench check`: std_k x the effect's std over the reference's seeds (at least min_tolerance)
     with min_seeds or more, else the absolute tolerance."""
@@ -103,47 +92,34 @@ def allowed_drop(ref: Outcome, tol) -> tuple[float, str]:
     return tol.tolerance, f"-{tol.tolerance:.4f} (absolute)"
 
 
-def gate(reference: list[Outcome], fresh: list[Outcome], tol) -> list[GateFinding]:
-    """Each claim that holds on the reference must keep holding on the fresh records: a fresh "does not hold" or
-    "no evidence" fails; an inconclusive one fails when its effect fell below the reference's by more than the
-    allowed drop (directional claims), and always for claims read without noise (bands, formulas, ranks)."""
+def gate(reference: list[Outcome], fresh: list[Outcome], tol) -> list:
+    """check's Findings: each claim that holds on the reference must keep holding on the fresh records. A fresh
+    "does not hold" or "no evidence" fails; an inconclusive one fails when its effect fell below the reference's
+    by more than the allowed drop (directional claims), and always for claims read without seed noise (bands,
+    formulas, ranks)."""
     fresh_by = {o.claim.id: o for o in fresh}
-    findings = []
-    for ref in reference:
-        if ref.verdict != HOLDS:
-            continue
-        new = fresh_by[ref.claim.id]
-        findings.append(gate_one(ref, new, tol))
-    return findings
+    return [gate_one(ref, fresh_by[ref.claim.id], tol) for ref in reference if ref.verdict == HOLDS]
 
 
-def gate_one(ref: Outcome, new: Outcome, tol) -> GateFinding:
-    cid = ref.claim.id
+def gate_one(ref: Outcome, new: Outcome, tol):
+    from mtlbench.report.check import Finding
+    cid, kind = ref.claim.id, f"{ref.claim.test.kind} claim"
     if new.verdict == HOLDS:
-        return GateFinding(cid, ref.verdict, new.verdict, "", "ok", "")
+        return Finding(cid, kind, ref.verdict, new.verdict, "", "", "ok")
     if new.verdict == NO_EVIDENCE:
-        return GateFinding(cid, ref.verdict, new.verdict, "", "missing", f"{cid}: {new.why}")
+        return Finding(cid, kind, ref.verdict, new.verdict, "", "", "missing", f"{cid}: {new.why}")
     directional = ref.claim.test.kind in ("greater", "best")
     if new.verdict == INCONCLUSIVE and directional and ref.effect is not None and new.effect is not None:
         drop, allowed = allowed_drop(ref, tol)
         change = new.effect - ref.effect
         status = "regressed" if -change > drop + 1e-12 else "ok"
-        return GateFinding(cid, f"holds ({ref.effect:+.4f})", f"{new.verdict} ({new.effect:+.4f})", allowed, status,
-                           f"{cid}: the effect {new.effect:+.4f} against the reference's {ref.effect:+.4f} "
-                           f"({change:+.4f}; allowed {allowed})")
+        return Finding(cid, kind, f"holds ({ref.effect:+.4f})", f"{new.verdict} ({new.effect:+.4f})",
+                       f"{change:+.4f}", allowed, status,
+                       f"{cid}: the effect {new.effect:+.4f} against the reference's {ref.effect:+.4f} "
+                       f"({change:+.4f}; allowed {allowed})")
     why = f" ({new.why})" if new.why else ""
-    return GateFinding(cid, ref.verdict, new.verdict, "holds", "regressed",
-                       f"{cid}: held in the reference, now {new.verdict}{why}")
-
-
-def gate_table(findings: list[GateFinding], against: Path, fresh: Path) -> Table:
-    bad = sum(f.status != "ok" for f in findings)
-    said = f"{bad} of {len(findings)} claims stopped holding" if bad else f"all {len(findings)} claims still hold"
-    table = Table(f"mtlbench check --claims: {fresh} against {against}: {said}",
-                  ["claim", "reference", "fresh", "allowed", "status"], [])
-    table.rows = [[f.claim, f.reference, f.fresh, f.allowed or DASH, f.status] for f in findings]
-    table.notes.append("checked: the claims that hold on the reference records")
-    return table
+    return Finding(cid, kind, ref.verdict, new.verdict, "", "holds", "regressed",
+                   f"{cid}: held in the reference, now {new.verdict}{why}")
 
 
 # -- the command ---------------------------------------------------------------------------------------------------
@@ -178,16 +154,18 @@ def write_readme(path: Path, markdown: str) -> None:
     atomic_write_text(Path(path), with_section(text, Path(path), markdown))
 
 
-def run_gate(specs: list[str], against: Path, fresh: Path, tol) -> tuple[Table, list[str]]:
-    """(the gate's table, the failures' lines): the claims (those using ``specs``, or all) on the reference
-    records and on the fresh ones."""
+def run_gate(specs: list[str], against: Path, fresh: Path, tol):
+    """check's CheckResult of the claims (those using ``specs``, or all) on the reference records and on the
+    fresh ones: `check`'s table, JUnit XML and exit code then apply as they are."""
+    from mtlbench.report.check import CheckResult
     for flag, folder in (("--against", against), ("--results", fresh)):
         if not Path(folder).is_dir():
             raise InputError(f"{flag}: {folder} is not a directory (expected a results folder)")
     reference, _ = outcomes_for(specs, against, None)
     new, _ = outcomes_for(specs, fresh, None)
-    findings = gate(reference, new, tol)
-    return gate_table(findings, against, fresh), [f.detail for f in findings if f.status != "ok"]
+    result = CheckResult("claims", Path(against), Path(fresh), gate(reference, new, tol))
+    result.notes.append("checked: the claims that hold on the reference records (mtlbench claims)")
+    return result
 
 
 def to_rich(table: Table):
