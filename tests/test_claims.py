@@ -16,10 +16,13 @@ from mtlbench.cli import app
 from mtlbench.config.schema import CheckSpec
 from mtlbench.errors import SpecError
 from mtlbench.report import claims as C
-from mtlbench.report.claims_catalogue import (FORMULA_CHECKS, SPECIAL_METRICS, benchmark_spec,
-                                              load_catalogue)
-from mtlbench.report.claims_formulas import (FORMULAS, b0_bb_by_quadrature, lemma1_printed_b0_bb,
-                                             taan_lemma1_expected_error)
+from mtlbench.report.claims_catalogue import FORMULA_CHECKS, SPECIAL_METRICS, benchmark_spec, load_catalogue
+from mtlbench.report.claims_formulas import (
+    FORMULAS,
+    b0_bb_by_quadrature,
+    lemma1_printed_b0_bb,
+    taan_lemma1_expected_error,
+)
 from mtlbench.report.claims_render import BEGIN, END, gate, section_of
 from mtlbench.report.significance import holm, paired_test
 from tests.conftest import REPO
