@@ -367,3 +367,25 @@ def test_refusals_of_claims_and_check(planted, tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip() == (f"error: --against: {tmp_path}/nowhere is not a directory (expected a results "
                                      "folder)")
+
+
+def test_a_joined_row_is_the_mean_over_its_groups_tasks():
+    """Rows trained on task groups and shown as one table row (``table_row``): per seed, the mean over every task
+    of all groups, a task from the group that has it, and nothing for a seed one group lacks."""
+    from types import SimpleNamespace
+
+    from mtlbench.results import MetricScores
+
+    def rec(row, seed, tasks):
+        scores = MetricScores(tasks=tasks, mean=sum(tasks.values()) / len(tasks))
+        return SimpleNamespace(row=row, seed=seed, status="ok", metrics={"test": {"accuracy": scores}})
+    found = {"Multi-task": [rec("Multi-task [HD, a]", 0, {"HD": 0.8, "a": 0.9}),
+                            rec("Multi-task [T, A]", 0, {"T": 0.96, "A": 0.86}),
+                            rec("Multi-task [HD, a]", 1, {"HD": 0.7, "a": 0.7})]}  # seed 1 lacks a group
+    joined = {"Multi-task": ["Multi-task [HD, a]", "Multi-task [T, A]"]}
+    ev = C.Claim.model_validate({
+        "id": "j", "paper": "MTAL", "place": "Table 2", "quote": "q", "statement": "s", "tier": "cpu_size",
+        "evidence": {"specs": ["x"], "rows": ["Multi-task"], "metric": "accuracy"},
+        "test": {"kind": "fraction", "band": [0, 1]}}).evidence
+    assert C.seed_values(found, ev, joined) == {"Multi-task": {0: pytest.approx(0.88)}}
+    assert C.seed_values(found, ev.model_copy(update={"column": "A"}), joined) == {"Multi-task": {0: 0.86}}

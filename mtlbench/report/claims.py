@@ -64,6 +64,7 @@ class Records:
             raise InputError(f"--results: {self.results} is not a directory (expected a results folder such as "
                              "results/reference)")
         self._records: dict[str, list] = {}
+        self.joined: dict[str, list[str]] = {}  # joined table row -> the spec rows (task groups) it joins
 
     def of(self, spec_name: str) -> list:
         if spec_name not in self._records:
@@ -72,14 +73,19 @@ class Records:
         return self._records[spec_name]
 
     def rows(self, specs: list[str], rows: list[str]) -> dict[str, list]:
-        """{row: its records (ok ones) from the first spec that has them}."""
+        """{row: its records (ok ones) from the first spec that has them}. A row may be a joined table row (spec
+        rows trained on task groups with one ``table_row``): its records are its members'."""
         out: dict[str, list] = {}
         for name in specs:
+            joins = table_rows(benchmark_spec(name))
+            member_of = {member: row for row, members in joins.items() for member in members}
             here: dict[str, list] = {}
             for r in self.of(name):
-                if r.row in rows and r.row not in out and r.status == "ok":
-                    here.setdefault(r.row, []).append(r)
+                row = member_of.get(r.row, r.row)
+                if row in rows and row not in out and r.status == "ok":
+                    here.setdefault(row, []).append(r)
             out.update(here)
+            self.joined.update({row: joins[row] for row in here if row in joins})
         return out
 
     def timing(self, specs: list[str]) -> dict | None:
@@ -108,10 +114,40 @@ def record_value(record, ev) -> float | None:
     return {"mean": entry.mean, "pooled": entry.pooled}.get(ev.column, entry.tasks.get(ev.column))
 
 
-def seed_values(found: dict[str, list], ev) -> dict[str, dict[int, float]]:
+def table_rows(spec) -> dict[str, list[str]]:
+    """{joined table row: its spec rows} for the rows a spec trains on task groups (``table_row``), else {}."""
+    joins: dict[str, list[str]] = {}
+    for m in spec.methods:
+        if getattr(m, "table_row", None):
+            joins.setdefault(m.table_row, []).append(m.row)
+    return joins
+
+
+def joined_value(records: list, ev, members: list[str]) -> float | None:
+    """One seed's value of a joined row from its groups' records: the mean over every task of all groups (as the
+    paper's row), or the task's own value; None unless every group ran the seed."""
+    if sorted(r.row for r in records) != sorted(members) or ev.metric in ("n_params", "kernel_sharing"):
+        return None
+    tasks: dict[str, float] = {}
+    for r in records:
+        entry = (r.metrics or {}).get(ev.split, {}).get(ev.metric)
+        if entry is None:
+            return None
+        tasks.update({t: v for t, v in entry.tasks.items() if v is not None})
+    if ev.column == "mean":
+        return statistics.fmean(tasks.values()) if tasks else None
+    return tasks.get(ev.column)
+
+
+def seed_values(found: dict[str, list], ev, joined: dict[str, list[str]] | None = None) -> dict[str, dict[int, float]]:
     out = {}
     for row, recs in found.items():
-        values = {r.seed: v for r in recs if (v := record_value(r, ev)) is not None}
+        by_seed: dict[int, list] = {}
+        for r in recs:
+            by_seed.setdefault(r.seed, []).append(r)
+        members = (joined or {}).get(row)
+        values = {seed: v for seed, rs in sorted(by_seed.items())
+                  if (v := joined_value(rs, ev, members) if members else record_value(rs[0], ev)) is not None}
         if values:
             out[row] = values
     return out
@@ -260,7 +296,7 @@ def evaluate_claim(claim: Claim, records: Records) -> Outcome:
         if ev.rows[0] not in found:
             return Outcome(claim, why=no_evidence_line(records, ev, ev.rows, "records"))
         return run_most_distant(claim, found)
-    values = seed_values(found, ev)
+    values = seed_values(found, ev, records.joined)
     missing = [r for r in needed if r not in values]
     if missing:
         return Outcome(claim, why=no_evidence_line(records, ev, missing, "records"))

@@ -151,7 +151,7 @@ def name_problems(claim: Claim) -> list[tuple[tuple, str]]:
         if spec is None:
             out.append((("evidence", "specs", j), f"no benchmark spec {name!r} ({BENCHMARKS / name}.yaml)"))
             continue
-        rows |= {m.row for m in spec.methods}
+        rows |= {m.row for m in spec.methods} | {m.table_row for m in spec.methods if getattr(m, "table_row", None)}
     if len(out) == 0:
         named = [*ev.rows, *(claim.test.winners or []), *([claim.test.reference] if claim.test.reference else [])]
         for r in dict.fromkeys(named):
