@@ -389,3 +389,15 @@ def test_a_joined_row_is_the_mean_over_its_groups_tasks():
         "test": {"kind": "fraction", "band": [0, 1]}}).evidence
     assert C.seed_values(found, ev, joined) == {"Multi-task": {0: pytest.approx(0.88)}}
     assert C.seed_values(found, ev.model_copy(update={"column": "A"}), joined) == {"Multi-task": {0: 0.86}}
+
+
+def test_a_seed_free_row_is_compared_by_the_one_sample_test():
+    """A deterministic fit (one record, the same for every seed) against a seeded row: the seeded row's values
+    are paired with the constant, which is the one-sample t-test of their differences; without the flag, one
+    record is too few seeds."""
+    seeded, fit = {0: 0.80, 1: 0.83, 2: 0.81}, {0: 0.70}
+    test, name, _ = C.compare_rows(seeded, fit, (False, True))
+    assert name == "one-sample t against the seed-free row, 3 seeds"
+    assert test.p == pytest.approx(paired_test(seeded, dict.fromkeys(seeded, 0.70)).p)
+    assert test.diff == pytest.approx(2.44 / 3 - 0.70)
+    assert C.compare_rows(seeded, fit)[0].why == "too few seeds"

@@ -162,12 +162,20 @@ def describe(row: str, values: dict[int, float]) -> str:
 
 
 # -- tests -----------------------------------------------------------------------------------------------------------
-def compare_rows(a: dict[int, float], b: dict[int, float]) -> tuple[Paired, str, float | None]:
-    """(test, its name, the spread of the effect): paired over shared seeds where there are enough, else Welch."""
+def compare_rows(a: dict[int, float], b: dict[int, float], constant: tuple[bool, bool] = (False, False)
+                 ) -> tuple[Paired, str, float | None]:
+    """(test, its name, the spread of the effect): paired over shared seeds where there are enough, else Welch.
+    ``constant``: whether a (or b) is a seed-free row (a deterministic fit, one record): its value is the same for
+    every seed, so the other row's seeds are paired with it -- the one-sample t-test against that value."""
+    if constant[1] and len(b) == 1 and not constant[0]:
+        b = dict.fromkeys(a, next(iter(b.values())))
+    elif constant[0] and len(a) == 1 and not constant[1]:
+        a = dict.fromkeys(b, next(iter(a.values())))
     shared = sorted(set(a) & set(b))
     if len(shared) >= MIN_SEEDS:
         diffs = [a[s] - b[s] for s in shared]
-        return paired_test(a, b), f"paired t, {len(shared)} seeds", statistics.stdev(diffs)
+        name = "one-sample t against the seed-free row" if any(constant) else "paired t"
+        return paired_test(a, b), f"{name}, {len(shared)} seeds", statistics.stdev(diffs)
     test = welch_test(list(a.values()), list(b.values()))
     spread = math.sqrt(statistics.variance(a.values()) + statistics.variance(b.values())) \
         if min(len(a), len(b)) > 1 else None
@@ -186,19 +194,19 @@ def directional(test: Paired) -> tuple[str, str]:
     return INCONCLUSIVE, f"not significant (p = {test.p:.2g} >= {ALPHA})"
 
 
-def run_greater(claim: Claim, values: dict) -> Outcome:
+def run_greater(claim: Claim, values: dict, const: set[str]) -> Outcome:
     a, b = claim.evidence.rows
-    test, name, spread = compare_rows(values[a], values[b])
+    test, name, spread = compare_rows(values[a], values[b], (a in const, b in const))
     return Outcome(claim, f"{describe(a, values[a])}; {describe(b, values[b])}", name, tests=[test],
                    effect=test.diff, spread=spread, n=test.n)
 
 
-def run_best(claim: Claim, values: dict) -> Outcome:
+def run_best(claim: Claim, values: dict, const: set[str]) -> Outcome:
     means = {r: statistics.fmean(v.values()) for r, v in values.items()}
     winners = [r for r in claim.evidence.rows if r in claim.test.winners]
     others = [r for r in claim.evidence.rows if r not in claim.test.winners]
     best_w, best_o = max(winners, key=means.get), max(others, key=means.get)
-    test, name, spread = compare_rows(values[best_w], values[best_o])
+    test, name, spread = compare_rows(values[best_w], values[best_o], (best_w in const, best_o in const))
     top = max(means, key=means.get)
     ours = f"top: {describe(top, values[top])}"
     if top in winners:
@@ -209,14 +217,14 @@ def run_best(claim: Claim, values: dict) -> Outcome:
                    n=test.n)
 
 
-def run_count(claim: Claim, values: dict) -> Outcome:
+def run_count(claim: Claim, values: dict, const: set[str]) -> Outcome:
     ref = claim.test.reference
     rows = [r for r in claim.evidence.rows if r != ref]
-    tests = [compare_rows(values[r], values[ref])[0] for r in rows]
+    tests = [compare_rows(values[r], values[ref], (r in const, ref in const))[0] for r in rows]
     return Outcome(claim, "", f"each of {len(rows)} rows vs {ref}: paired t", tests=tests, n=min(t.n for t in tests))
 
 
-def run_matches(claim: Claim, values: dict) -> Outcome:
+def run_matches(claim: Claim, values: dict, const: set[str]) -> Outcome:
     row, paper = claim.evidence.rows[0], claim.evidence.paper_runs
     test = welch_test(list(values[row].values()), paper)
     ours = describe(row, values[row])
@@ -227,7 +235,7 @@ def run_matches(claim: Claim, values: dict) -> Outcome:
                    effect=test.diff, n=test.n)
 
 
-def run_fraction(claim: Claim, values: dict) -> Outcome:
+def run_fraction(claim: Claim, values: dict, const: set[str]) -> Outcome:
     row = claim.evidence.rows[0]
     v = list(values[row].values())
     mean = statistics.fmean(v)
@@ -302,7 +310,14 @@ def evaluate_claim(claim: Claim, records: Records) -> Outcome:
         return Outcome(claim, why=no_evidence_line(records, ev, missing, "records"))
     run = {"greater": run_greater, "best": run_best, "count": run_count, "matches": run_matches,
            "fraction": run_fraction}[kind]
-    return run(claim, values)
+    return run(claim, values, seed_free(found))
+
+
+def seed_free(found: dict[str, list]) -> set[str]:
+    """The rows whose method draws no random numbers (``uses_seed`` False: a deterministic fit trained once)."""
+    from mtlbench.registry import METHODS
+    return {row for row, recs in found.items()
+            if recs and recs[0].method in METHODS and not getattr(METHODS.get(recs[0].method), "uses_seed", True)}
 
 
 def no_evidence_line(records: Records, ev, missing: list[str], what: str) -> str:
