@@ -32,6 +32,9 @@ def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
         seeds = []
     if not seeds:
         raise UsageError(f"--seeds: expected comma-separated integers such as 0,1,2 (got {text!r})")
+    from mtlbench.seeds import SEED_MAX
+    if bad := [s for s in seeds if not 0 <= s <= SEED_MAX]:
+        raise UsageError(f"--seeds: a seed is an integer from 0 to {SEED_MAX} (got {bad[0]})")
     return seeds
 
 

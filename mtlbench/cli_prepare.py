@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mtlbench.console import err, out
 from mtlbench.console import user_errors as _user_errors
 from mtlbench.prepare import ProgressFactory
+from mtlbench.seeds import SEED_MAX
 
 prepare_app = typer.Typer(
     help="Read a dataset's raw files and write a prepared directory (HDF5 shards with checksums + a manifest) "
@@ -83,7 +84,7 @@ def youtube8m(src: list[Path] = typer.Option(..., help="folder of video-level *.
                                               "recursively; repeat for separate train / validate folders"),
               vocabulary: Path = typer.Option(..., help="YouTube-8M vocabulary.csv (or vocabulary_compact.csv)"),
               out: Path = typer.Option(Path("prepared/youtube8m"), help="directory to create"),
-              seed: int = typer.Option(0, help=SEED_HELP),
+              seed: int = typer.Option(0, min=0, max=SEED_MAX, help=SEED_HELP),
               split: str = typer.Option("auto", help="by-id: seeded 70/10/20 by video id; paper: train* files "
                                         "train, validate* files halved into val/test (TAAN); auto: paper when "
                                         "both partitions are present"),
@@ -107,7 +108,7 @@ def omniglot(src: Path = typer.Option(..., help="folder with images_background.n
                                       "alphabets.csv -- or Omniglot's images_background/ images_evaluation/ "
                                       "folders or .zip files of <Alphabet>/characterNN/XXXX_YY.png"),
              out: Path = typer.Option(Path("prepared/omniglot"), help="directory to create"),
-             seed: int = typer.Option(0, help=SEED_HELP),
+             seed: int = typer.Option(0, min=0, max=SEED_MAX, help=SEED_HELP),
              force: bool = typer.Option(False, help=FORCE_HELP),
              progress: bool = typer.Option(True, help=PROGRESS_HELP)):
     """Omniglot -> 50 alphabet tasks, 105x105 images (TAAN Table 3).
@@ -125,8 +126,8 @@ def omniglot(src: Path = typer.Option(..., help="folder with images_background.n
 @user_errors
 def chars74k(src: Path = typer.Option(..., help="folder with hnd_64x64.npz and fnt_28x28.npz"),
              out: Path = typer.Option(Path("prepared/chars74k"), help="directory to create"),
-             seed: int = typer.Option(0, help=SEED_HELP),
-             letter_seed: int = typer.Option(0, help="seed of the choice of 10 letters for tasks A and a"),
+             seed: int = typer.Option(0, min=0, max=SEED_MAX, help=SEED_HELP),
+             letter_seed: int = typer.Option(0, min=0, max=SEED_MAX, help="seed of the choice of 10 letters for tasks A and a"),
              letters: Optional[str] = typer.Option(None, help="use these 10 letters (both cases) instead, e.g. abcdefghij"),
              test_fraction: float = typer.Option(0.3, help="per class, share of examples for test"),
              val_fraction: float = typer.Option(0.1, help="share of the remaining examples for validation"),
@@ -154,8 +155,8 @@ def coil20(src: Path = typer.Option(..., help="COIL20_32x32.mat / coil20_unproc.
            variant: str = typer.Option("processed", help="processed (20 objects, 32x32) or unprocessed "
                                        "(5 objects, 448x416) when SRC is the shared folder"),
            objects: int = typer.Option(10, help="number of objects in the task (a seeded choice)"),
-           object_seed: int = typer.Option(0, help="seed of the choice of objects"),
-           seed: int = typer.Option(0, help=SEED_HELP),
+           object_seed: int = typer.Option(0, min=0, max=SEED_MAX, help="seed of the choice of objects"),
+           seed: int = typer.Option(0, min=0, max=SEED_MAX, help=SEED_HELP),
            test_fraction: float = typer.Option(0.3, help="per class, share of examples for test"),
            val_fraction: float = typer.Option(0.1, help="share of the remaining examples for validation"),
            force: bool = typer.Option(False, help=FORCE_HELP),
@@ -179,7 +180,7 @@ def office_caltech(src: Path = typer.Option(..., help="folder of Office-Caltech1
                    out: Path = typer.Option(Path("prepared/office_caltech"), help="directory to create"),
                    domain: Optional[list[str]] = typer.Option(None, help="amazon, caltech, dslr, webcam "
                                                               "(repeatable; default: every file present)"),
-                   seed: int = typer.Option(0, help=SEED_HELP),
+                   seed: int = typer.Option(0, min=0, max=SEED_MAX, help=SEED_HELP),
                    test_fraction: float = typer.Option(0.3, help="per class, share of examples for test"),
                    val_fraction: float = typer.Option(0.1, help="share of the remaining examples for validation"),
                    force: bool = typer.Option(False, help=FORCE_HELP),
@@ -206,7 +207,7 @@ def image_folder(src: Path = typer.Option(..., help="folder with one sub-folder 
                  size: Optional[str] = typer.Option(None, help="resize to N or HxW (needed when a task's "
                                                     "images differ in size)"),
                  mode: str = typer.Option("auto", help="L (grey), RGB, or auto (grey if all images are)"),
-                 seed: int = typer.Option(0, help=SEED_HELP),
+                 seed: int = typer.Option(0, min=0, max=SEED_MAX, help=SEED_HELP),
                  test_fraction: float = typer.Option(0.3, help="per class, share of examples for test"),
                  val_fraction: float = typer.Option(0.1, help="share of the remaining examples for validation"),
                  force: bool = typer.Option(False, help=FORCE_HELP),

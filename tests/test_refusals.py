@@ -235,6 +235,14 @@ def _(w, tmp):
     return ["train", str(spec_file(tmp, GOOD, OUT=str(tmp / "afile")))]
 
 
+case("train: a negative --seeds", 2, "error: --seeds: a seed is an integer from 0 to 4294967295 (got -1)")(
+    lambda w, tmp: ["train", str(w.good), "--seeds", "0,-1", "--out", str(tmp / "out")])
+case("train: a --seeds NumPy cannot take", 2,
+     "error: --seeds: a seed is an integer from 0 to 4294967295 (got 18446744073709551616)")(
+    lambda w, tmp: ["train", str(w.good), "--seeds", str(2**64), "--out", str(tmp / "out")])
+case("train: a negative seed in the spec", 2,
+     "error: {tmp}/spec.yaml:11: seeds[0]: expected: input should be greater than or equal to 0 (got -2)")(
+    lambda w, tmp: ["train", str(spec_file(tmp, GOOD + "seeds: [-2]\n"))])
 case("train: seeds not integers", 2,
      "error: --seeds: expected comma-separated integers such as 0,1,2 (got 'a,b')")(
     lambda w, tmp: ["train", str(w.good), "--seeds", "a,b", "--out", str(tmp / "out")])
@@ -308,6 +316,97 @@ case("train: a run diverges (a failure while running)", 1, "error: 1 run(s) dive
                     "--format", "csv"])
 
 # validate
+case("validate: a negative seed", 2,
+     "error: {tmp}/spec.yaml:11: seeds[1]: expected: input should be greater than or equal to 0 (got -1)")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD + "seeds: [0, -1]\n"))])
+case("validate: a seed NumPy cannot take", 2,
+     "error: {tmp}/spec.yaml:11: seeds[0]: expected: input should be less than or equal to 4294967295 (got "
+     "4294967296)")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD + "seeds: [4294967296]\n"))])
+case("validate: a negative split seed", 2,
+     "error: {tmp}/spec.yaml:4: data.split_seed: expected: input should be greater than or equal to 0 (got -3)")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD.replace("  dataset: synthetic_vector\n",
+                                                                "  dataset: synthetic_vector\n  split_seed: -3\n")))])
+case("validate: a learning rate of nan", 2,
+     "error: {tmp}/spec.yaml:11: optimizer.lr: expected: input should be a finite number (got nan)")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD + "optimizer: {lr: .nan}\n"))])
+case("validate: an infinite multiplier", 2,
+     "error: {tmp}/spec.yaml:11: optimizer.lr_mult.heads: expected: input should be a finite number (got inf)")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD + "optimizer: {lr_mult: {heads: .inf}}\n"))])
+case("validate: beta2 of 1", 2,
+     "error: {tmp}/spec.yaml:11: optimizer.betas[1]: expected: input should be less than 1 (got 1.0)")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD + "optimizer: {betas: [0.9, 1.0]}\n"))])
+case("validate: a zero width", 2,
+     "error: {tmp}/spec.yaml:5: backbone.hidden[1]: expected: input should be greater than or equal to 1 (got 0)")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD.replace("hidden: [16]", "hidden: [16, 0]")))])
+case("validate: dropout of 1", 2,
+     "error: {tmp}/spec.yaml:5: backbone.dropout: expected: input should be less than 1 (got 1.0)")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD.replace("hidden: [16]", "hidden: [16], dropout: 1.0")))])
+case("validate: MTAL's delta infinite", 2,
+     "error: {tmp}/spec.yaml:9: methods[0].params.delta: expected: input should be a finite number (got -inf)")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD.replace("label: Hard-Share", "label: MTAL\n    params: "
+                                                                "{delta: -.inf}").replace("hard_share", "mtal")))])
+case("validate: a DMTRL rank of 0", 2,
+     "error: {tmp}/spec.yaml:7: methods[0].name: dmtrl_tt: eps_or_k values must be > 0 (got 0.0)")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD.replace("label: Hard-Share", "label: T\n    params: "
+                                                                "{eps_or_k: 0}").replace("hard_share", "dmtrl_tt")))])
+case("validate: eval_every of 0", 2,
+     "error: {tmp}/spec.yaml:9: training.eval_every: expected: input should be greater than or equal to 1 (got 0)")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD.replace("eval_every: 5", "eval_every: 0")))])
+case("validate: a name that climbs out of the output folder", 2,
+     "error: {tmp}/spec.yaml:1: name: expected: value error, a name of dots only would write outside the output "
+     "folder; use letters or digits (got '..')")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD.replace("name: good", "name: ..")))])
+case("validate: a name with a slash", 2,
+     "error: {tmp}/spec.yaml:1: name: expected: string should match pattern '^[A-Za-z0-9_.-]+$' (got '../../etc')")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD.replace("name: good", "name: ../../etc")))])
+case("validate: a label that names the parent folder", 2,
+     "error: {tmp}/spec.yaml:8: methods[0].label: expected: value error, the label would name the folder '..', "
+     "not a folder of its own; use letters or digits (got '..')")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD.replace("label: Hard-Share", "label: '..'")))])
+
+
+@case("validate: a !!python tag (never constructed)", 2,
+      "error: {tmp}/spec.yaml:11: the tag !!python/object/apply:os.system is not allowed; a spec holds plain "
+      "values (mappings, lists, scalars)")
+def _(w, tmp):
+    return ["validate", str(spec_file(tmp, GOOD + f"description: !!python/object/apply:os.system ['touch {tmp}/pwned']\n"))]
+
+
+case("validate: tabs for indentation", 2,
+     "error: {tmp}/spec.yaml:3: not valid YAML (found character '\\t' that cannot start any token; YAML indents "
+     "with spaces, not tabs)")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD.replace("  dataset: synthetic_vector", "\tdataset: x")))])
+case("validate: an alias inside its own anchor", 2,
+     "error: {tmp}/spec.yaml:11: an alias inside its own anchor (a structure that contains itself)")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD + "description: &d [*d]\n"))])
+
+
+@case("validate: an alias bomb (billion laughs)", 2,
+      "error: {tmp}/spec.yaml:17: expands through its aliases to more than 100000 YAML nodes (a spec has a few "
+      "hundred); write the repeated parts out")
+def _(w, tmp):
+    bomb = "lol0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"lol{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9))
+    return ["validate", str(spec_file(tmp, GOOD + "description:\n" + "".join("  " + x + "\n" for x in
+                                                                          bomb.splitlines())))]
+
+
+case("validate: nested too deeply", 2,
+     "error: {tmp}/spec.yaml:11: nested more than 50 levels deep; a spec is a few levels of keys")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD + "description: " + "[" * 60 + "]" * 60 + "\n"))])
+case("validate: nested too deeply for the parser", 2,
+     "error: {tmp}/spec.yaml: nested too deeply to read; a spec is a few levels of keys")(
+    lambda w, tmp: ["validate", str(spec_file(tmp, GOOD + "description: " + "[" * 5000 + "]" * 5000 + "\n"))])
+
+
+@case("validate: a spec of several MiB", 2,
+      "error: {tmp}/spec.yaml: larger than 1024 KiB; a spec is a small YAML text, refused unread")
+def _(w, tmp):
+    (tmp / "spec.yaml").write_text(GOOD + "# " + "x" * (3 << 20) + "\n")
+    return ["validate", str(tmp / "spec.yaml")]
+
+
 case("validate: unknown table", 2,
      "error: {tmp}/spec.yaml:2: table: unknown paper table 'mine' (known: taan_table1_youtube8m, taan_table2_timing, taan_table3_omniglot, "
      "mtal_table2_related_with_relations, mtal_table3_related_without_relations, "
@@ -501,6 +600,24 @@ case("list: --params spec missing", 2, "error: {tmp}/nope.yaml: cannot read the 
     lambda w, tmp: ["list", "methods", "--params", str(tmp / "nope.yaml")])
 
 # prepare
+@case("prepare: a vocabulary without Vertical1 labels", 2,
+      "error: {tmp}/vocabulary.csv: no label with Vertical1 = 'Arts & Entertainment' (a task of TAAN's Table 1); "
+      "expected the YouTube-8M vocabulary.csv")
+def _(w, tmp):
+    (tmp / "vocabulary.csv").write_text("Index,TrainVideoCount,Name,Vertical1\n0,10,Car,Autos & Vehicles\n")
+    return ["prepare", "youtube8m", "--src", str(tmp), "--vocabulary", str(tmp / "vocabulary.csv"), "--out",
+            str(tmp / "out"), "--no-progress"]
+
+
+@case("prepare: a vocabulary that is not UTF-8", 2,
+      "error: {tmp}/vocabulary.csv: not a YouTube-8M vocabulary ('utf-8' codec can't decode byte 0xe9 in position "
+      "45: invalid continuation byte)")
+def _(w, tmp):
+    (tmp / "vocabulary.csv").write_bytes("Index,TrainVideoCount,Name,Vertical1\n0,10,Caf\u00e9,Food\n".encode("latin-1"))
+    return ["prepare", "youtube8m", "--src", str(tmp), "--vocabulary", str(tmp / "vocabulary.csv"), "--out",
+            str(tmp / "out"), "--no-progress"]
+
+
 case("prepare: source folder missing", 2,
      "error: {tmp}/raw does not exist (expected the Chars74K folder with hnd_64x64.npz and fnt_28x28.npz)")(
     lambda w, tmp: ["prepare", "chars74k", "--src", str(tmp / "raw"), "--out", str(tmp / "out"), "--no-progress"])

@@ -113,13 +113,25 @@ def line_map(node: yaml.Node, loc: Loc = ()) -> dict[Loc, int]:
     return lines
 
 
+# A spec is untrusted input: its size, its expansion through aliases and its nesting are bounded before
+# anything walks it (a "billion laughs" document of a few hundred bytes expands to 10**9 nodes). The largest
+# spec under benchmarks/ is ~3 KB, ~400 nodes and 6 levels deep.
+MAX_SPEC_BYTES = 1 << 20
+MAX_NODES = 100_000
+MAX_DEPTH = 50
+
+
 def read_text(path: Path) -> str:
     """The spec's text; a file that is not UTF-8 text (a binary, a spec saved in another encoding) is one
-    line naming the first offending byte."""
+    line naming the first offending byte; a file over MAX_SPEC_BYTES is refused unread."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except OSError as e:
         raise SpecError([f"{path}: cannot read the spec ({e.strerror})"]) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError([f"{path}: larger than {MAX_SPEC_BYTES // 1024} KiB; a spec is a small YAML text, "
+                         "refused unread"])
     if b"\0" in raw:
         raise SpecError([f"{path}: a binary file (NUL byte at offset {raw.index(0)}), not a YAML spec"])
     try:
@@ -130,25 +142,106 @@ def read_text(path: Path) -> str:
 
 
 def read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:
-    text = read_text(path)
+    return yaml_document(read_text(path), path)
+
+
+def yaml_document(text: str, path: Path) -> tuple[dict, dict[Loc, int]]:
+    """The spec as a dict, and the line of every field; every problem is one line naming ``path``."""
     try:
-        data = yaml.load(text, Loader=_Loader)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data, node = parse_yaml(text)
     except SpecError as e:
         raise SpecError([p.replace("{file}", str(path)) for p in e.problems]) from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise SpecError([f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})"]) from None
+        if json_with_tabs(text):
+            # JSON is YAML, but for tabs: JSON allows them between tokens and nowhere else (a tab inside a
+            # string is written \\t), so each can become a space without changing the document or its lines
+            return yaml_document(text.replace("\t", " "), path)
+        raise SpecError([yaml_problem(path, e, text)]) from None
+    except RecursionError:
+        raise SpecError([f"{path}: nested too deeply to read; a spec is a few levels of keys"]) from None
     if not isinstance(data, dict):
         raise SpecError([f"{path}:1: the spec must be a mapping of keys (name, data, methods, ...)"])
     return data, line_map(node)
+
+
+def parse_yaml(text: str) -> tuple[Any, yaml.Node | None]:
+    """The document and its node tree, composed once; the tree is measured before anything is built from it.
+    Only the safe loader's plain types are constructed (a ``!!python/...`` tag is refused)."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        check_expansion(node)
+        return loader.construct_document(node), node
+    finally:
+        loader.dispose()
+
+
+def check_expansion(root: yaml.Node) -> None:
+    """SpecError unless the document, every alias expanded, has at most MAX_NODES nodes and MAX_DEPTH levels
+    and no alias inside its own anchor. Shared (aliased) nodes are measured once, so this is linear in the
+    text even when the expansion is exponential."""
+    size: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def refuse(node: yaml.Node, what: str) -> None:
+        raise SpecError([f"{{file}}:{node.start_mark.line + 1}: {what}"])
+
+    def measure(node: yaml.Node, depth: int) -> int:
+        if id(node) in size:
+            return size[id(node)]
+        if id(node) in open_:
+            refuse(node, "an alias inside its own anchor (a structure that contains itself)")
+        if depth > MAX_DEPTH:
+            refuse(node, f"nested more than {MAX_DEPTH} levels deep; a spec is a few levels of keys")
+        open_.add(id(node))
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else
+                    node.value if isinstance(node, yaml.SequenceNode) else [])
+        total = 1 + sum(measure(child, depth + 1) for child in children)
+        if total > MAX_NODES:
+            refuse(node, f"expands through its aliases to more than {MAX_NODES} YAML nodes (a spec has a few "
+                         "hundred); write the repeated parts out")
+        open_.discard(id(node))
+        size[id(node)] = total
+        return total
+
+    measure(root, 0)
+
+
+def yaml_problem(path: Path, e: yaml.YAMLError, text: str) -> str:
+    """One line: where YAML stopped reading and why (a tag it would not construct, a tab, a control character)."""
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML allows nowhere (a control character)
+        return (f"{path}:{text[:e.position].count(chr(10)) + 1}: not valid YAML (character {e.character!r} at offset {e.position} is not allowed "
+                "in YAML; a spec is plain text)")
+    mark = getattr(e, "problem_mark", None)
+    where = f":{mark.line + 1}" if mark else ""
+    problem = str(getattr(e, "problem", None) or e)
+    if isinstance(e, yaml.constructor.ConstructorError) and "constructor for the tag" in problem:
+        tag = problem.split("tag ", 1)[1].strip("'").replace("tag:yaml.org,2002:", "!!")
+        return f"{path}{where}: the tag {tag} is not allowed; a spec holds plain values (mappings, lists, scalars)"
+    if "'\\t'" in problem:
+        problem += "; YAML indents with spaces, not tabs"
+    return f"{path}{where}: not valid YAML ({' '.join(problem.split())})"
+
+
+def json_with_tabs(text: str) -> bool:
+    import json
+    if "\t" not in text:
+        return False
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 # -- error formatting -------------------------------------------------------------------------------------------
 def dotted(loc: Loc) -> str:
     out = ""
     for part in loc:
+        if isinstance(part, str) and not part.isprintable():
+            part = repr(part)  # a key holding a newline or a control character stays on the problem's line
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 

@@ -13,10 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 
 from mtlbench.launch.settings import LauncherSpec
 from mtlbench.methods.backbone import BackboneSpec
+from mtlbench.seeds import SEED_MAX
+
+
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+Unit = Annotated[float, Field(ge=0, lt=1)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # a number in a spec is finite: .inf or .nan would pass a range check (nan compares false) and train nothing
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataSpec(Strict):
@@ -24,7 +30,7 @@ class DataSpec(Strict):
 
     dataset: str = Field(description="a registered dataset (mtlbench list datasets)")
     path: Path | None = Field(default=None, description="directory written by `mtlbench prepare` (relative to the working directory)")
-    split_seed: int = Field(default=0, description="seed of the train/val/test split")
+    split_seed: Seed = Field(default=0, description="seed of the train/val/test split")
     options: dict[str, Any] = Field(default_factory=dict, description="the dataset's own options")
 
 
@@ -36,6 +42,15 @@ class MethodEntry(Strict):
     backbone: BackboneSpec | None = Field(default=None, description="overrides the spec's backbone for this method")
     params: dict[str, Any] = Field(default_factory=dict, description="the method's own options, checked by its "
                                    "Params model (docs/methods.md)")
+
+    @field_validator("label")
+    @classmethod
+    def label_names_a_folder(cls, label: str | None) -> str | None:
+        from mtlbench.results import slug
+        if label is not None and slug(label) in (".", ".."):
+            raise ValueError(f"the label would name the folder {slug(label)!r}, not a folder of its own; use "
+                             "letters or digits")
+        return label
 
     @property
     def row(self) -> str:
@@ -53,7 +68,7 @@ class OptimizerSpec(Strict):
 
     name: Literal["adam", "adamw", "sgd"] = Field(default="adam", description="sgd: with momentum")
     lr: float = Field(default=1e-3, gt=0, description="learning rate of every group, before multipliers")
-    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="adam and adamw")
+    betas: tuple[Unit, Unit] = Field(default=(0.9, 0.999), description="adam and adamw")
     momentum: float = Field(default=0.9, ge=0, description="sgd")
     weight_decay: float = Field(default=0.0, ge=0, description="every group's, unless weight_decay_mult scales it")
     lr_mult: dict[str, Annotated[float, Field(gt=0)]] = Field(
@@ -160,12 +175,19 @@ class RunSpec(Strict):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    seeds: list[int] = Field(default=[0], min_length=1, description="one run per method and seed (--seeds overrides)")
+    seeds: list[Seed] = Field(default=[0], min_length=1, description="one run per method and seed (--seeds overrides)")
     output: OutputSpec = Field(default_factory=OutputSpec)
     launcher: LauncherSpec = Field(default_factory=LauncherSpec, description="how the cells run: in process, "
                                    "as local processes or as Slurm jobs (mtlbench.launch.settings)")
     sweep: SweepSpec | None = Field(default=None, description="an option to vary (mtlbench sweep)")
     check: CheckSpec = Field(default_factory=CheckSpec, description="tolerances of `mtlbench check`")
+
+    @field_validator("name")
+    @classmethod
+    def name_is_one_folder(cls, name: str) -> str:
+        if set(name) == {"."}:  # '.' or '..' would write beside or above the output folder
+            raise ValueError("a name of dots only would write outside the output folder; use letters or digits")
+        return name
 
     @field_validator("methods")
     @classmethod

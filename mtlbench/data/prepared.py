@@ -23,7 +23,7 @@ from mtlbench.errors import DataError
 
 
 class PreparedOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     split: str = Field(default="default", description="which split scheme recorded in the manifest to use "
                                                       "(e.g. omniglot's 'paper_faithful')")
     memory: Literal["auto", "memory", "stream"] = Field(

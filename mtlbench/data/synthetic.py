@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mtlbench.data.base import SPLITS, DataInfo, DatasetSource, MTLData, TaskInfo, TaskSplit
 from mtlbench.registry import DATASETS
+from mtlbench.seeds import SEED_MAX
 
 # Group nonlinearities, in the order groups receive them; each is a shape TAAN's activation can represent
 # (relu, |u|, a ReLU mirrored about 0), so tasks of different groups prefer visibly different activations.
@@ -37,7 +38,7 @@ OUTLIER_NONLINEARITY = ("steep_neg", lambda u: torch.relu(u) - 2.5 * torch.relu(
 
 
 class SyntheticOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     n_groups: int = Field(default=2, ge=1, le=len(GROUP_NONLINEARITIES))
     tasks_per_group: int = Field(default=3, ge=1)
     outlier: bool = True
@@ -46,7 +47,7 @@ class SyntheticOptions(BaseModel):
                                            "one entry per task, e.g. YouTube-8M's 16 vertical sizes for timing)")
     latent_dim: int = Field(default=8, ge=1)
     task_noise: float = Field(default=0.3, ge=0.0, description="task-specific perturbation of group weights")
-    data_seed: int = Field(default=1234, description="seed of the generating functions (not of the split)")
+    data_seed: int = Field(default=1234, ge=0, le=SEED_MAX, description="seed of the generating functions (not of the split)")
 
     @property
     def n_tasks(self) -> int:

@@ -32,7 +32,7 @@ RESERVED_SBATCH = ("array", "dependency", "output", "error", "job-name", "open-m
 
 
 class LauncherSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kind: Literal["inprocess", "local", "slurm"] = Field(
         default="inprocess", description="inprocess: every cell in this process; local: parallel processes "
                                          "on this machine; slurm: one cluster job per cell")

@@ -18,39 +18,47 @@ one trunk per task (STL) -- never by re-writing the layer arithmetic (``mtlbench
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, Sequence
+from typing import Annotated, Callable, Literal, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 from torch import nn
 
 from mtlbench.data.base import TaskInfo
 
+Width = Annotated[int, Field(ge=1)]  # a layer width, channel count or size
 VGG16_STAGES = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
 
 
 class TrunkInput(BaseModel):
     """The trunk's input shape: ``channels`` and ``size`` (conv, vgg) or ``features`` (mlp)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     channels: int | None = Field(default=None, ge=1)
     size: int | tuple[int, int] | None = Field(default=None, description="S (square) or [H, W]")
     features: int | None = Field(default=None, ge=1)
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, size):  # checked here, not per union branch: one message, not one per branch
+        if size is not None and min([size] if isinstance(size, int) else size) < 1:
+            raise ValueError("a size is at least 1 pixel")
+        return size
 
 
 class BackboneSpec(BaseModel):
     """The network shape; ``kind: auto`` picks ``mlp`` for vector inputs and ``conv`` when any task has images."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kind: Literal["auto", "mlp", "conv", "vgg"] = "auto"
-    hidden: list[int] = Field(default=[1024, 1024, 1024], min_length=1, description="MLP hidden widths")
-    channels: list[int] = Field(default=[6, 12, 24, 64], min_length=1, description="conv channels per block")
-    stages: list[list[int]] = Field(default=VGG16_STAGES, min_length=1, description="vgg: conv widths per stage")
+    hidden: list[Width] = Field(default=[1024, 1024, 1024], min_length=1, description="MLP hidden widths")
+    channels: list[Width] = Field(default=[6, 12, 24, 64], min_length=1, description="conv channels per block")
+    stages: list[Annotated[list[Width], Field(min_length=1)]] = Field(default=VGG16_STAGES, min_length=1, description="vgg: conv widths per stage")
     kernel_size: int = Field(default=3, ge=1)
     padding: int = Field(default=0, ge=0, description="conv kind: 0 = 'valid' convolutions as in the TAAN code "
                                                       "(vgg always pads to keep the size)")
     pool: int = Field(default=2, ge=1, description="max-pool size after each conv block / vgg stage (1 = none)")
-    dense: list[int] = Field(default=[512], description="dense layers after the conv blocks")
+    dense: list[Width] = Field(default=[512], description="dense layers after the conv blocks")
     conv_batch_norm: bool = True
     dense_batch_norm: bool = False
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)

@@ -25,7 +25,7 @@ from mtlbench.methods.stems import build_stems
 class MethodParams(BaseModel):
     """A method's own options; subclasses add fields. Unknown keys are errors, never ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class MTLMethod(nn.Module):

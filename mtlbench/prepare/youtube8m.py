@@ -41,29 +41,41 @@ PARTITIONS = {"train": 0, "validate": 1}
 def read_vocabulary(path: Path) -> list[tuple[int, str, str]]:
     """(index, name, Vertical1) for every row of vocabulary.csv (or vocabulary_compact.csv)."""
     require(path, "the YouTube-8M vocabulary.csv")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory (expected the YouTube-8M vocabulary.csv)")
+    try:
+        rows = vocabulary_rows(path)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"{path}: not a YouTube-8M vocabulary ({e})") from None
+    rows.sort()
+    if [r[0] for r in rows] != list(range(len(rows))):
+        raise InputError(f"{path}: vocabulary indices are not 0..{len(rows) - 1} without gaps")
+    return rows
+
+
+def vocabulary_rows(path: Path) -> list[tuple[int, str, str]]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = {"Index", "Name", "Vertical1"} - set(reader.fieldnames or [])
         if missing:
-            raise DataError(f"{path}: not a YouTube-8M vocabulary (no column {', '.join(sorted(missing))})")
+            raise InputError(f"{path}: not a YouTube-8M vocabulary (no column {', '.join(sorted(missing))})")
         rows = []
         for line, row in enumerate(reader, start=2):
             try:
                 rows.append((int(row["Index"]), row["Name"], row["Vertical1"]))
             except (TypeError, ValueError):
-                raise DataError(f"{path}:{line}: Index {row.get('Index')!r} is not an integer") from None
-    rows.sort()
-    if [r[0] for r in rows] != list(range(len(rows))):
-        raise DataError(f"{path}: vocabulary indices are not 0..{len(rows) - 1} without gaps")
+                raise InputError(f"{path}:{line}: Index {row.get('Index')!r} is not an integer") from None
     return rows
 
 
-def label_spaces(vocab: list[tuple[int, str, str]]) -> list[list[int]]:
-    """Per task (VERTICALS order): the vocabulary indices of its classes, in index order."""
+def label_spaces(vocab: list[tuple[int, str, str]], path: Path | str = "vocabulary") -> list[list[int]]:
+    """Per task (VERTICALS order): the vocabulary indices of its classes, in index order. A vertical without
+    labels is a vocabulary of another kind, refused before any TFRecord is read."""
     spaces = [[i for i, _, v in vocab if v == vertical] for vertical in VERTICALS]
     for vertical, space in zip(VERTICALS, spaces):
         if not space:
-            raise DataError(f"vocabulary has no label with Vertical1 = {vertical!r}")
+            raise InputError(f"{path}: no label with Vertical1 = {vertical!r} (a task of TAAN's Table 1); "
+                             "expected the YouTube-8M vocabulary.csv")
     return spaces
 
 
@@ -178,7 +190,7 @@ def prepare_youtube8m(src: Path | list[Path], vocabulary: Path, out: Path, seed:
     srcs = [Path(s) for s in (src if isinstance(src, (list, tuple)) else [src])]
     vocabulary, out = Path(vocabulary), Path(out)
     vocab = read_vocabulary(vocabulary)
-    spaces = label_spaces(vocab)
+    spaces = label_spaces(vocab, vocabulary)
     files, root = find_tfrecords(srcs)
     split = resolve_split(split, files)
     sources = sources_entry(files + [vocabulary], root, progress)
