@@ -85,7 +85,7 @@ def killed_at(iteration: int, box: list):
 def saved_until(cell, iteration: int):
     """A checkpoint callback that saves the state file as the trainer would and stops the run at ``iteration``."""
     def checkpoint(state: TrainState) -> None:
-        state.save(cell.state_path, cell.identity)
+        state.save(cell.state_path, cell.identity, cell.key)
         if state.iteration == iteration:
             raise Killed
     return checkpoint
@@ -215,6 +215,6 @@ def test_status_says_how_far_an_interrupted_run_got(tmp_path, write_spec):
     assert interrupted.detail == "state saved at iteration 20 of 30, 0 min ago: `mtlbench train` resumes it"
     other = load_spec(write_spec(SPEC.format(method="hard_share", label="HS", iterations=40, every=10,
                                              patience="null", out=tmp_path)))
-    assert spec_statuses(other, [0], tmp_path)[0].detail == ("seed0.state.pt made by another spec or code "
-                                                            "version: `mtlbench train` starts this run from the "
-                                                            "beginning")
+    assert spec_statuses(other, [0], tmp_path)[0].detail == ("seed0.state.pt saved by a run of other settings: "
+                                                            "`mtlbench train` refuses to train over it (restore "
+                                                            "the spec, or delete it)")

@@ -128,15 +128,22 @@ def test_a_record_of_another_package_version_is_refused(spec, tmp_path):
     assert f'{path}: holds a run made with other settings (code: "0.0.9+t1" -> "0.1.0+t1");' in result.output
 
 
-def test_a_state_file_of_other_settings_is_not_resumed(spec, tmp_path):
+def test_a_state_file_of_other_settings_is_neither_resumed_nor_trained_over(spec, tmp_path):
+    """The spec edited between a kill and the rerun: the rerun stops before training (exit 2), naming the
+    state file and what differs; the state is kept (restoring the spec resumes it); --force trains from the
+    start, as a fresh run."""
     resolved = load_spec(spec)
     cell = plan_cells(resolved, [0], tmp_path / "runs")[0]
     with pytest.raises(Killed):
         train_run(resolved, cell, load_data(resolved), checkpoint=saved_until(cell, 40))
+    saved = cell.state_path.read_bytes()
     spec.write_text(spec.read_text().replace("lr: 0.003", "lr: 0.002"))
-    lines = []
-    got = run_spec(load_spec(spec), log=lines.append)[0]
-    assert lines[0] == (f"STL seed 0: not resuming from {cell.state_path} (made by another spec or code version); "
-                        "training from the start")
+    result = runner.invoke(app, ["train", str(spec), "--no-progress"])
+    assert result.exit_code == 2
+    assert result.output == (f"error: {cell.state_path}: the saved state of an interrupted run made with other "
+                             "settings (optimizer.lr: 0.003 -> 0.002); restore the spec to resume it, or delete the "
+                             "file (or rerun with --force) to train this run from the start\n")
+    assert cell.state_path.read_bytes() == saved and not cell.record_path.exists()
+    got = run_spec(load_spec(spec), force=True)[0]
     fresh = run_spec(load_spec(spec), out_dir=tmp_path / "fresh")[0]
     assert got.metrics == fresh.metrics and got.history == fresh.history

@@ -65,6 +65,9 @@ def plan_grid(resolved: ResolvedSpec, seeds: list[int] | None, out_dir: Path | N
             log(f"{cell.row} seed {cell.seed}: still running as job {st.job}, left alone")
         else:
             todo.append(i)
+    if not force:
+        from mtlbench.training.run import refuse_foreign_states
+        refuse_foreign_states([cells[i] for i in todo])
     deps = dependencies(cells)
     return Grid(resolved, seeds, out_dir, force, settings, cells, statuses, todo, deps, waves(len(cells), deps))
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mtlbench.errors import InputError
 from mtlbench.io import atomic_write_json
 from mtlbench.training.plan import RunCell
 
@@ -25,13 +26,28 @@ def cell_key(cell: RunCell) -> str:
 
 
 def read_jobs(folder: Path) -> dict[str, dict[str, Any]]:
-    """The cells' entries of a spec folder's jobs file ({} when there is none or it is unreadable)."""
-    try:
-        data = json.loads((Path(folder) / JOBS_FILE).read_text())
-    except (OSError, ValueError):
+    """The cells' entries of a spec folder's jobs file ({} when there is none). A file that is not one
+    mtlbench wrote is refused (InputError), not read as "no jobs": jobs it lists may still be running, and
+    submitting their cells again would train them twice."""
+    path = Path(folder) / JOBS_FILE
+    if not path.exists():
         return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = None
     cells = data.get("cells") if isinstance(data, dict) else None
-    return cells if isinstance(cells, dict) else {}
+    if not isinstance(cells, dict) or not all(map(valid_entry, cells.values())):
+        raise InputError(f"{path}: not a jobs file mtlbench wrote (hand-edited or damaged); delete it once no job "
+                         "of this spec is running (`mtlbench train --launcher` writes a new one)")
+    return cells
+
+
+def valid_entry(entry: Any) -> bool:
+    """What status and the launchers read of an entry, of the types job_entry writes."""
+    return (isinstance(entry, dict) and entry.get("launcher") in ("local", "slurm")
+            and all(isinstance(entry.get(k), str) for k in ("job_id", "folder", "identity"))
+            and (entry["launcher"] != "local" or entry["job_id"].isdigit()))
 
 
 def add_jobs(folder: Path, entries: dict[str, dict[str, Any]]) -> None:

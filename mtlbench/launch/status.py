@@ -59,9 +59,12 @@ def with_progress_hints(statuses: list[CellStatus]) -> list[CellStatus]:
 
 def saved_progress(cell: RunCell, now: float | None = None) -> str:
     """``state saved at iteration 400 of 1000, 12 min ago: `mtlbench train` resumes it``, or "" without one."""
-    from mtlbench.training.state import load_state_file
+    from mtlbench.training.state import foreign_state, load_state_file
     path = cell.state_path
     state, why = load_state_file(path, cell.identity, mmap=True)  # what `train` would resume from
+    if state is None and foreign_state(path, cell.identity, cell.key) is not None:
+        return (f"{path.name} saved by a run of other settings: `mtlbench train` refuses to train over it "
+                "(restore the spec, or delete it)")
     if state is None:
         return "" if not path.exists() else f"{path.name} {why}: `mtlbench train` starts this run from the beginning"
     total = (cell.spec.get("training") or {}).get("iterations")

@@ -18,12 +18,12 @@ import torch
 
 from mtlbench.config.loader import ResolvedSpec
 from mtlbench.data.base import MTLData
-from mtlbench.errors import UsageError
+from mtlbench.errors import MTLBenchError, UsageError
 from mtlbench.io import atomic_write
 from mtlbench.results import RunRecord, write_record
 from mtlbench.training.distributed import SINGLE, Dist
 from mtlbench.training.plan import RunCell, finished_runs, plan_cells, skipped_line
-from mtlbench.training.state import load_state_file
+from mtlbench.training.state import UnfitState, foreign_state, load_state_file
 from mtlbench.training.trainer import Progress, train_run
 
 # (row label, seed, total iterations) -> progress callback for that run
@@ -61,10 +61,10 @@ def run_spec(resolved: ResolvedSpec, seeds: list[int] | None = None, out_dir: Pa
 def shared_plan(cells: list[RunCell], force: bool, d: Dist) -> dict[int, RunRecord]:
     """finished_runs as rank 0 sees it, on every rank (a refusal stops every rank)."""
     if d.world == 1:
-        return finished_runs(cells, force)
+        return checked_plan(cells, force)
     try:
-        outcome = (finished_runs(cells, force), None) if d.main else None
-    except UsageError as e:
+        outcome = (checked_plan(cells, force), None) if d.main else None
+    except MTLBenchError as e:
         outcome = ({}, str(e))
     finished, refusal = d.broadcast(outcome)
     if refusal:
@@ -72,14 +72,40 @@ def shared_plan(cells: list[RunCell], force: bool, d: Dist) -> dict[int, RunReco
     return finished
 
 
+def checked_plan(cells: list[RunCell], force: bool) -> dict[int, RunRecord]:
+    """finished_runs, and no cell to train has the saved state of another run in its place (unless force)."""
+    finished = finished_runs(cells, force)
+    if not force:
+        refuse_foreign_states([c for i, c in enumerate(cells) if i not in finished])
+    return finished
+
+
+def refuse_foreign_states(cells: list[RunCell]) -> None:
+    """UsageError (nothing trained yet) when a cell's state file was saved by another run: the spec edited
+    between an interruption and the rerun, or another code or plugin version. Training would overwrite it at
+    its first checkpoint, and with it the progress that restoring the spec would resume."""
+    for cell in cells:
+        what = foreign_state(cell.state_path, cell.identity, cell.key)
+        if what is not None:
+            raise UsageError(f"{cell.state_path}: the saved state of an interrupted run made with other settings "
+                             f"({what}); restore the spec to resume it, or delete the file (or rerun with --force) "
+                             "to train this run from the start")
+
+
 def train_cell(resolved: ResolvedSpec, cell: RunCell, data: MTLData, progress: ProgressFactory | None,
                force: bool, log: Log, d: Dist = SINGLE) -> RunRecord:
     spec = resolved.spec
+    if d.main:
+        remove_stale_temporaries(cell)
     resume = d.broadcast(None if force or not d.main else resume_state(cell, log))
     total = 1 if cell.method.cls.closed_form else spec.training.iterations
     cb = progress(cell.row, cell.seed, total) if progress else None
-    save = (lambda state: state.save(cell.state_path, cell.identity)) if d.main else (lambda state: None)
-    record, model = train_run(resolved, cell, data, cb, resume, save, d)
+    save = (lambda state: state.save(cell.state_path, cell.identity, cell.key)) if d.main else (lambda state: None)
+    try:
+        record, model = train_run(resolved, cell, data, cb, resume, save, d)
+    except UnfitState as e:  # train_run seeds and builds everything anew: a clean start
+        log(f"{cell.row} seed {cell.seed}: not resuming from {cell.state_path} ({e}); training from the start")
+        record, model = train_run(resolved, cell, data, cb, None, save, d)
     if d.main:
         write_outputs(cell, record, model, spec.output.save_checkpoint)
     d.barrier()
@@ -99,10 +125,17 @@ def write_outputs(cell: RunCell, record: RunRecord, model, save_weights: bool) -
     cell.state_path.unlink(missing_ok=True)
 
 
+def remove_stale_temporaries(cell: RunCell) -> None:
+    """The half-written temporaries (io.atomic_write's ``.seed<k>.json.<random>.tmp``) a kill -9 left beside
+    the cell's record, weights or state: never read, only in the way (a state's can take hundreds of MB)."""
+    for tmp in cell.record_path.parent.glob(f".seed{cell.seed}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def resume_state(cell: RunCell, log: Log) -> dict | None:
     state, why = load_state_file(cell.state_path, cell.identity)
     if state is not None:
-        log(f"{cell.row} seed {cell.seed}: resuming from iteration {state['iteration']} ({cell.state_path})")
+        log(f"{cell.row} seed {cell.seed}: resuming from iteration {state.get('iteration')} ({cell.state_path})")
     elif cell.state_path.exists():
         log(f"{cell.row} seed {cell.seed}: not resuming from {cell.state_path} ({why}); training from the start")
     return state

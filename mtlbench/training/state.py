@@ -10,6 +10,7 @@ The best weights are a CPU copy, so keeping them never needs a second model on t
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from pathlib import Path
@@ -45,6 +46,11 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class UnfitState(Exception):
+    """A saved state of this run's identity whose contents do not fit the run's model or optimizer (a state
+    from code that changed without a new TRAINING_VERSION); the run trains from the start instead."""
+
+
 class TrainState:
     def __init__(self, model: MTLMethod, optimizer: torch.optim.Optimizer, sampler: TaskSampler, higher: bool,
                  precision: Precision | None = None):
@@ -78,6 +84,12 @@ class TrainState:
                 "precision": self.precision.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        try:
+            self._load(state)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            raise UnfitState(f"it does not fit this run: {type(e).__name__}: {' '.join(str(e).split())[:120]}") from None
+
+    def _load(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
@@ -88,21 +100,78 @@ class TrainState:
         self.precision.load_state_dict(state.get("precision"))  # absent from states saved before mixed precision
         set_rng_state(state["rng"])  # last: nothing above may draw a random number after it
 
-    def save(self, path: Path, identity: str) -> None:
-        payload = {"identity": identity, "state": self.state_dict()}
+    def save(self, path: Path, identity: str, key: dict | None = None) -> None:
+        """The state, the run it belongs to (its identity, and its run key to say what differs when another
+        run finds it) and a digest of its contents: a file damaged on disk is then never resumed from."""
+        state = self.state_dict()
+        payload = {"identity": identity, "key": key, "digest": state_digest(state), "state": state}
         atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+def state_digest(obj) -> str:
+    """sha256 over every tensor's bytes (with dtype and shape) and every other value of a state, in order.
+    torch.load checks no checksum of tensor data: a flipped byte there loads as a wrong weight."""
+    h = hashlib.sha256()
+
+    def feed(x) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(x.shape)}".encode())
+            if t.numel():
+                h.update(t.view(torch.uint8).numpy())
+        elif isinstance(x, dict):
+            h.update(b"{")
+            for k, v in x.items():
+                feed(k), feed(v)
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[" if isinstance(x, list) else b"(")
+            for v in x:
+                feed(v)
+            h.update(b"]")
+        else:
+            h.update(f"{type(x).__name__}:{x!r};".encode())
+    feed(obj)
+    return h.hexdigest()
+
+
 def load_state_file(path: Path, identity: str, mmap: bool = False) -> tuple[dict | None, str]:
-    """(the saved state, "") when ``path`` holds a state of the run ``identity``; (None, why not) otherwise.
-    ``mmap``: tensors are mapped, not read -- cheap for a look at the iteration (`mtlbench status`) even when
-    the weights and optimizer moments take hundreds of MB."""
+    """(the saved state, "") when ``path`` holds an intact state of the run ``identity``; (None, why not)
+    otherwise. ``mmap``: tensors are mapped, not read, and the digest is not checked -- cheap for a look at
+    the iteration (`mtlbench status`) even when the weights and optimizer moments take hundreds of MB."""
+    payload, why = read_state_payload(path, mmap)
+    if payload is None:
+        return None, why
+    if payload.get("identity") != identity:
+        return None, "made by another spec or code version"
+    if not mmap and "digest" in payload and state_digest(payload["state"]) != payload["digest"]:
+        return None, "corrupt: its contents no longer match the digest saved with them"
+    return payload["state"], ""
+
+
+def read_state_payload(path: Path, mmap: bool = True) -> tuple[dict | None, str]:
+    """(the file's payload, "") or (None, why it cannot be one: missing, truncated, not a state)."""
     if not path.exists():
         return None, "no state file"
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # a state file is a cache: an unreadable one is retrained, never fatal
-        return None, f"unreadable ({type(e).__name__})"
-    if not isinstance(payload, dict) or payload.get("identity") != identity:
-        return None, "made by another spec or code version"
-    return payload["state"], ""
+    except Exception as e:  # noqa: BLE001 -- a state file is a cache: an unreadable one is retrained, never fatal
+        return None, f"unreadable: truncated or not a mtlbench state ({type(e).__name__})"
+    if not isinstance(payload, dict) or not isinstance(payload.get("state"), dict):
+        return None, "unreadable: not a mtlbench state"
+    return payload, ""
+
+
+def foreign_state(path: Path, identity: str, key: dict) -> str | None:
+    """Why the state file at ``path`` belongs to another run (another spec, code or plugin version: what
+    differs), or None when it is this run's, absent or damaged (a damaged one is retrained; a foreign one
+    may be the progress of hours that restoring the spec would resume, so it is never trained over)."""
+    payload, _ = read_state_payload(path, mmap=True)
+    if payload is None or payload.get("identity") == identity:
+        return None
+    from mtlbench.results import key_differences
+    old = payload.get("key")
+    if not isinstance(old, dict):
+        return "made by another spec or code version"
+    diffs = [d.removeprefix("experiment.") for d in key_differences(old, key)]
+    return "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
