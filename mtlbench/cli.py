@@ -111,6 +111,8 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
     output_folder(out_dir)
     whole = load_spec(spec)
     resolved = only_rows(whole, row_patterns)
+    if not dry_run:
+        results_folder(resolved, out_dir)
     settings = with_flags(resolved.spec.launcher, dict(
         kind=launcher, workers=workers, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job, time_min=time_min,
         mem_gb=mem_gb, partition=partition, max_parallel=max_parallel, sbatch=sbatch or None))
@@ -127,6 +129,15 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
         err.print(f"{len(records)} run(s) under {Path(out_dir or resolved.spec.output.dir) / resolved.spec.name}",
                   markup=False)
     exit_if_diverged(records, say=d.main)
+
+
+def results_folder(resolved, out_dir: Optional[Path]) -> Path:
+    """Where the runs' files go (--out, else the spec's output.dir), refused before any work when it cannot
+    be written (a read-only folder or file system)."""
+    from mtlbench.io import writable_folder
+    if out_dir is not None:
+        return writable_folder(out_dir)
+    return writable_folder(resolved.spec.output.dir, f"{resolved.file}: output.dir")
 
 
 def exit_if_diverged(records, say: bool = True) -> None:
@@ -212,6 +223,7 @@ def sweep(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a spec wit
     check_format(fmt)
     seed_list = parse_seeds(seeds)
     resolved = require_sweep(load_spec(spec))
+    results_folder(resolved, out_dir)
     log = lambda line: err.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
     with progress_bars(progress and err.is_terminal) as factory:
         records = run_spec(expand_sweep(resolved), seed_list, out_dir, factory or plain_progress(), force=force,
@@ -370,6 +382,7 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
     check_format(fmt)
     output_folder(out_dir)
     resolved = load_spec(spec)
+    results_folder(resolved, out_dir)
     if vs:
         resolved = with_reference(resolved, vs)
     result = time_spec(resolved, load_data(resolved), warmup, iterations, blocks, vs or None,

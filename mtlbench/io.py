@@ -86,6 +86,25 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json_text(finite_or_none(obj)) + "\n")
 
 
+def writable_folder(path: Path, option: str = "--out") -> Path:
+    """``path`` when files can be created in it (or in the nearest folder above it that exists, where it will
+    be created): found by creating and removing an empty file, which also sees a read-only file system, ACLs
+    and quotas that permission bits do not show. A UsageError, before any work, when it cannot."""
+    from mtlbench.errors import UsageError
+    here = Path(path).absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir():
+        raise UsageError(f"{option}: {here} is a file; expected a directory (created if missing)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mtlbench-probe-", dir=here)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"{option}: {path} cannot be written ({e.strerror or e}); choose another folder") from None
+    return Path(path)
+
+
 def output_folder(path: Path | None, option: str = "--out") -> Path | None:
     """``path`` when it is a directory or does not exist yet (it is created when something is written);
     a UsageError, before any work, when it names a file."""
