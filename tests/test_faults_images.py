@@ -67,8 +67,9 @@ def test_other_files_one_image_classes_and_non_ascii_names_prepare_and_train(tmp
     task = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["tasks"][0]
     assert task["class_names"] == ["Café", "one", "日本"] and sum(task["counts"]["default"].values()) == 17
     spec = tmp_path / "spec.yaml"
-    spec.write_text(f"name: images\ndata: {{dataset: image_folder, path: {out}}}\nbackbone: {{kind: mlp, hidden: [8]}}\n"
-                    f"methods: [{{name: stl}}]\ntraining: {{iterations: 5, batch_per_task: 8, eval_every: 5, threads: 1}}\n"
+    spec.write_text(f"name: images\ndata: {{dataset: image_folder, path: {out}}}\n"
+                    "backbone: {kind: mlp, hidden: [8]}\nmethods: [{name: stl}]\n"
+                    "training: {iterations: 5, batch_per_task: 8, eval_every: 5, threads: 1}\n"
                     f"output: {{dir: {tmp_path / 'runs'}}}\n", encoding="utf-8")
     result = runner.invoke(app, ["train", str(spec), "--no-progress", "--format", "csv"])
     assert result.exit_code == 0, result.output

@@ -287,6 +287,15 @@ case("train: class name edited", 2,
     lambda w, tmp: ["train", str(toy_spec(w, tmp, edit=rename_class))])
 
 
+@case("train: a shard damaged after prepare", 2,
+      "error: {tmp}/spec.yaml:2: data.path: {tmp}/toy/task-01.h5: shard sha256 does not match the manifest (corrupt); "
+      "re-run prepare with --force")
+def _(w, tmp):
+    spec = toy_spec(w, tmp)
+    flip_byte(tmp / "toy" / "task-01.h5", 2000)
+    return ["train", str(spec)]
+
+
 @case("train: a record of other settings in the way", 2,
       "error: {tmp}/runs/good/Hard-Share/seed0.json: holds a run made with other settings (optimizer.lr: 0.001 -> "
       "0.002); rerun with --force to retrain over it, or give the spec another name or output.dir")
@@ -370,7 +379,8 @@ case("validate: a label that names the parent folder", 2,
       "error: {tmp}/spec.yaml:11: the tag !!python/object/apply:os.system is not allowed; a spec holds plain "
       "values (mappings, lists, scalars)")
 def _(w, tmp):
-    return ["validate", str(spec_file(tmp, GOOD + f"description: !!python/object/apply:os.system ['touch {tmp}/pwned']\n"))]
+    tagged = GOOD + f"description: !!python/object/apply:os.system ['touch {tmp}/pwned']\n"
+    return ["validate", str(spec_file(tmp, tagged))]
 
 
 case("validate: tabs for indentation", 2,
@@ -613,7 +623,8 @@ def _(w, tmp):
       "error: {tmp}/vocabulary.csv: not a YouTube-8M vocabulary ('utf-8' codec can't decode byte 0xe9 in position "
       "45: invalid continuation byte)")
 def _(w, tmp):
-    (tmp / "vocabulary.csv").write_bytes("Index,TrainVideoCount,Name,Vertical1\n0,10,Caf\u00e9,Food\n".encode("latin-1"))
+    vocabulary = "Index,TrainVideoCount,Name,Vertical1\n0,10,Caf\u00e9,Food\n"
+    (tmp / "vocabulary.csv").write_bytes(vocabulary.encode("latin-1"))
     return ["prepare", "youtube8m", "--src", str(tmp), "--vocabulary", str(tmp / "vocabulary.csv"), "--out",
             str(tmp / "out"), "--no-progress"]
 

@@ -142,10 +142,10 @@ def as_text(spec: dict) -> bytes:
     return yaml.safe_dump(spec, sort_keys=False, allow_unicode=True).encode()
 
 
-FEW = settings(max_examples=40, deadline=None, derandomize=True,
-               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-MANY = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                          HealthCheck.too_slow])
+# no example database: a test run writes nothing into the checkout
+QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+FEW = settings(max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=QUIET)
+MANY = settings(max_examples=1500, deadline=None, database=None, suppress_health_check=QUIET)
 
 
 @FEW
@@ -174,7 +174,7 @@ def test_many_damaged_spec_texts(text, tmp_path_factory):
     validate_outcome(tmp_path_factory.mktemp("txt"), text)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(label=st.text(max_size=8) | st.sampled_from(["..", ".", "../..", "/", "a/../..", "..\\..", "~"]))
 def test_no_label_reaches_outside_the_spec_folder(label, tmp_path_factory):
     """A label either is refused or names a folder of its own inside <out>/<spec name>/ (slug keeps letters,

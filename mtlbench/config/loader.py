@@ -130,8 +130,8 @@ def read_text(path: Path) -> str:
     except OSError as e:
         raise SpecError([f"{path}: cannot read the spec ({e.strerror})"]) from None
     if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError([f"{path}: larger than {MAX_SPEC_BYTES // 1024} KiB; a spec is a small YAML text, "
-                         "refused unread"])
+        too_big = f"{path}: larger than {MAX_SPEC_BYTES // 1024} KiB; a spec is a small YAML text, refused unread"
+        raise SpecError([too_big])
     if b"\0" in raw:
         raise SpecError([f"{path}: a binary file (NUL byte at offset {raw.index(0)}), not a YAML spec"])
     try:
@@ -212,7 +212,8 @@ def check_expansion(root: yaml.Node) -> None:
 def yaml_problem(path: Path, e: yaml.YAMLError, text: str) -> str:
     """One line: where YAML stopped reading and why (a tag it would not construct, a tab, a control character)."""
     if isinstance(e, yaml.reader.ReaderError):  # a character YAML allows nowhere (a control character)
-        return (f"{path}:{text[:e.position].count(chr(10)) + 1}: not valid YAML (character {e.character!r} at offset {e.position} is not allowed "
+        line = text[:e.position].count("\n") + 1
+        return (f"{path}:{line}: not valid YAML (character {e.character!r} at offset {e.position} is not allowed "
                 "in YAML; a spec is plain text)")
     mark = getattr(e, "problem_mark", None)
     where = f":{mark.line + 1}" if mark else ""

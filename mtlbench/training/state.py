@@ -87,7 +87,8 @@ class TrainState:
         try:
             self._load(state)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
-            raise UnfitState(f"it does not fit this run: {type(e).__name__}: {' '.join(str(e).split())[:120]}") from None
+            why = " ".join(str(e).split())[:120]
+            raise UnfitState(f"it does not fit this run: {type(e).__name__}: {why}") from None
 
     def _load(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
