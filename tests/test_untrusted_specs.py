@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from typer.testing import CliRunner
 
 from mtlbench.cli import app
 from tests.conftest import REPO
 
 runner = CliRunner()
+# hypothesis's caches go to the temporary folder, not the checkout (a test run writes nothing there)
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "mtlbench-hypothesis"))
 
 GOOD = {
     "name": "good",
@@ -142,7 +147,6 @@ def as_text(spec: dict) -> bytes:
     return yaml.safe_dump(spec, sort_keys=False, allow_unicode=True).encode()
 
 
-# no example database: a test run writes nothing into the checkout
 QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 FEW = settings(max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=QUIET)
 MANY = settings(max_examples=1500, deadline=None, database=None, suppress_health_check=QUIET)
