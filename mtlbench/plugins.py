@@ -31,9 +31,21 @@ def load_plugin_files(paths: Iterable[str | Path]) -> list[Origin]:
     return [load_plugin_file(p) for p in paths]
 
 
-def loaded_files() -> list[str]:
-    """Every plugin file loaded in this process (what a job must load before it unpickles its spec)."""
-    return list(_files)
+def loaded_files() -> dict[str, str]:
+    """Every plugin file loaded in this process -> the sha256 of what was loaded (what a job must load, unchanged,
+    before it unpickles its spec)."""
+    return {path: digest for path, (digest, _) in _files.items()}
+
+
+def load_as_submitted(files: dict[str, str]) -> None:
+    """A job's plugin files, each as it was when the job was submitted: one edited while the job waited in a
+    queue would train other code than was planned (and under another run identity), so it is refused."""
+    for path, digest in files.items():
+        now = hashlib.sha256(read_source(Path(path))).hexdigest()
+        if now != digest:
+            raise PluginError(f"{path}: changed since this job was submitted (sha256 {digest[:16]} -> {now[:16]}); "
+                              "run the same `mtlbench train` command again to resubmit it")
+        load_plugin_file(path)
 
 
 def load_plugin_file(path: str | Path) -> Origin:

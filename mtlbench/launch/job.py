@@ -48,12 +48,12 @@ class CellJob:
         return {"row": cell.row, "seed": cell.seed, "status": record.status}
 
 
-def rebuild_job(plugin_files: list[str], pickled: bytes) -> CellJob:
-    """The worker's side of ``CellJob.__reduce__``: the plugin files, then the job."""
+def rebuild_job(plugin_files: dict[str, str], pickled: bytes) -> CellJob:
+    """The worker's side of ``CellJob.__reduce__``: the plugin files (as they were at submission), then the job."""
     import pickle
 
-    from mtlbench.plugins import load_plugin_files
-    load_plugin_files(plugin_files)
+    from mtlbench.plugins import load_as_submitted
+    load_as_submitted(plugin_files)
     return CellJob(**pickle.loads(pickled))
 
 
