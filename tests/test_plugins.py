@@ -170,9 +170,9 @@ def test_an_edited_plugin_is_a_new_run(tmp_path):
     assert second.history != first.history
 
 
-def test_a_resumed_state_of_another_plugin_version_restarts_the_run(tmp_path):
+def test_a_saved_state_of_another_plugin_version_is_refused(tmp_path):
     """The resume rule for state files: one made by another spec or code version -- here another plugin
-    version -- is not loaded; the run starts from iteration 0 and says why."""
+    version -- is never loaded: refused before training (exit 2) until --force restarts the run."""
     import torch
     plugin = tmp_path / "gating.py"
     shutil.copy(EXAMPLE, plugin)
@@ -185,11 +185,14 @@ def test_a_resumed_state_of_another_plugin_version_restarts_the_run(tmp_path):
     old.state_path.parent.mkdir(parents=True)
     torch.save({"identity": old.identity, "state": {"iteration": 10}}, old.state_path)
     plugin.write_text(plugin.read_text() + "\n# edited\n")
-    result = cli("train", spec, "--plugin", plugin, "--format", "csv", "--no-progress", "--rows", "Gated")
-    assert result.exit_code == 0, result.output
-    assert (f"Gated seed 0: not resuming from {old.state_path} (made by another spec or code version); training "
-            "from the start") in " ".join(result.output.split())
-    assert read_record(old.record_path).identity != old.identity
+    args = ["train", spec, "--plugin", plugin, "--format", "csv", "--no-progress", "--rows", "Gated"]
+    refused = cli(*args)
+    assert (refused.exit_code, refused.output) == (2, (
+        f"error: {old.state_path}: the saved state of an interrupted run made with other settings (made by another "
+        "spec or code version); restore the spec to resume it, or delete the file (or rerun with --force) to train "
+        "this run from the start\n"))
+    assert cli(*args, "--force").exit_code == 0
+    assert read_record(old.record_path).identity != old.identity and not old.state_path.exists()
 
 
 def test_rows_of_built_ins_keep_the_identities_of_the_committed_records():
