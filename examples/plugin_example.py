@@ -19,8 +19,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from mtlbench.data.base import SPLITS, DataInfo, DatasetSource, MTLData, TaskInfo, TaskSplit
-from mtlbench.methods.base import MethodParams, MTLMethod
+from mtlbench.store.dataset import SPLITS, DataInfo, DatasetSource, MTLData, TaskInfo, TaskSplit
+from mtlbench.nn.method import MethodParams, MTLMethod
 from mtlbench.registry import DATASETS, METHODS
 
 

@@ -231,5 +231,5 @@ def describe(obj) -> str:
         else f"the class {obj.__qualname__!r}"
 
 
-METHODS: Registry = Registry("method", "mtlbench.methods", base="mtlbench.methods.base:MTLMethod")
-DATASETS: Registry = Registry("dataset", "mtlbench.data", base="mtlbench.data.base:DatasetSource")
+METHODS: Registry = Registry("method", "mtlbench.methods", base="mtlbench.nn.method:MTLMethod")
+DATASETS: Registry = Registry("dataset", "mtlbench.data", base="mtlbench.store.dataset:DatasetSource")

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from mtlbench.methods.base import MTLMethod
+from mtlbench.nn.method import MTLMethod
 from mtlbench.methods.hard_share import HardShare
 from mtlbench.registry import METHODS
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from mtlbench.config.schema import OptimizerSpec
-from mtlbench.methods.backbone import BackboneSpec
+from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.registry import METHODS
 from mtlbench.training.optim import optimizer_groups
 from tests.conftest import small_data

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from mtlbench.config.schema import OptimizerSpec
-from mtlbench.data.base import DataInfo, TaskInfo
-from mtlbench.methods.backbone import BackboneSpec
+from mtlbench.store.dataset import DataInfo, TaskInfo
+from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.registry import METHODS
 from mtlbench.training.optim import optimizer_groups
 

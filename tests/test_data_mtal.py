@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mtlbench.cli_prepare import prepare_app
+from mtlbench.cli.prepare import prepare_app
 from mtlbench.data.mtal import MTALRelated, MTALUnrelated
 from mtlbench.data.office_caltech import OfficeCaltech
 from mtlbench.errors import DataError

@@ -15,9 +15,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mtlbench.cli_prepare import prepare_app
+from mtlbench.cli.prepare import prepare_app
 from mtlbench.data.image_folder import ImageFolder
-from mtlbench.data.shards import PROGRESS, check_prepared, partial_dir, read_manifest
+from mtlbench.store.shards import PROGRESS, check_prepared, partial_dir, read_manifest
 from mtlbench.errors import DataError
 from tests.data_support import flip_byte, write_toy
 
@@ -136,7 +136,7 @@ KILLER = """
 import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-import mtlbench.data.shards as shards
+import mtlbench.store.shards as shards
 from tests.data_support import write_toy
 kill_after, mid_shard = int(sys.argv[2]), sys.argv[3] == "mid"
 real_write, real_array = shards.PreparedWriter.write_shard, shards.write_array
@@ -183,7 +183,7 @@ def test_killed_prepare_leaves_nothing_complete_and_the_next_run_finishes(tmp_pa
 
 
 def test_resume_keeps_finished_shards_and_a_changed_request_restarts(tmp_path):
-    import mtlbench.data.shards as shards
+    import mtlbench.store.shards as shards
     out = tmp_path / "toy"
     part = partial_dir(out)
     writer = shards.PreparedWriter(out, {"r": 1})

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mtlbench.cli_prepare import prepare_app
-from mtlbench.data.tfrecord import count_records, iter_examples, iter_records, masked_crc32c
+from mtlbench.cli.prepare import prepare_app
+from mtlbench.store.tfrecord import count_records, iter_examples, iter_records, masked_crc32c
 from mtlbench.errors import DataError
 from tests.data_support import YT, example, flip_byte, frame, provenance_table, record_offsets, shared, video
 

@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from mtlbench.data import shards
+from mtlbench.store import shards
 from mtlbench.data.image_folder import ImageFolder
-from mtlbench.data.manifest_check import write_seal
-from mtlbench.data.verified import CACHE_NAME, cache_locations
+from mtlbench.store.manifest_check import write_seal
+from mtlbench.store.verified import CACHE_NAME, cache_locations
 from mtlbench.errors import DataError
 from tests.data_support import flip_byte, write_toy
 

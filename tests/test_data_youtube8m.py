@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from mtlbench.data.shards import check_prepared
-from mtlbench.data.splits import TEST, TRAIN, VAL, compute_split
-from mtlbench.data.tfrecord import iter_examples
+from mtlbench.store.shards import check_prepared
+from mtlbench.store.splits import TEST, TRAIN, VAL, compute_split
+from mtlbench.store.tfrecord import iter_examples
 from mtlbench.data.youtube8m import YouTube8M, read_video_meta
 from mtlbench.prepare.youtube8m import VERTICALS, label_spaces, prepare_youtube8m, read_vocabulary, task_membership
 from tests.data_support import expected, link_subset, shared
@@ -169,7 +169,7 @@ def test_paper_split_with_train_and_validate_partitions(tmp_path):
     validate is halved into val / test -- through the CLI with two --src."""
     from typer.testing import CliRunner
 
-    from mtlbench.cli_prepare import prepare_app
+    from mtlbench.cli.prepare import prepare_app
     folder = shared("youtube8m") / "video_level"
     for part, ids in (("train", range(3)), ("validate", range(3, 5))):
         (tmp_path / part).mkdir()

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from mtlbench.data.base import DataInfo, TaskInfo
+from mtlbench.store.dataset import DataInfo, TaskInfo
 from mtlbench.methods import dmtrl as dmtrl_module
-from mtlbench.methods._tensor_factors import LAF, TensorTrain, Tucker
-from mtlbench.methods.backbone import BackboneSpec
-from mtlbench.methods.base import count_parameters
+from mtlbench.nn.tensor_factors import LAF, TensorTrain, Tucker
+from mtlbench.nn.backbone import BackboneSpec
+from mtlbench.nn.method import count_parameters
 from mtlbench.registry import METHODS
 
 NAMES = ["dmtrl_laf", "dmtrl_tucker", "dmtrl_tt"]

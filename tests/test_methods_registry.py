@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from mtlbench.config.schema import OptimizerSpec
-from mtlbench.data.base import DataInfo, MTLData, TaskInfo, TaskSplit
-from mtlbench.methods.backbone import BackboneSpec
-from mtlbench.methods.base import count_parameters, parameter_counts
+from mtlbench.store.dataset import DataInfo, MTLData, TaskInfo, TaskSplit
+from mtlbench.nn.backbone import BackboneSpec
+from mtlbench.nn.method import count_parameters, parameter_counts
 from mtlbench.registry import METHODS
 from mtlbench.training.optim import optimizer_groups
 from tests.conftest import small_data

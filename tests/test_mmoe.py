@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from mtlbench.data.base import DataInfo, TaskInfo
-from mtlbench.methods.backbone import BackboneSpec
-from mtlbench.methods.base import count_parameters
+from mtlbench.store.dataset import DataInfo, TaskInfo
+from mtlbench.nn.backbone import BackboneSpec
+from mtlbench.nn.method import count_parameters
 from mtlbench.registry import METHODS
 
 MMoE, HardShare = METHODS.get("mmoe"), METHODS.get("hard_share")

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtlbench.data.base import DataInfo, TaskInfo
-from mtlbench.methods.backbone import BackboneSpec
+from mtlbench.store.dataset import DataInfo, TaskInfo
+from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.methods.mrn import TensorNormalPrior, official_precision
 from mtlbench.registry import METHODS
 

@@ -9,9 +9,9 @@ import itertools
 import pytest
 import torch
 
-from mtlbench.methods import _kernel_sharing as ks
-from mtlbench.methods.backbone import BackboneSpec
-from mtlbench.methods.base import count_parameters
+from mtlbench.nn import kernel_sharing as ks
+from mtlbench.nn.backbone import BackboneSpec
+from mtlbench.nn.method import count_parameters
 from mtlbench.registry import METHODS
 from tests.conftest import small_data
 

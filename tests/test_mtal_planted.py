@@ -18,7 +18,7 @@ import itertools
 import pytest
 import torch
 
-from mtlbench.methods.backbone import BackboneSpec
+from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.registry import METHODS
 from mtlbench.training.sampler import TaskSampler
 from mtlbench.training.step import Objective

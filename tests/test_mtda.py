@@ -20,10 +20,10 @@ import torch
 from typer.testing import CliRunner
 
 from mtlbench.cli import app
-from mtlbench.data.base import DataInfo, TaskInfo, TaskSplit
+from mtlbench.store.dataset import DataInfo, TaskInfo, TaskSplit
 from mtlbench.errors import MTLBenchError
-from mtlbench.methods.backbone import BackboneSpec
-from mtlbench.methods.base import count_parameters
+from mtlbench.nn.backbone import BackboneSpec
+from mtlbench.nn.method import count_parameters
 from mtlbench.methods.mtda import MTDA, MTDAParams, objective, orthonormal, task_scatter
 from mtlbench.report.tables import build_table, get_paper_table, to_latex, to_markdown
 from mtlbench.results import RunRecord

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from mtlbench.config.schema import OptimizerSpec
-from mtlbench.data.base import DataInfo, TaskInfo
-from mtlbench.methods.backbone import BackboneSpec
-from mtlbench.methods.base import parameter_counts
+from mtlbench.store.dataset import DataInfo, TaskInfo
+from mtlbench.nn.backbone import BackboneSpec
+from mtlbench.nn.method import parameter_counts
 from mtlbench.registry import METHODS
 from mtlbench.training.optim import optimizer_groups
 

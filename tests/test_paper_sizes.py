@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mtlbench.sizes import YOUTUBE8M_CLASSES, count_at_paper_size
+from mtlbench.report.sizes import YOUTUBE8M_CLASSES, count_at_paper_size
 
 T, D_IN, H = 16, 1152, 1024
 TRUNK = (D_IN * H + H) + 2 * (H * H + H)  # 3,279,872

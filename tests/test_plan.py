@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtlbench.data.base import DataInfo, TaskInfo
-from mtlbench.methods.backbone import BackboneSpec, TrunkInput
-from mtlbench.methods.base import MTLMethod, parameter_counts
-from mtlbench.methods.plan import PlanError, Trunk, build_plan, plan_for, run_towers, trunk_input
+from mtlbench.store.dataset import DataInfo, TaskInfo
+from mtlbench.nn.backbone import BackboneSpec, TrunkInput
+from mtlbench.nn.method import MTLMethod, parameter_counts
+from mtlbench.nn.layer_plan import PlanError, Trunk, build_plan, plan_for, run_towers, trunk_input
 from mtlbench.registry import METHODS
 
 

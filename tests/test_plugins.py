@@ -179,7 +179,7 @@ def test_a_saved_state_of_another_plugin_version_is_refused(tmp_path):
     spec = spec_file(tmp_path)
     from mtlbench.config.loader import load_spec
     from mtlbench.plugins import load_plugin_file
-    from mtlbench.training.plan import plan_cells
+    from mtlbench.training.run_plan import plan_cells
     load_plugin_file(plugin)
     old = plan_cells(load_spec(spec), [0], tmp_path / "runs")[1]
     old.state_path.parent.mkdir(parents=True)
@@ -196,7 +196,7 @@ def test_a_saved_state_of_another_plugin_version_is_refused(tmp_path):
 
 
 def test_rows_of_built_ins_keep_the_identities_of_the_committed_records():
-    from mtlbench.training.plan import stored_key
+    from mtlbench.training.run_plan import stored_key
     records = [r for r in load_records(REPO / "results" / "reference") if r.identity]
     assert len(records) > 200
     for r in records:
@@ -323,7 +323,7 @@ CASES = {
         lambda t: ["list", "methods", "--plugin",
                    bad_file(t, "from mtlbench.registry import METHODS\n\n@METHODS.register('f')\ndef f():\n    pass\n")],
         "error: {tmp}/bad.py: method 'f' is the function 'f'; expected a method (a subclass of "
-        "mtlbench.methods.base.MTLMethod)"),
+        "mtlbench.nn.method.MTLMethod)"),
     "a missing plugin file": (lambda t: ["timing", spec_file(t), "--plugin", t / "nowhere.py"],
                               "error: --plugin {tmp}/nowhere.py: no such file"),
     "a plugin that is no .py file": (lambda t: ["check", spec_file(t), "--against", t, "--plugin",
@@ -336,7 +336,7 @@ CASES = {
     "a module:Class that is not a method": (
         lambda t: ["train", spec_file(t, method="json:JSONDecoder"), "--plugin", EXAMPLE],
         "error: {tmp}/spec.yaml:8: methods[1].name: 'json:JSONDecoder' (" + json.__file__ + ") is the class "
-        "'JSONDecoder'; expected a method (a subclass of mtlbench.methods.base.MTLMethod)"),
+        "'JSONDecoder'; expected a method (a subclass of mtlbench.nn.method.MTLMethod)"),
     "a module:Class without the class": (
         lambda t: ["validate", spec_file(t, method="json:Gated"), "--plugin", EXAMPLE],
         "error: {tmp}/spec.yaml:8: methods[1].name: 'json:Gated': module 'json' (" + json.__file__ + ") has no "

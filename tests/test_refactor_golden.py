@@ -36,7 +36,7 @@ def test_golden_covers_every_case():
 def test_reference_records_keep_their_backbone_identity():
     """The committed reference records' backbones dump exactly as stored, so `compare` still groups them with
     their specs (the keys added with VGG stages and stems are left out while at their defaults)."""
-    from mtlbench.methods.backbone import BackboneSpec
+    from mtlbench.nn.backbone import BackboneSpec
     from tests.conftest import REPO
 
     paths = sorted((REPO / "results" / "reference").rglob("seed*.json"))
@@ -51,8 +51,8 @@ def test_reference_records_keep_their_backbone_identity():
 def test_stl_checkpoint_keys_are_unchanged():
     """DMTRL's `init: stl` and the tower methods' `tower_init: stl` read STL checkpoints by these names,
     including checkpoints written before the layer plan (homogeneous inputs: no stem entries)."""
-    from mtlbench.data.base import DataInfo, TaskInfo
-    from mtlbench.methods.backbone import BackboneSpec
+    from mtlbench.store.dataset import DataInfo, TaskInfo
+    from mtlbench.nn.backbone import BackboneSpec
     from mtlbench.registry import METHODS
 
     info = DataInfo("toy", [TaskInfo(f"t{t}", 3, "multiclass", (1, 8, 8)) for t in range(2)], "per_task", "acc")

@@ -7,10 +7,10 @@ import re
 import pytest
 import torch
 
-from mtlbench.data.base import DataInfo, TaskInfo
+from mtlbench.store.dataset import DataInfo, TaskInfo
 from mtlbench.errors import SpecError
-from mtlbench.methods.backbone import BackboneSpec
-from mtlbench.methods.base import count_parameters
+from mtlbench.nn.backbone import BackboneSpec
+from mtlbench.nn.method import count_parameters
 from mtlbench.registry import METHODS
 
 SoftOrder = METHODS.get("soft_order")

@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mtlbench.cli import app
-from mtlbench.data.base import DatasetSource
+from mtlbench.store.dataset import DatasetSource
 from mtlbench.registry import DATASETS
 
 runner = CliRunner()

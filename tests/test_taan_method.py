@@ -5,8 +5,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from mtlbench.data.base import DataInfo, TaskInfo
-from mtlbench.methods.backbone import BackboneSpec
+from mtlbench.store.dataset import DataInfo, TaskInfo
+from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.registry import METHODS
 from mtlbench.taan import AdaptiveActivation, cosine_reg, distance_reg, trace_norm_reg
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mtlbench import timing
+from mtlbench.training import timing
 from mtlbench.cli import app
 from mtlbench.methods.hard_share import HardShare
 from tests.conftest import TINY_SPEC

@@ -136,7 +136,7 @@ def validate_outcome(folder: Path, text: bytes) -> None:
 
 def assert_plan_inside(spec: Path, out: Path) -> None:
     from mtlbench.config.loader import load_spec
-    from mtlbench.training.plan import plan_cells
+    from mtlbench.training.run_plan import plan_cells
     resolved = load_spec(spec)
     root = Path(resolved.spec.output.dir).resolve()
     for cell in plan_cells(resolved, resolved.spec.seeds, resolved.spec.output.dir):
@@ -259,7 +259,7 @@ def test_committed_records_keep_their_identity_under_the_ranges():
     params and the dataset's options too) and gives the identity the record was written with."""
     from mtlbench.registry import DATASETS, METHODS
     from mtlbench.results import identity_hash, read_record
-    from mtlbench.training.plan import stored_key
+    from mtlbench.training.run_plan import stored_key
     assert RECORDS
     for path in RECORDS:
         record = read_record(path)

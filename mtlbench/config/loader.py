@@ -20,10 +20,10 @@ from pydantic import BaseModel, ValidationError
 
 from mtlbench.config.schema import RunSpec
 from mtlbench.config.sweep import option_names, sweep_problems
-from mtlbench.data.base import DataInfo, DatasetSource
+from mtlbench.store.dataset import DataInfo, DatasetSource
 from mtlbench.errors import MTLBenchError, SpecError
-from mtlbench.methods.base import MethodParams, MTLMethod
-from mtlbench.methods.plan import backbone_problems
+from mtlbench.nn.method import MethodParams, MTLMethod
+from mtlbench.nn.layer_plan import backbone_problems
 from mtlbench.metrics import get_metric
 from mtlbench.registry import DATASETS, METHODS, UnknownNameError
 from mtlbench.training.distributed import env_world

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
-from mtlbench.launch.settings import LauncherSpec
-from mtlbench.methods.backbone import BackboneSpec
+from mtlbench.config.launcher import LauncherSpec
+from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.seeds import SEED_MAX
 
 
@@ -178,7 +178,7 @@ class RunSpec(Strict):
     seeds: list[Seed] = Field(default=[0], min_length=1, description="one run per method and seed (--seeds overrides)")
     output: OutputSpec = Field(default_factory=OutputSpec)
     launcher: LauncherSpec = Field(default_factory=LauncherSpec, description="how the cells run: in process, "
-                                   "as local processes or as Slurm jobs (mtlbench.launch.settings)")
+                                   "as local processes or as Slurm jobs (mtlbench.config.launcher)")
     sweep: SweepSpec | None = Field(default=None, description="an option to vary (mtlbench sweep)")
     check: CheckSpec = Field(default_factory=CheckSpec, description="tolerances of `mtlbench check`")
 

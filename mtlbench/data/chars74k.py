@@ -3,7 +3,7 @@ read from ``mtlbench prepare chars74k``: HD (handwritten digits), A and a (10 se
 letters, handwritten) and Typographic* (computer-font digits, the stand-in for MTAL's typographic set)."""
 from __future__ import annotations
 
-from mtlbench.data.prepared import PreparedSource
+from mtlbench.store.prepared import PreparedSource
 from mtlbench.registry import DATASETS
 
 

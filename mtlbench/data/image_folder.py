@@ -2,7 +2,7 @@
 -- how a user brings Office-Home Art (MTAL, Feng & Chen, Tables 4-5) or any other image collection."""
 from __future__ import annotations
 
-from mtlbench.data.prepared import PreparedSource
+from mtlbench.store.prepared import PreparedSource
 from mtlbench.registry import DATASETS
 
 

@@ -20,9 +20,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from mtlbench.data.base import SPLITS, DataInfo, DatasetSource, MTLData
-from mtlbench.data.prepared import PreparedOptions, input_bytes, load_task, split_scheme, task_info, use_stream
-from mtlbench.data.shards import MANIFEST, open_prepared, verifying
+from mtlbench.store.dataset import SPLITS, DataInfo, DatasetSource, MTLData
+from mtlbench.store.prepared import PreparedOptions, input_bytes, load_task, split_scheme, task_info, use_stream
+from mtlbench.store.shards import MANIFEST, open_prepared, verifying
 from mtlbench.errors import DataError
 from mtlbench.registry import DATASETS
 

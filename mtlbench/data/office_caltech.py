@@ -4,7 +4,7 @@ divided by its sum and each feature standardised with the training rows' statist
 MTAL (Feng & Chen, Tables 4-5) uses the Amazon domain."""
 from __future__ import annotations
 
-from mtlbench.data.prepared import PreparedSource
+from mtlbench.store.prepared import PreparedSource
 from mtlbench.registry import DATASETS
 
 

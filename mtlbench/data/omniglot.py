@@ -4,7 +4,7 @@
 TAAN code did; tables should footnote it)."""
 from __future__ import annotations
 
-from mtlbench.data.prepared import PreparedSource
+from mtlbench.store.prepared import PreparedSource
 from mtlbench.registry import DATASETS
 
 

@@ -14,11 +14,11 @@ import h5py
 import numpy as np
 import torch
 
-from mtlbench.data.base import SPLITS, MTLData, TaskSplit
-from mtlbench.data.prepared import PreparedOptions, PreparedSource, data_info, split_scheme, use_stream
-from mtlbench.data.shards import read_arrays, verifying
-from mtlbench.data.splits import CODES, TEST, compute_split
-from mtlbench.data.stored import H5Rows, ScaledTaskSplit
+from mtlbench.store.dataset import SPLITS, MTLData, TaskSplit
+from mtlbench.store.prepared import PreparedOptions, PreparedSource, data_info, split_scheme, use_stream
+from mtlbench.store.shards import read_arrays, verifying
+from mtlbench.store.splits import CODES, TEST, compute_split
+from mtlbench.store.rows import H5Rows, ScaledTaskSplit
 from mtlbench.errors import DataError
 from mtlbench.registry import DATASETS
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtlbench.training.plan import RunCell
+from mtlbench.training.run_plan import RunCell
 
 
 def dependencies(cells: list[RunCell]) -> dict[int, list[int]]:

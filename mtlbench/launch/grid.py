@@ -14,9 +14,9 @@ from mtlbench.config.loader import ResolvedSpec
 from mtlbench.errors import UsageError
 from mtlbench.launch.cells import dependencies, waves
 from mtlbench.launch.jobs_file import read_jobs, spec_dir
-from mtlbench.launch.settings import LauncherSpec
+from mtlbench.config.launcher import LauncherSpec
 from mtlbench.launch.status import CellStatus, cell_statuses
-from mtlbench.training.plan import RunCell, finished_runs, plan_cells, skipped_line
+from mtlbench.training.run_plan import RunCell, finished_runs, plan_cells, skipped_line
 
 Log = Callable[[str], None]
 

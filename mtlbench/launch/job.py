@@ -36,7 +36,7 @@ class CellJob:
         return rebuild_job, (loaded_files(), cloudpickle.dumps(state))
 
     def __call__(self) -> dict:
-        from mtlbench.training.plan import plan_cells, stored_key
+        from mtlbench.training.run_plan import plan_cells, stored_key
         from mtlbench.training.run import load_data, train_cell
         resolved = with_threads(self.resolved, self.threads)
         cell = plan_cells(resolved, self.seeds, self.out_dir)[self.index]

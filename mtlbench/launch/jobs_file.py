@@ -11,7 +11,7 @@ from typing import Any
 
 from mtlbench.errors import InputError
 from mtlbench.io import atomic_write_json
-from mtlbench.training.plan import RunCell
+from mtlbench.training.run_plan import RunCell
 
 JOBS_FILE = "jobs.json"
 JOBS_DIR = "jobs"

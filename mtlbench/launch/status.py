@@ -20,7 +20,7 @@ from typing import Any
 from mtlbench.errors import MTLBenchError
 from mtlbench.launch.jobs_file import cell_key
 from mtlbench.results import read_record
-from mtlbench.training.plan import RunCell, stored_key
+from mtlbench.training.run_plan import RunCell, stored_key
 
 SLURM_ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED",
                 "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED"}
@@ -173,7 +173,7 @@ def last_log_line(files: dict[str, Path]) -> str:
 def spec_statuses(resolved, seeds: list[int] | None, out_dir: Path | None) -> list[CellStatus]:
     """Every cell of a spec with its status (``mtlbench status``)."""
     from mtlbench.launch.jobs_file import read_jobs, spec_dir
-    from mtlbench.training.plan import plan_cells
+    from mtlbench.training.run_plan import plan_cells
     out = Path(out_dir or resolved.spec.output.dir)
     cells = plan_cells(resolved, seeds if seeds is not None else resolved.spec.seeds, out)
     return with_progress_hints(with_reuse_hints(cell_statuses(cells, read_jobs(spec_dir(out, resolved.spec.name)))))

@@ -3,7 +3,7 @@
 
 What it implements: every hidden layer is task-specific, and the T per-task weights of a
 layer are stacked with the task axis last -- dense: [in, out, T]; conv: [kH, kW, C_in, C_out, T] -- and the
-stacked tensor is *parametrised* by a factorisation (mtlbench/methods/_tensor_factors.py): LAF (W = L S),
+stacked tensor is *parametrised* by a factorisation (mtlbench/nn/tensor_factors.py): LAF (W = L S),
 Tucker (core and one factor per mode, task mode included) or TT (a train of cores, task core last). The
 factorisation is initialised by decomposing an initial tensor, and the ranks come from that decomposition
 by the relative-error rule (``eps_or_k``, ``rank_rule``), not by hand. Biases (out x T) are task-specific and
@@ -54,11 +54,11 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from mtlbench.methods._common import apply_fidelity, load_state, raise_if_refused, stl_checkpoint_problems
-from mtlbench.methods._tensor_factors import FACTORISATIONS
-from mtlbench.methods.backbone import ActFactory, NoActivation, make_heads, relu_factory
-from mtlbench.methods.base import MethodParams, MTLMethod, count_parameters
-from mtlbench.methods.plan import Layer, Trunk, plan_for, run_towers
+from mtlbench.nn.method_helpers import apply_fidelity, load_state, raise_if_refused, stl_checkpoint_problems
+from mtlbench.nn.tensor_factors import FACTORISATIONS
+from mtlbench.nn.backbone import ActFactory, NoActivation, make_heads, relu_factory
+from mtlbench.nn.method import MethodParams, MTLMethod, count_parameters
+from mtlbench.nn.layer_plan import Layer, Trunk, plan_for, run_towers
 from mtlbench.registry import METHODS
 
 log = logging.getLogger(__name__)

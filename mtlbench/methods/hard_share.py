@@ -10,10 +10,10 @@ from typing import Sequence
 
 import torch
 
-from mtlbench.methods._common import segments_of
-from mtlbench.methods.backbone import ActFactory, make_heads, relu_factory
-from mtlbench.methods.base import MTLMethod
-from mtlbench.methods.plan import Trunk
+from mtlbench.nn.method_helpers import segments_of
+from mtlbench.nn.backbone import ActFactory, make_heads, relu_factory
+from mtlbench.nn.method import MTLMethod
+from mtlbench.nn.layer_plan import Trunk
 from mtlbench.registry import METHODS
 
 

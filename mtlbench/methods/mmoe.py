@@ -23,10 +23,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mtlbench.methods._common import segments_of
-from mtlbench.methods.backbone import make_heads
-from mtlbench.methods.base import MethodParams, MTLMethod
-from mtlbench.methods.plan import Trunk, run_towers
+from mtlbench.nn.method_helpers import segments_of
+from mtlbench.nn.backbone import make_heads
+from mtlbench.nn.method import MethodParams, MTLMethod
+from mtlbench.nn.layer_plan import Trunk, run_towers
 from mtlbench.registry import METHODS
 
 

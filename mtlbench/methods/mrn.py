@@ -49,10 +49,10 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from mtlbench.methods._common import apply_fidelity, fresh_copy, raise_if_refused, segments_of
-from mtlbench.methods.backbone import make_heads
-from mtlbench.methods.base import MethodParams, MTLMethod
-from mtlbench.methods.plan import Trunk, plan_for, run_towers
+from mtlbench.nn.method_helpers import apply_fidelity, fresh_copy, raise_if_refused, segments_of
+from mtlbench.nn.backbone import make_heads
+from mtlbench.nn.method import MethodParams, MTLMethod
+from mtlbench.nn.layer_plan import Trunk, plan_for, run_towers
 from mtlbench.registry import METHODS
 
 TAAN_CODE = {"update_rule": "official", "update_interval": 50}

@@ -14,7 +14,7 @@ forward, for every candidate task pair (i, j):
 4. task i's effective filter k is the mean of w_ij over the j whose pair was selected; a filter with no
    selected pair stays task i's own w_i,k (eq. 6).
 Gradients flow through the effective filters into the raw filters and the thetas. All tasks' kernels of a layer
-are handled in one vectorised computation (``mtlbench.methods._kernel_sharing``: the m x T x T cosines from
+are handled in one vectorised computation (``mtlbench.nn.kernel_sharing``: the m x T x T cosines from
 per-filter Gram matrices, the aggregation as one batched product with an m x T x T coefficient tensor) and the
 layer runs through the layer plan's ``weights`` hook: the stacked effective kernels [T, out, in, k, k] as one
 grouped convolution on a GPU; on a CPU one convolution per task from the same stack, because CPU grouped
@@ -78,11 +78,11 @@ import torch
 from pydantic import Field, model_serializer
 from torch import nn
 
-from mtlbench.methods import _kernel_sharing as ks
-from mtlbench.methods._common import raise_if_refused
-from mtlbench.methods.backbone import make_heads
-from mtlbench.methods.base import MethodParams, MTLMethod
-from mtlbench.methods.plan import Layer, Trunk, plan_for, run_towers
+from mtlbench.nn import kernel_sharing as ks
+from mtlbench.nn.method_helpers import raise_if_refused
+from mtlbench.nn.backbone import make_heads
+from mtlbench.nn.method import MethodParams, MTLMethod
+from mtlbench.nn.layer_plan import Layer, Trunk, plan_for, run_towers
 from mtlbench.registry import METHODS
 
 

@@ -55,7 +55,7 @@ from pydantic import Field
 from torch import nn
 
 from mtlbench.errors import MTLBenchError
-from mtlbench.methods.base import MethodParams, MTLMethod
+from mtlbench.nn.method import MethodParams, MTLMethod
 from mtlbench.registry import METHODS
 
 F64 = torch.float64

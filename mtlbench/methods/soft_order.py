@@ -39,10 +39,10 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from mtlbench.methods._common import apply_fidelity, raise_if_refused, row_task_index, segments_of
-from mtlbench.methods.backbone import ReLU, init_shared, make_heads
-from mtlbench.methods.base import MethodParams, MTLMethod
-from mtlbench.methods.plan import Block, trunk_input, trunk_kind
+from mtlbench.nn.method_helpers import apply_fidelity, raise_if_refused, row_task_index, segments_of
+from mtlbench.nn.backbone import ReLU, init_shared, make_heads
+from mtlbench.nn.method import MethodParams, MTLMethod
+from mtlbench.nn.layer_plan import Block, trunk_input, trunk_kind
 from mtlbench.registry import METHODS
 
 TAAN_CODE = {"encoder": "shared", "sigma_init": "normal"}

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mtlbench.methods.backbone import make_heads
-from mtlbench.methods.base import MTLMethod
-from mtlbench.methods.plan import Trunk
+from mtlbench.nn.backbone import make_heads
+from mtlbench.nn.method import MTLMethod
+from mtlbench.nn.layer_plan import Trunk
 from mtlbench.registry import METHODS
 
 

@@ -19,8 +19,8 @@ import torch
 from pydantic import Field, field_validator
 
 from mtlbench.io import float32_list
-from mtlbench.methods.backbone import ActFactory
-from mtlbench.methods.base import MethodParams
+from mtlbench.nn.backbone import ActFactory
+from mtlbench.nn.method import MethodParams
 from mtlbench.methods.hard_share import HardShare
 from mtlbench.registry import METHODS
 from mtlbench.taan import (AdaptiveActivation, cosine_matrix, cosine_reg, distance_matrix, distance_reg,

@@ -1,5 +1,5 @@
 """``mtlbench prepare``: read each dataset's raw files and write a prepared directory (see
-``mtlbench.data.shards``). One module per source; the registered loaders live in ``mtlbench.data``.
+``mtlbench.store.shards``). One module per source; the registered loaders live in ``mtlbench.data``.
 
 Every ``prepare_*`` function takes a ``progress`` factory -- ``progress(description, total)`` returns an
 ``advance(n)`` callable -- so the CLI can draw bars while library callers and tests pass nothing.

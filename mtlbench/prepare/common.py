@@ -11,8 +11,8 @@ from typing import Any, Callable
 import numpy as np
 
 from mtlbench import __version__
-from mtlbench.data.shards import FORMAT_VERSION, PreparedWriter, sha256_file
-from mtlbench.data.splits import CODES, compute_split
+from mtlbench.store.shards import FORMAT_VERSION, PreparedWriter, sha256_file
+from mtlbench.store.splits import CODES, compute_split
 from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
 

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from mtlbench import __version__
-from mtlbench.data.shards import FORMAT_VERSION, PreparedWriter
-from mtlbench.data.splits import by_key_split, partition_split
+from mtlbench.store.shards import FORMAT_VERSION, PreparedWriter
+from mtlbench.store.splits import by_key_split, partition_split
 from mtlbench.data.youtube8m import read_video_meta
-from mtlbench.data.tfrecord import iter_examples
+from mtlbench.store.tfrecord import iter_examples
 from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
 from mtlbench.prepare.common import require, sources_entry, split_counts

@@ -24,7 +24,7 @@ from mtlbench.errors import UsageError
 from mtlbench.registry import unknown_name_message
 from mtlbench.results import RunRecord, tidy
 
-PAPER_TABLES = Path(__file__).with_name("paper_tables.yaml")
+PAPER_TABLES = Path(__file__).parents[1] / "config" / "paper_tables.yaml"
 DASH = "—"
 DIVERGED = "diverged"
 NA = "n/a"

@@ -1,5 +1,5 @@
 """``AdaptiveActivation``: one TAAN layer's activations (Liu et al., AAAI 2020, Eq. 1) as a drop-in activation
-for mtlbench.methods.backbone Blocks, called as ``act(z, segments)``.
+for mtlbench.nn.backbone Blocks, called as ``act(z, segments)``.
 
 Parameters: alpha [T, M] (per task) and hinges b [M] (shared by tasks and neurons): a buffer for
 ``b_mode="fixed"`` (default, a uniform grid bucketed arithmetically) or a parameter for ``"learned"``.

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from mtlbench.config.loader import ResolvedSpec
-from mtlbench.data.base import MTLData, TaskSplit
-from mtlbench.methods.base import MTLMethod
+from mtlbench.store.dataset import MTLData, TaskSplit
+from mtlbench.nn.method import MTLMethod
 from mtlbench.metrics import DEFAULT_METRICS, get_metric
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from mtlbench.config.schema import OptimizerSpec
-from mtlbench.methods.base import MTLMethod
+from mtlbench.nn.method import MTLMethod
 
 
 def group_settings(model: MTLMethod, o: OptimizerSpec) -> dict[str, dict[str, float]]:

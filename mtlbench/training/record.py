@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from mtlbench.config.loader import ResolvedSpec
-from mtlbench.data.base import MTLData
-from mtlbench.methods.base import MTLMethod, count_parameters
+from mtlbench.store.dataset import MTLData
+from mtlbench.nn.method import MTLMethod, count_parameters
 from mtlbench.results import RECORD_SCHEMA, RunRecord, code_version
 from mtlbench.training.env import fingerprint
-from mtlbench.training.plan import RunCell
+from mtlbench.training.run_plan import RunCell
 
 
 def make_record(resolved: ResolvedSpec, cell: RunCell, data: MTLData, model: MTLMethod, device: torch.device,

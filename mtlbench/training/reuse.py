@@ -16,7 +16,7 @@ from pathlib import Path
 from mtlbench.errors import InputError
 from mtlbench.io import atomic_write
 from mtlbench.results import RunRecord, read_record, write_record
-from mtlbench.training.plan import RunCell, stored_key
+from mtlbench.training.run_plan import RunCell, stored_key
 
 
 def without_label(key: dict) -> dict:

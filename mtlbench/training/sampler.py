@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mtlbench.data.base import TaskSplit
+from mtlbench.store.dataset import TaskSplit
 
 
 class TaskSampler:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mtlbench.io import atomic_write
-from mtlbench.methods.base import MTLMethod
+from mtlbench.nn.method import MTLMethod
 from mtlbench.training.evaluate import improved
 from mtlbench.training.precision import Precision
 from mtlbench.training.sampler import TaskSampler

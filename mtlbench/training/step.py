@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlbench.config.loader import ResolvedSpec
-from mtlbench.data.base import TaskInfo
-from mtlbench.methods.base import MTLMethod
+from mtlbench.store.dataset import TaskInfo
+from mtlbench.nn.method import MTLMethod
 from mtlbench.training.distributed import SINGLE, Dist, unwrap
 from mtlbench.training.precision import Precision
 from mtlbench.training.optim import optimizer_groups

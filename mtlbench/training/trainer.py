@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from mtlbench.config.loader import ResolvedMethod, ResolvedSpec
-from mtlbench.data.base import MTLData
+from mtlbench.store.dataset import MTLData
 from mtlbench.errors import UsageError
-from mtlbench.methods.base import MTLMethod
+from mtlbench.nn.method import MTLMethod
 from mtlbench.metrics import get_metric
 from mtlbench.results import RunRecord
 from mtlbench.training.distributed import SINGLE, Dist, convert_batchnorm, wrap
 from mtlbench.training.evaluate import evaluate, metric_names
-from mtlbench.training.plan import RunCell
+from mtlbench.training.run_plan import RunCell
 from mtlbench.training.precision import Precision
 from mtlbench.training.record import make_record
 from mtlbench.training.sampler import TaskSampler

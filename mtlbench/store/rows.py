@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import torch
 
-from mtlbench.data.base import TaskSplit
+from mtlbench.store.dataset import TaskSplit
 from mtlbench.errors import DataError
 
 STREAM_CACHE_BYTES = 64 << 20  # per open shard: a few dozen decompressed chunks stay hot between batches

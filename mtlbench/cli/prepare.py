@@ -1,7 +1,7 @@
 """``mtlbench prepare <source>``: turn raw dataset files into a prepared directory (HDF5 shards + manifest).
 
 Wired into the main CLI by ``app.add_typer(prepare_app, name="prepare")``; also runnable alone as
-``python -m mtlbench.cli_prepare``. Only argument parsing and printing live here.
+``python -m mtlbench.cli.prepare``. Only argument parsing and printing live here.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Iterator, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mtlbench.console import err, out
-from mtlbench.console import user_errors as _user_errors
+from mtlbench.cli.console import err, out
+from mtlbench.cli.console import user_errors as _user_errors
 from mtlbench.prepare import ProgressFactory
 from mtlbench.seeds import SEED_MAX
 
@@ -67,7 +67,7 @@ def command_line(source: str, **opts) -> str:
 
 def refuse_early(out: Path, force: bool, fractions: tuple[float, float] | None = None) -> None:
     """What the options alone decide, checked before any source file is read (exit 2, nothing written)."""
-    from mtlbench.data.shards import refuse_to_clobber
+    from mtlbench.store.shards import refuse_to_clobber
     from mtlbench.prepare.common import mtal_scheme
     refuse_to_clobber(out, force)
     if fractions is not None:
@@ -236,8 +236,8 @@ def verify(path: Path = typer.Argument(..., help="a prepared dataset directory")
     (the same code `validate` and `train` give for the same problem)."""
     from rich.table import Table
 
-    from mtlbench.data.manifest_check import SEAL, is_sealed
-    from mtlbench.data.shards import verify_prepared
+    from mtlbench.store.manifest_check import SEAL, is_sealed
+    from mtlbench.store.shards import verify_prepared
     from mtlbench.errors import DataError, InputError
     try:
         manifest = verify_prepared(path)

@@ -16,10 +16,10 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from mtlbench.data.base import DataInfo, TaskSplit
-from mtlbench.methods.backbone import BackboneSpec
-from mtlbench.methods.plan import plan_for
-from mtlbench.methods.stems import build_stems
+from mtlbench.store.dataset import DataInfo, TaskSplit
+from mtlbench.nn.backbone import BackboneSpec
+from mtlbench.nn.layer_plan import plan_for
+from mtlbench.nn.stems import build_stems
 
 
 class MethodParams(BaseModel):

@@ -80,8 +80,8 @@ def check_against_shards(folder: Path, manifest: dict[str, Any], mf: Path) -> No
 def check_task_shard(folder: Path, t: int, task: dict[str, Any], manifest: dict[str, Any], mf: Path) -> None:
     import h5py
 
-    from mtlbench.data.shards import read_arrays
-    from mtlbench.data.splits import CODES
+    from mtlbench.store.shards import read_arrays
+    from mtlbench.store.splits import CODES
     shard = folder / task["shard"]
     schemes = list(manifest["split"]["schemes"])
     with h5py.File(shard, "r") as h5:
@@ -107,8 +107,8 @@ def check_task_shard(folder: Path, t: int, task: dict[str, Any], manifest: dict[
 
 def check_shared_inputs(folder: Path, manifest: dict[str, Any], mf: Path) -> None:
     """YouTube-8M: the tasks' vocabulary indices and video counts against the labels stored with the videos."""
-    from mtlbench.data.shards import read_arrays
-    from mtlbench.data.splits import CODES
+    from mtlbench.store.shards import read_arrays
+    from mtlbench.store.splits import CODES
     from mtlbench.data.youtube8m import read_video_meta, task_rows_targets
     files = [folder / s for s in manifest["inputs"]["shards"]]
     meta = read_video_meta(files)

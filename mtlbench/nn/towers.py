@@ -12,11 +12,11 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from mtlbench.methods._common import (load_stl_towers, position_problems, resolve_positions, segments_of,
+from mtlbench.nn.method_helpers import (load_stl_towers, position_problems, resolve_positions, segments_of,
                                       stl_checkpoint_problems)
-from mtlbench.methods.backbone import make_heads
-from mtlbench.methods.base import MTLMethod
-from mtlbench.methods.plan import Trunk, run_towers
+from mtlbench.nn.backbone import make_heads
+from mtlbench.nn.method import MTLMethod
+from mtlbench.nn.layer_plan import Trunk, run_towers
 
 
 class FusedTowers(MTLMethod):

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from mtlbench.data.base import SPLITS, DataInfo, DatasetSource, MTLData, TaskInfo, TaskSplit
-from mtlbench.data.shards import MANIFEST, Check, check_prepared, open_prepared, read_arrays, verifying
-from mtlbench.data.splits import CODES, TEST, compute_split
-from mtlbench.data.stored import H5Rows, ScaledTaskSplit
+from mtlbench.store.dataset import SPLITS, DataInfo, DatasetSource, MTLData, TaskInfo, TaskSplit
+from mtlbench.store.shards import MANIFEST, Check, check_prepared, open_prepared, read_arrays, verifying
+from mtlbench.store.splits import CODES, TEST, compute_split
+from mtlbench.store.rows import H5Rows, ScaledTaskSplit
 from mtlbench.errors import DataError
 
 

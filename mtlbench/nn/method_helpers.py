@@ -12,9 +12,9 @@ from typing import Any, Literal, Sequence, Union
 import torch
 from torch import nn
 
-from mtlbench.data.base import DataInfo
-from mtlbench.methods.backbone import BackboneSpec, Segments, init_shared
-from mtlbench.methods.plan import Plan, PlanError, plan_for
+from mtlbench.store.dataset import DataInfo
+from mtlbench.nn.backbone import BackboneSpec, Segments, init_shared
+from mtlbench.nn.layer_plan import Plan, PlanError, plan_for
 
 
 # -- option handling ------------------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from mtlbench.config.loader import ResolvedMethod, ResolvedSpec
-from mtlbench.data.base import MTLData
-from mtlbench.methods.base import count_parameters
+from mtlbench.store.dataset import MTLData
+from mtlbench.nn.method import count_parameters
 from mtlbench.training.env import device_name, fingerprint
 from mtlbench.training.precision import Precision
 from mtlbench.training.sampler import TaskSampler

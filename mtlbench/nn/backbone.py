@@ -9,11 +9,11 @@ Kinds of trunk (``kind``):
   ``kernel_size`` convolutions (padding (k - 1) / 2), a max-pool of ``pool`` after each stage, then ``dense``.
 - ``auto``: ``mlp`` when every task's input is a vector, else ``conv``.
 ``width`` scales every layer width (CPU-sized VGG: 0.125), rounded, at least 1. The trunk's input shape is
-``input`` (default derived from the tasks, see ``mtlbench.methods.plan.trunk_input``); each task reaches it
-through its own stem (``mtlbench.methods.stems``), images resized by ``resize``.
+``input`` (default derived from the tasks, see ``mtlbench.nn.layer_plan.trunk_input``); each task reaches it
+through its own stem (``mtlbench.nn.stems``), images resized by ``resize``.
 
 Methods change what they need by passing an activation factory (TAAN's per-task activations) or by building
-one trunk per task (STL) -- never by re-writing the layer arithmetic (``mtlbench.methods.plan``).
+one trunk per task (STL) -- never by re-writing the layer arithmetic (``mtlbench.nn.layer_plan``).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 from torch import nn
 
-from mtlbench.data.base import TaskInfo
+from mtlbench.store.dataset import TaskInfo
 
 Width = Annotated[int, Field(ge=1)]  # a layer width, channel count or size
 VGG16_STAGES = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]

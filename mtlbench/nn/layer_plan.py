@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlbench.data.base import DataInfo
+from mtlbench.store.dataset import DataInfo
 from mtlbench.errors import SpecError
-from mtlbench.methods.backbone import ActFactory, BackboneSpec, Segments, TrunkInput, init_shared, relu_factory
+from mtlbench.nn.backbone import ActFactory, BackboneSpec, Segments, TrunkInput, init_shared, relu_factory
 
 
 class PlanError(SpecError):

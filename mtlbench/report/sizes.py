@@ -2,7 +2,7 @@
 (YouTube-8M: 1152-d input, MLP 1152 -> 3 x 1024, 16 vertical tasks with YouTube-8M's class counts per vertical) and
 count. Building is cheap for every method (DMTRL factorises a random tensor of that size, a few seconds).
 
-    >>> from mtlbench.sizes import count_at_paper_size
+    >>> from mtlbench.report.sizes import count_at_paper_size
     >>> count_at_paper_size("hard_share")["trainable"]
     6925797
 """
@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from mtlbench.data.base import DataInfo, TaskInfo
-from mtlbench.methods.backbone import BackboneSpec
-from mtlbench.methods.base import parameter_counts
+from mtlbench.store.dataset import DataInfo, TaskInfo
+from mtlbench.nn.backbone import BackboneSpec
+from mtlbench.nn.method import parameter_counts
 from mtlbench.registry import METHODS
 
 # Vertical1 counts of vocabulary.csv, in the TAAN code's task order (data_prep/README.md)

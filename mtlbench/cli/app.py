@@ -11,8 +11,8 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtlbench.console import OneLineUsageErrors, err, error_line, out, takes_plugins
-from mtlbench.console import user_errors as _user_errors
+from mtlbench.cli.console import OneLineUsageErrors, err, error_line, out, takes_plugins
+from mtlbench.cli.console import user_errors as _user_errors
 from mtlbench.errors import UsageError
 
 app = typer.Typer(
@@ -105,7 +105,7 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
     N -m mtlbench train SPEC` every run is trained data-parallel by the N processes."""
     from mtlbench.config.loader import load_spec, only_rows
     from mtlbench.io import output_folder
-    from mtlbench.launch.settings import with_flags
+    from mtlbench.config.launcher import with_flags
     check_format(fmt)
     seed_list, row_patterns = parse_seeds(seeds), parse_rows(rows)
     output_folder(out_dir)
@@ -310,7 +310,7 @@ def print_param_counts(spec: Path) -> None:
 
     from mtlbench.config.loader import load_spec
     from mtlbench.report.tables import fmt_params, get_paper_table
-    from mtlbench.sizes import counts_for_spec
+    from mtlbench.report.sizes import counts_for_spec
     resolved = load_spec(spec)
     paper = get_paper_table(resolved.spec.table) if resolved.spec.table else None
     has_params = paper is not None and "params" in paper["columns"]
@@ -377,7 +377,7 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
     from mtlbench.config.loader import load_spec
     from mtlbench.io import atomic_write_json, output_folder
     from mtlbench.report.tables import build_timing_table, timing_paper_table
-    from mtlbench.timing import time_spec, with_reference
+    from mtlbench.training.timing import time_spec, with_reference
     from mtlbench.training.run import load_data
     check_format(fmt)
     output_folder(out_dir)
@@ -547,7 +547,7 @@ def print_table(table, fmt: str) -> None:
         sys.stdout.write(RENDERERS[fmt](table))
 
 
-from mtlbench.cli_prepare import prepare_app  # noqa: E402  (its sub-commands import their work lazily)
+from mtlbench.cli.prepare import prepare_app  # noqa: E402  (its sub-commands import their work lazily)
 
 app.add_typer(prepare_app, name="prepare")
 

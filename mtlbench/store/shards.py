@@ -36,8 +36,8 @@ import crc32c
 import h5py
 import numpy as np
 
-from mtlbench.data.manifest_check import check_against_shards, check_consistency, check_seal, write_seal
-from mtlbench.data.verified import VerifiedShards
+from mtlbench.store.manifest_check import check_against_shards, check_consistency, check_seal, write_seal
+from mtlbench.store.verified import VerifiedShards
 from mtlbench.errors import DataError, InputError
 
 FORMAT = "mtlbench-prepared"
