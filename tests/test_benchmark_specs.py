@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mtlbench.config.loader import load_spec
-from mtlbench.report.tables import paper_tables
+from mtlbench.config.paper_tables import paper_tables
 
 SPECS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.yaml"))
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from mtlbench.cli import app
 from mtlbench.config.loader import load_spec
 from mtlbench.report.grid import grid_series, parse_paper_cell
-from mtlbench.report.tables import get_paper_table
+from mtlbench.config.paper_tables import get_paper_table
 from tests.conftest import REPO
 
 runner = CliRunner()

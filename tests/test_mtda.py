@@ -25,7 +25,9 @@ from mtlbench.errors import MTLBenchError
 from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.nn.method import count_parameters
 from mtlbench.methods.mtda import MTDA, MTDAParams, objective, orthonormal, task_scatter
-from mtlbench.report.tables import build_table, get_paper_table, to_latex, to_markdown
+from mtlbench.config.paper_tables import get_paper_table
+from mtlbench.report.render import to_latex, to_markdown
+from mtlbench.report.tables import build_table
 from mtlbench.results import RunRecord
 from tests.conftest import REPO, small_data
 

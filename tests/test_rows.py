@@ -5,7 +5,8 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from mtlbench.cli import app
-from mtlbench.config.loader import load_spec, only_rows
+from mtlbench.cli.rows import only_rows
+from mtlbench.config.loader import load_spec
 from tests.conftest import TINY_SPEC
 
 runner = CliRunner()

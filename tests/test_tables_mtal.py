@@ -3,7 +3,9 @@ a column we cannot fill offline (Office-Home Art) renders n/a with a footnote on
 invitation to train -- unless the records hold the task."""
 from __future__ import annotations
 
-from mtlbench.report.tables import build_table, get_paper_table, to_markdown
+from mtlbench.config.paper_tables import get_paper_table
+from mtlbench.report.render import to_markdown
+from mtlbench.report.tables import build_table
 from mtlbench.results import RunRecord
 
 

@@ -103,7 +103,8 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
     --launcher local|slurm runs each (method, seed) as its own job (settings from the flags over the spec's
     `launcher:` section); `mtlbench status SPEC` shows where each job stands. Under `torchrun --nproc_per_node
     N -m mtlbench train SPEC` every run is trained data-parallel by the N processes."""
-    from mtlbench.config.loader import load_spec, only_rows
+    from mtlbench.cli.rows import only_rows
+    from mtlbench.config.loader import load_spec
     from mtlbench.io import output_folder
     from mtlbench.config.launcher import with_flags
     check_format(fmt)
@@ -150,7 +151,7 @@ def exit_if_diverged(records, say: bool = True) -> None:
 
 def train_as_jobs(resolved, seeds, out_dir, force, settings, dry_run, fmt, log, whole) -> None:
     from mtlbench.launch.grid import dry_run as describe, launch_grid
-    from mtlbench.training.distributed import env_world
+    from mtlbench.config.launcher import env_world
     if env_world() > 1:
         raise UsageError("--launcher: under torchrun every process trains the same runs together; "
                          "start jobs without torchrun")
@@ -184,7 +185,8 @@ def status(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
     run with a saved training state says at which iteration it was saved: `mtlbench train` resumes it."""
     from rich.table import Table
 
-    from mtlbench.config.loader import load_spec, only_rows
+    from mtlbench.cli.rows import only_rows
+    from mtlbench.config.loader import load_spec
     from mtlbench.launch.status import spec_statuses
     row_patterns = parse_rows(rows)
     resolved = only_rows(load_spec(spec, check_data=False), row_patterns)
@@ -280,7 +282,7 @@ def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables"
         return print_param_counts(params)
     table = Table(show_header=True)
     if what == ListWhat.tables:
-        from mtlbench.report.tables import paper_tables
+        from mtlbench.config.paper_tables import paper_tables
         table.add_column("table"), table.add_column("title")
         for name, t in paper_tables().items():
             table.add_row(name, t["title"])
@@ -309,7 +311,8 @@ def print_param_counts(spec: Path) -> None:
     from rich.table import Table
 
     from mtlbench.config.loader import load_spec
-    from mtlbench.report.tables import fmt_params, get_paper_table
+    from mtlbench.config.paper_tables import get_paper_table
+    from mtlbench.report.cells import fmt_params
     from mtlbench.report.sizes import counts_for_spec
     resolved = load_spec(spec)
     paper = get_paper_table(resolved.spec.table) if resolved.spec.table else None
@@ -376,7 +379,8 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
     and range over blocks are reported. Writes <out>/<spec name>/timing.json."""
     from mtlbench.config.loader import load_spec
     from mtlbench.io import atomic_write_json, output_folder
-    from mtlbench.report.tables import build_timing_table, timing_paper_table
+    from mtlbench.config.paper_tables import timing_paper_table
+    from mtlbench.report.timing_table import build_timing_table
     from mtlbench.training.timing import time_spec, with_reference
     from mtlbench.training.run import load_data
     check_format(fmt)
@@ -540,7 +544,7 @@ def check_format(fmt: str) -> None:
 
 
 def print_table(table, fmt: str) -> None:
-    from mtlbench.report.tables import RENDERERS, to_rich
+    from mtlbench.report.render import RENDERERS, to_rich
     if fmt == "rich":
         out.print(to_rich(table))
     else:

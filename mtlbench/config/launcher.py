@@ -102,3 +102,12 @@ def parse_sbatch(items: list[str]) -> dict[str, str]:
             raise UsageError(f"--sbatch: expected KEY=VALUE such as account=my_lab (got {item!r})")
         out[key.strip().lstrip("-")] = value.strip()
     return out
+
+
+# torchrun is a launcher too: validation (a spec's data-parallel checks) and training both read its world size.
+def env_world() -> int:
+    """The number of processes torchrun started (1 without torchrun); reads the environment only."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1

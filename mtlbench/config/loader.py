@@ -11,73 +11,23 @@ section's row, option and values. Nothing is trained before all of them pass.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mtlbench.config.launcher import env_world
+from mtlbench.config.resolved import ResolvedMethod, ResolvedSpec
 from mtlbench.config.schema import RunSpec
 from mtlbench.config.sweep import option_names, sweep_problems
 from mtlbench.store.dataset import DataInfo, DatasetSource
 from mtlbench.errors import MTLBenchError, SpecError
-from mtlbench.nn.method import MethodParams, MTLMethod
 from mtlbench.nn.layer_plan import backbone_problems
 from mtlbench.metrics import get_metric
 from mtlbench.registry import DATASETS, METHODS, UnknownNameError
-from mtlbench.training.distributed import env_world
 
 Loc = tuple[Any, ...]
-
-
-@dataclass
-class ResolvedMethod:
-    entry: Any  # MethodEntry
-    cls: type[MTLMethod]
-    params: MethodParams
-
-    def params_for(self, seed: int) -> MethodParams:
-        """The params with ``{seed}`` in any string option replaced by the run's seed, so that e.g. DMTRL's
-        ``stl_checkpoint: .../STL/seed{seed}.pt`` factorises the STL run of the same seed."""
-        return with_seed(self.params, seed)
-
-
-def with_seed(params: MethodParams, seed: int) -> MethodParams:
-    update = {k: v.replace("{seed}", str(seed)) for k, v in params if isinstance(v, str) and "{seed}" in v}
-    return params.model_copy(update=update) if update else params
-
-
-@dataclass
-class ResolvedSpec:
-    spec: RunSpec
-    file: Path
-    dataset: type[DatasetSource]
-    options: BaseModel
-    methods: list[ResolvedMethod]
-    info: DataInfo | None  # None when the data could not be described (then validation failed)
-
-
-def only_rows(resolved: ResolvedSpec, patterns: list[str] | None) -> ResolvedSpec:
-    """``resolved`` with only the method rows matching one of ``patterns`` (shell globs on the row label or on its
-    results folder name, e.g. ``TAAN*``, ``DMTRL-TT_factors_lr_x0.03``); all rows when ``patterns`` is None. A
-    row's run identity does not depend on the other rows, so its records are those the whole spec writes."""
-    import fnmatch
-    from dataclasses import replace
-
-    from mtlbench.errors import UsageError
-    from mtlbench.results import slug
-    if patterns is None:
-        return resolved
-    rows = [m.entry.row for m in resolved.methods]
-    hits = {p: [r for r in rows if fnmatch.fnmatchcase(r, p) or fnmatch.fnmatchcase(slug(r), p)] for p in patterns}
-    unmatched = [p for p, found in hits.items() if not found]
-    if unmatched:
-        raise UsageError(f"--rows: {unmatched[0]!r} matches no row of {resolved.file}; its rows: {', '.join(rows)}")
-    keep = {r for found in hits.values() for r in found}
-    methods = [m for m in resolved.methods if m.entry.row in keep]
-    entries = [e for e in resolved.spec.methods if e.row in keep]
-    return replace(resolved, spec=resolved.spec.model_copy(update={"methods": entries}), methods=methods)
 
 
 # -- YAML with line numbers -----------------------------------------------------------------------------------
@@ -448,7 +398,7 @@ def check_metrics(spec: RunSpec, info: DataInfo | None, problems: Problems) -> N
 
 def check_table(spec: RunSpec, problems: Problems) -> None:
     from mtlbench.registry import unknown_name_message
-    from mtlbench.report.tables import paper_tables
+    from mtlbench.config.paper_tables import paper_tables
     if spec.table is not None and spec.table not in paper_tables():
         problems.add(("table",), unknown_name_message("paper table", spec.table, paper_tables()))
 

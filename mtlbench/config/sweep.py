@@ -13,6 +13,7 @@ import difflib
 from dataclasses import replace
 from pydantic import ValidationError
 
+from mtlbench.config.resolved import ResolvedMethod
 from mtlbench.config.schema import MethodEntry, RunSpec
 from mtlbench.results import sweep_row
 
@@ -75,8 +76,6 @@ def require_sweep(resolved):
 
 def expand_sweep(resolved):
     """The resolved spec whose methods are the sweep's points (same data, backbone, optimizer, training)."""
-    from mtlbench.config.loader import ResolvedMethod
-
     spec = resolved.spec
     entries = sweep_entries(spec)
     base = next(m for m in resolved.methods if m.entry.row == spec.sweep.method)

@@ -16,10 +16,11 @@ import torch
 
 from mtlbench.store.dataset import SPLITS, MTLData, TaskSplit
 from mtlbench.store.prepared import PreparedOptions, PreparedSource, data_info, split_scheme, use_stream
-from mtlbench.store.shards import read_arrays, verifying
+from mtlbench.store.shards import verifying
 from mtlbench.store.splits import CODES, TEST, compute_split
-from mtlbench.store.rows import H5Rows, ScaledTaskSplit
+from mtlbench.store.rows import H5Rows, ScaledTaskSplit, read_arrays
 from mtlbench.errors import DataError
+from mtlbench.store.manifest_check import REPAIR, mismatch
 from mtlbench.registry import DATASETS
 
 
@@ -41,6 +42,11 @@ class YouTube8M(PreparedSource):
         with verifying([(path, manifest)], options.verify):
             splits = load_splits(path, manifest, options, split_seed)
         return MTLData(info, splits)
+
+    @classmethod
+    def check_shards(cls, folder: Path, manifest: dict[str, Any], mf: Path) -> None:
+        """The store's manifest check, for shards shared by every task (``manifest_check.shards_hook``)."""
+        check_shared_inputs(folder, manifest, mf)
 
 
 def load_splits(path: Path, manifest: dict[str, Any], options: PreparedOptions,
@@ -120,3 +126,26 @@ def task_rows_targets(meta: dict[str, np.ndarray], task: dict[str, Any]) -> tupl
     targets = np.zeros((len(rows), len(space)), dtype=np.float32)
     targets[np.searchsorted(rows, video_of[hit]), c[hit]] = 1.0
     return rows, targets
+
+
+def check_shared_inputs(folder: Path, manifest: dict[str, Any], mf: Path) -> None:
+    """The tasks' vocabulary indices and video counts against the labels stored with the videos (the store's
+    manifest check calls it as ``YouTube8M.check_shards``)."""
+    files = [folder / s for s in manifest["inputs"]["shards"]]
+    meta = read_video_meta(files)
+    n_vocab = int(manifest.get("n_vocabulary", 0)) or None
+    split_file = folder / manifest["split"]["file"]
+    codes = read_arrays(split_file, ["split/default"])["split/default"] if "default" in manifest["split"]["schemes"] \
+        else None
+    for t, task in enumerate(manifest["tasks"]):
+        space = np.asarray(task["vocab_index"], dtype=np.int64)
+        if n_vocab and len(space) and (space.min() < 0 or space.max() >= n_vocab):
+            raise DataError(f"{mf}: tasks[{t}] ({task['name']!r}) vocab_index: indices outside the vocabulary "
+                            f"(0..{n_vocab - 1}); {REPAIR}")
+        rows, _ = task_rows_targets(meta, task)
+        said = task.get("counts", {}).get("default", {})
+        held = {"all": len(rows)}
+        if codes is not None and len(codes) == len(meta["id"]):
+            held.update({s: int((codes[rows] == c).sum()) for s, c in CODES.items()})
+        if {k: said.get(k) for k in held} != held:
+            raise mismatch(mf, t, task, "counts.default", {k: said.get(k) for k in held}, f"the shards hold {held}")

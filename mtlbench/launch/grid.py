@@ -6,48 +6,17 @@ running are left alone, and failed or missing cells are (re)submitted -- a resub
 state file. ``--dry-run`` prints what would be submitted and submits nothing."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from mtlbench.config.loader import ResolvedSpec
+from mtlbench.config.resolved import ResolvedSpec
 from mtlbench.errors import UsageError
 from mtlbench.launch.cells import dependencies, waves
 from mtlbench.launch.jobs_file import read_jobs, spec_dir
+from mtlbench.launch.planned import Grid, Log
 from mtlbench.config.launcher import LauncherSpec
-from mtlbench.launch.status import CellStatus, cell_statuses
-from mtlbench.training.run_plan import RunCell, finished_runs, plan_cells, skipped_line
-
-Log = Callable[[str], None]
-
-
-@dataclass
-class Grid:
-    resolved: ResolvedSpec
-    seeds: list[int]
-    out_dir: Path
-    force: bool
-    settings: LauncherSpec
-    cells: list[RunCell]
-    statuses: list[CellStatus]
-    todo: list[int]  # cells to submit, in spec order
-    deps: dict[int, list[int]]
-    waves: list[int]
-
-    @property
-    def folder(self) -> Path:
-        return spec_dir(self.out_dir, self.resolved.spec.name)
-
-    @property
-    def cpus(self) -> int:
-        return self.settings.jobs_cpus(self.resolved.spec.training.threads)
-
-    def name(self, i: int) -> str:
-        return f"{self.cells[i].row} seed {self.cells[i].seed}"
-
-    def job(self, i: int):
-        from mtlbench.launch.job import CellJob
-        return CellJob(self.resolved, i, self.seeds, self.out_dir, self.force, self.cpus)
+from mtlbench.launch.status import cell_statuses
+from mtlbench.training.reuse import finished_runs
+from mtlbench.training.run_plan import plan_cells, skipped_line
 
 
 def plan_grid(resolved: ResolvedSpec, seeds: list[int] | None, out_dir: Path | None, force: bool,
@@ -98,11 +67,3 @@ def launch_grid(resolved: ResolvedSpec, seeds: list[int] | None, out_dir: Path |
 def check_kind(settings: LauncherSpec) -> None:
     if settings.kind not in ("local", "slurm"):
         raise UsageError(f"--dry-run goes with --launcher local or slurm (the launcher is {settings.kind!r})")
-
-
-def require_submitit():
-    try:
-        import submitit
-    except ImportError:
-        raise UsageError("--launcher local|slurm needs submitit: pip install 'mtlbench[slurm]'") from None
-    return submitit

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from mtlbench.config.loader import ResolvedSpec
+from mtlbench.config.resolved import ResolvedSpec
 from mtlbench.results import read_record
 
 

@@ -13,7 +13,7 @@ import shlex
 from typing import Any
 
 from mtlbench.errors import MTLBenchError
-from mtlbench.launch.grid import Grid, Log, require_submitit
+from mtlbench.launch.planned import Grid, Log, require_submitit
 from mtlbench.launch.jobs_file import JOBS_DIR, add_jobs, cell_key, job_entry
 
 

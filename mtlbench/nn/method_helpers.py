@@ -109,9 +109,11 @@ def load_stl_towers(model: nn.Module, path: str) -> None:
 
 def stl_shapes(info: DataInfo, backbone: BackboneSpec) -> dict[str, torch.Size]:
     """Shapes of every entry of an STL model's state_dict for this dataset and backbone (built on the meta
-    device: nothing is allocated or initialised)."""
-    from mtlbench.methods.stl import STL
+    device: nothing is allocated or initialised). STL is looked up by its registered name: the layer machinery
+    never imports a method module."""
+    from mtlbench.registry import METHODS
 
+    STL = METHODS.get("stl")
     with torch.device("meta"):
         model = STL(info, backbone, STL.Params())
     return {k: v.shape for k, v in model.state_dict().items()}

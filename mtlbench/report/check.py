@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mtlbench.errors import InputError
-from mtlbench.report.tables import Table
+from mtlbench.report.cells import Table
 from mtlbench.results import RunRecord, experiment_key, load_records
 
 FAILING = ("regressed", "diverged", "missing")

@@ -11,7 +11,9 @@ import yaml
 
 from mtlbench.errors import UsageError
 from mtlbench.report.sharing import sharing_table
-from mtlbench.report.tables import Table, aggregate, build_table, get_paper_table, paper_tables, timing_paper_table
+from mtlbench.config.paper_tables import get_paper_table, paper_tables, timing_paper_table
+from mtlbench.report.cells import Table, aggregate
+from mtlbench.report.tables import build_table
 from mtlbench.results import RunRecord, experiment_key, load_records, tidy
 
 BENCHMARKS = Path("benchmarks")
@@ -110,7 +112,8 @@ def timing_table(spec, file: Path, results: Path | None, paper: dict) -> Table:
     """A timing spec's table from its stored timing.json (the table `mtlbench timing` printed); before that
     file exists, the paper's seconds alone."""
     from mtlbench.report.check import load_timing
-    from mtlbench.report.tables import build_timing_table, fmt_paper
+    from mtlbench.report.cells import fmt_paper
+    from mtlbench.report.timing_table import build_timing_table
     path = Path(results or spec.output.dir) / spec.name / "timing.json"
     if not path.exists():
         rows = [[row, *(fmt_paper(v) for v in values)] for row, values in paper["rows"].items()]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from mtlbench.report.tables import DASH, DIVERGED, Table, cell, fmt_paper, p_cell
+from mtlbench.report.cells import DASH, DIVERGED, Table, cell, fmt_paper, p_cell
 
 PAPER_CELL = re.compile(r"^\s*([-+0-9.eE]+)\s*(?:±\s*([0-9.eE]+))?\s*$")
 

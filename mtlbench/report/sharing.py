@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mtlbench.report.tables import DASH, DIVERGED, Table, fmt_cell
+from mtlbench.report.cells import DASH, DIVERGED, Table, fmt_cell
 from mtlbench.results import RunRecord
 
 RATIOS = {"pair_entries": "(a) shared pairs %", "filters_with_partner": "(b) filters with a partner %",

@@ -12,7 +12,7 @@ import pandas as pd
 
 from mtlbench.errors import MTLBenchError
 from mtlbench.io import atomic_write
-from mtlbench.report.tables import DASH, Table, fmt_cell
+from mtlbench.report.cells import DASH, Table, fmt_cell
 from mtlbench.results import RunRecord, sweep_row, tidy
 
 

@@ -11,94 +11,11 @@ MTDA, rebuilt without the paper's full text) is marked "†" with a footnote.
 """
 from __future__ import annotations
 
-import csv
-import io
-from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
-
 import pandas as pd
-import yaml
 
-from mtlbench.errors import UsageError
-from mtlbench.registry import unknown_name_message
+from mtlbench.report.cells import (DASH, DIVERGED, FAITHFUL, NA, REIMPLEMENTED, Table, aggregate, cell, fmt_paper,
+                                   fmt_params, our_column, our_paper_cell, p_cell)
 from mtlbench.results import RunRecord, tidy
-
-PAPER_TABLES = Path(__file__).parents[1] / "config" / "paper_tables.yaml"
-DASH = "—"
-DIVERGED = "diverged"
-NA = "n/a"
-REIMPLEMENTED = "†"  # a method rebuilt without the paper's full text
-FAITHFUL = "‡"  # a paper_faithful row (selected on test, as the original code did)
-
-
-@lru_cache(maxsize=1)
-def paper_tables() -> dict:
-    return yaml.safe_load(PAPER_TABLES.read_text())
-
-
-def get_paper_table(name: str) -> dict:
-    tables = paper_tables()
-    if name not in tables:
-        raise UsageError(unknown_name_message("paper table", name, tables))
-    return tables[name]
-
-
-def timing_paper_table(spec) -> dict | None:
-    """The paper table a spec renders when it is a timing table (``layout: timing``, TAAN's Table 2: seconds per
-    100 iterations, not scores), else None."""
-    paper = get_paper_table(spec.table) if spec.table else None
-    return paper if paper and paper.get("layout") == "timing" else None
-
-
-@dataclass
-class Table:
-    title: str
-    header: list[str]
-    rows: list[list[str]]
-    best: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells to emphasise
-    notes: list[str] = field(default_factory=list)
-    ours: dict[str, int] = field(default_factory=dict)  # our row label -> its row index
-    summary: str = "mean"  # the column a run is summarised by (tested against the reference row)
-    summary_at: int = 0  # the header index showing it (0: not shown; markers then go on the row name)
-    p_column: int | None = None  # the p-value column; rich drops it and marks ``marks`` instead
-    marks: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column) -> * / **
-    p_rows: set[int] = field(default_factory=set)  # a sweep table's p-value rows; rich drops them, like p_column
-
-
-def fmt_params(n: float) -> str:
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:,.0f}K"
-
-
-def fmt_paper(v) -> str:
-    """A printed number as the paper printed it: YAML reads .770 as 0.77, so fractions get three decimals."""
-    if v is None:
-        return DASH
-    return f"{v:.3f}" if isinstance(v, float) and abs(v) < 1 else str(v)
-
-
-def fmt_cell(mean: float, std: float, n: int, scale: float) -> str:
-    if n > 1:
-        return f"{mean * scale:.3f} ± {std * scale:.3f}" if scale == 1 else f"{mean * scale:.2f} ± {std * scale:.2f}"
-    return f"{mean * scale:.3f}" if scale == 1 else f"{mean * scale:.2f}"
-
-
-def aggregate(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Index (row, column) -> mean, std (sample std over seeds; 0 for one seed), n seeds."""
-    sub = df[df.metric == metric]
-    agg = sub.groupby(["row", "column"], sort=False)["value"].agg(["mean", "std", "count"])
-    return agg.fillna({"std": 0.0})
-
-
-def our_column(paper_col: str, tasks: list[str], aliases: dict | None = None) -> str:
-    """Which of our columns a paper column shows: a task of the same name (after the table's aliases), the
-    i-th task for 't<i>', the mean, or the pooled accuracy for the Omniglot table's single 'accuracy' column."""
-    paper_col = (aliases or {}).get(paper_col, paper_col)
-    if paper_col in tasks:
-        return paper_col
-    if paper_col[:1] == "t" and paper_col[1:].isdigit() and int(paper_col[1:]) <= len(tasks):
-        return tasks[int(paper_col[1:]) - 1]
-    return {"accuracy": "pooled"}.get(paper_col, paper_col)
 
 
 def build_table(records: list[RunRecord], metric: str | None = None, split: str = "test",
@@ -192,13 +109,6 @@ def build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hin
     return table
 
 
-def cell(agg: pd.DataFrame, row: str, col: str, scale: float) -> str:
-    if (row, col) not in agg.index:
-        return DASH
-    m = agg.loc[(row, col)]
-    return fmt_cell(m["mean"], m["std"], int(m["count"]), scale)
-
-
 def mark_best(table: Table, agg: pd.DataFrame, rows: list[str], cols: list[str], offset: int,
               row_index: dict[str, int] | None = None) -> None:
     for j, c in enumerate(cols):
@@ -260,114 +170,3 @@ def add_paired_tests(table: Table, df: pd.DataFrame, reference: str, diverged: s
             table.marks[(i, table.summary_at)] = marker(tests[i].p)
     table.notes += test_notes(reference, table.summary, [(tested[i], t) for i, t in tests.items()], "row", correction)
 
-
-def p_cell(test, is_reference: bool, untested: str = "") -> str:
-    """What a p column (or a grid's p line) shows: the p-value ("—" when the test gave none), "ref" for the
-    reference, ``untested`` for a row or cell not tested."""
-    from mtlbench.report.significance import fmt_p
-    if test is not None:
-        return fmt_p(test.p) or DASH
-    return "ref" if is_reference else untested
-
-
-def our_paper_cell(agg, params, row: str, col: str, ours: str, scale: float, diverged: bool) -> str:
-    if col == "params":
-        return fmt_params(params[row]) if row in params else DASH
-    return DIVERGED if diverged else cell(agg, row, ours, scale)
-
-
-# -- renderers --------------------------------------------------------------------------------------------------------
-def to_markdown(t: Table) -> str:
-    def fmt(i, j, v):
-        return f"**{v}**" if (i, j) in t.best else v
-    lines = [f"**{t.title}**", "", "| " + " | ".join(t.header) + " |", "|" + "---|" * len(t.header)]
-    lines += ["| " + " | ".join(fmt(i, j, v) for j, v in enumerate(r)) + " |" for i, r in enumerate(t.rows)]
-    lines += [""] + [f"- {n}" for n in t.notes]
-    return "\n".join(lines) + "\n"
-
-
-def latex_escape(s: str) -> str:
-    for a, b in [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("—", "--"), (REIMPLEMENTED, r"$\dagger$"), (FAITHFUL, r"$\ddagger$")]:
-        s = s.replace(a, b)
-    return s
-
-
-def to_latex(t: Table) -> str:
-    def fmt(i, j, v):
-        return rf"\textbf{{{latex_escape(v)}}}" if (i, j) in t.best else latex_escape(v)
-    out = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(t.title)}}}",
-           r"\begin{tabular}{" + "l" * 1 + "c" * (len(t.header) - 1) + "}", r"\toprule",
-           " & ".join(latex_escape(h) for h in t.header) + r" \\", r"\midrule"]
-    out += [" & ".join(fmt(i, j, v) for j, v in enumerate(r)) + r" \\" for i, r in enumerate(t.rows)]
-    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(out) + "\n"
-
-
-def to_csv(t: Table) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(t.header)
-    w.writerows(t.rows)
-    return buf.getvalue()
-
-
-def to_rich(t: Table):
-    from rich.table import Table as RichTable
-    rt = RichTable(title=t.title, caption="\n".join(t.notes) or None, caption_justify="left")
-    shown = [j for j in range(len(t.header)) if j != t.p_column]  # rich shows p-values as markers
-    for j in shown:
-        rt.add_column(t.header[j], justify="left" if t.header[j] in ("method", "source") else "right", no_wrap=True)
-    for i, r in enumerate(t.rows):
-        if i in t.p_rows:
-            continue
-        cells = [r[j] + (f" {t.marks[(i, j)]}" if (i, j) in t.marks else "") for j in shown]
-        rt.add_row(*[f"[bold]{v}[/bold]" if (i, j) in t.best else v for j, v in zip(shown, cells)])
-    return rt
-
-
-RENDERERS = {"markdown": to_markdown, "latex": to_latex, "csv": to_csv}
-
-
-def build_timing_table(timing: dict, paper: dict | None = None) -> Table:
-    """Seconds per 100 iterations (median, [min-max] over blocks), ratios to the reference, paper beside."""
-    ref = timing.get("reference")
-    title = (f"Seconds per 100 iterations on {timing['device']} ({timing['threads']} threads), "
-             f"batch {timing['batch_per_task']} x {timing['n_tasks']} tasks")
-    header = ["method", "train s", "train range", "infer s", "infer range", "data s",
-              f"train / {ref}" if ref else "train ratio", f"infer / {ref}" if ref else "infer ratio", "params"]
-    fits = any(r.get("fit_s") is not None for r in timing["results"])
-    header += ["fit s"] if fits else []
-    if paper:
-        header += ["paper train s", "paper infer s"]
-    table = Table(title, header, [])
-    for r in timing["results"]:
-        row = [r["row"], fmt_seconds(r["train_s"]), fmt_range(r["train_min"], r["train_max"]), fmt_seconds(r["infer_s"]),
-               fmt_range(r["infer_min"], r["infer_max"]), f"{r['data_s']:.3f}",
-               DASH if r["ratio_train"] is None else f"{r['ratio_train']:.2f}x",
-               DASH if r["ratio_infer"] is None else f"{r['ratio_infer']:.2f}x", fmt_params(r["n_params"])]
-        row += [fmt_seconds(r.get("fit_s"))] if fits else []
-        if paper:
-            row += [fmt_paper(v) for v in paper["rows"].get(r["row"], [None, None])]
-        table.rows.append(row)
-    table.notes.append(f"median of {timing['blocks']} blocks of {timing['iterations_per_block']} iterations after "
-                       f"{timing['warmup']} warm-up; batches pre-staged (their drawing is the 'data' column)")
-    if fits:
-        table.notes.append("fit s: seconds of one closed-form fit on the training splits, for methods trained "
-                           "that way instead of by steps")
-    if env := timing.get("env"):
-        git = env.get("git") or {}
-        commit = (git.get("commit") or "unknown")[:10] + (" (uncommitted changes)" if git.get("dirty") else "")
-        table.notes.append(f"measured on {timing.get('device_name') or env.get('device')}, commit {commit}, "
-                           f"torch {env.get('versions', {}).get('torch', '?')}")
-    if paper:
-        table.notes.append(f"paper: {paper['metric']}")
-    return table
-
-
-def fmt_seconds(s: float | None) -> str:
-    return DASH if s is None else f"{s:.3f}"
-
-
-def fmt_range(low: float | None, high: float | None) -> str:
-    return DASH if low is None else f"{low:.3f}-{high:.3f}"

@@ -11,8 +11,8 @@ Two checks, both cheap:
 - **The manifest against its shards** (``validate``, ``train`` before training, ``prepare verify``): per task,
   the class count against the class names and the class ids stored in the shard, the example and per-split
   counts against the shard's labels and split codes, the task name against the one stored in its shard, the
-  input shape against the stored inputs; for YouTube-8M, the vocabulary indices and the per-task video counts
-  against the labels stored with the videos.
+  input shape against the stored inputs; a dataset laid out otherwise adds its own check (YouTube-8M: the
+  vocabulary indices and the per-task video counts against the labels stored with the videos).
 
 Each problem names the manifest, the task and the field, and says what to do: re-run the prepare command.
 """
@@ -69,18 +69,30 @@ def mismatch(mf: Path, t: int, task: dict[str, Any], field: str, said: Any, held
 
 
 def check_against_shards(folder: Path, manifest: dict[str, Any], mf: Path) -> None:
-    """The manifest's tasks against what their shards hold (reads labels and split codes, not inputs)."""
-    if manifest.get("input_mode") == "shared":
-        check_shared_inputs(Path(folder), manifest, mf)
+    """The manifest's tasks against what their shards hold (reads labels and split codes, not inputs). A dataset
+    whose shards hold something else (YouTube-8M: one input shard shared by every task) checks them itself: its
+    registered class's ``check_shards`` hook."""
+    hook = shards_hook(manifest["dataset"])
+    if hook is not None:
+        hook(Path(folder), manifest, mf)
     else:
         for t, task in enumerate(manifest["tasks"]):
             check_task_shard(Path(folder), t, task, manifest, mf)
 
 
+def shards_hook(kind: str):
+    """The ``check_shards(folder, manifest, mf)`` classmethod of the registered dataset reading manifests of
+    ``kind``, or None. Found through the registry: the store never imports a dataset module."""
+    from mtlbench.registry import DATASETS
+
+    return next((cls.check_shards for _, cls in DATASETS
+                 if getattr(cls, "kind", None) == kind and hasattr(cls, "check_shards")), None)
+
+
 def check_task_shard(folder: Path, t: int, task: dict[str, Any], manifest: dict[str, Any], mf: Path) -> None:
     import h5py
 
-    from mtlbench.store.shards import read_arrays
+    from mtlbench.store.rows import read_arrays
     from mtlbench.store.splits import CODES
     shard = folder / task["shard"]
     schemes = list(manifest["split"]["schemes"])
@@ -103,28 +115,3 @@ def check_task_shard(folder: Path, t: int, task: dict[str, Any], manifest: dict[
         said = {s: task.get("counts", {}).get(scheme, {}).get(s) for s in CODES}
         if said != held:
             raise mismatch(mf, t, task, f"counts.{scheme}", said, f"{shard.name} holds {held}")
-
-
-def check_shared_inputs(folder: Path, manifest: dict[str, Any], mf: Path) -> None:
-    """YouTube-8M: the tasks' vocabulary indices and video counts against the labels stored with the videos."""
-    from mtlbench.store.shards import read_arrays
-    from mtlbench.store.splits import CODES
-    from mtlbench.data.youtube8m import read_video_meta, task_rows_targets
-    files = [folder / s for s in manifest["inputs"]["shards"]]
-    meta = read_video_meta(files)
-    n_vocab = int(manifest.get("n_vocabulary", 0)) or None
-    split_file = folder / manifest["split"]["file"]
-    codes = read_arrays(split_file, ["split/default"])["split/default"] if "default" in manifest["split"]["schemes"] \
-        else None
-    for t, task in enumerate(manifest["tasks"]):
-        space = np.asarray(task["vocab_index"], dtype=np.int64)
-        if n_vocab and len(space) and (space.min() < 0 or space.max() >= n_vocab):
-            raise DataError(f"{mf}: tasks[{t}] ({task['name']!r}) vocab_index: indices outside the vocabulary "
-                            f"(0..{n_vocab - 1}); {REPAIR}")
-        rows, _ = task_rows_targets(meta, task)
-        said = task.get("counts", {}).get("default", {})
-        held = {"all": len(rows)}
-        if codes is not None and len(codes) == len(meta["id"]):
-            held.update({s: int((codes[rows] == c).sum()) for s, c in CODES.items()})
-        if {k: said.get(k) for k in held} != held:
-            raise mismatch(mf, t, task, "counts.default", {k: said.get(k) for k in held}, f"the shards hold {held}")

@@ -1,4 +1,5 @@
-"""Task splits over stored arrays: compact in-memory tensors converted per batch, and lazy HDF5 rows.
+"""Task splits over stored arrays: compact in-memory tensors converted per batch, and lazy HDF5 rows; and
+``read_arrays``, whole datasets read from a shard.
 
 Both keep the ``TaskSplit.batch(rows)`` interface the trainer uses, so a method never knows whether its
 examples sit in memory or on disk. Images are held as uint8 (a quarter of float32's memory: Omniglot's
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -91,3 +93,24 @@ class H5Rows:
         state = dict(self.__dict__)
         state["_handles"] = None  # open handles do not pickle; reopen in the receiving process
         return state
+
+
+def read_arrays(file: Path, names: list[str] | None = None,
+                into: dict[str, Callable[[h5py.Dataset], np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+    """Read whole datasets from a shard; a failed fletcher32 check or a damaged file becomes a DataError
+    naming the shard and the dataset."""
+    out: dict[str, np.ndarray] = {}
+    current = "(file header)"
+    try:
+        with h5py.File(file, "r") as h5:
+            for current in names or list(h5.keys()):
+                ds = h5[current]
+                out[current] = into[current](ds) if into and current in into else ds[()]
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        raise DataError(f"{file}: dataset {current!r} cannot be read: corrupt shard ({first_line(e)}); "
+                        f"re-run prepare with --force") from None
+    return out
+
+
+def first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

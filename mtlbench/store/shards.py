@@ -37,6 +37,7 @@ import h5py
 import numpy as np
 
 from mtlbench.store.manifest_check import check_against_shards, check_consistency, check_seal, write_seal
+from mtlbench.store.rows import first_line, read_arrays
 from mtlbench.store.verified import VerifiedShards
 from mtlbench.errors import DataError, InputError
 
@@ -357,7 +358,7 @@ def verify_prepared(path: Path) -> dict[str, Any]:
             with h5py.File(file, "r") as h5:
                 names = dataset_names(h5)
         except OSError as e:
-            raise DataError(f"{file}: not a readable HDF5 file ({_first_line(e)})") from None
+            raise DataError(f"{file}: not a readable HDF5 file ({first_line(e)})") from None
         read_arrays(file, names)
     return manifest
 
@@ -374,24 +375,3 @@ def check_prepared(path: Path, dataset: str | tuple[str, ...]) -> str | None:
     except DataError as e:
         return str(e)
     return None
-
-
-def read_arrays(file: Path, names: list[str] | None = None,
-                into: dict[str, Callable[[h5py.Dataset], np.ndarray]] | None = None) -> dict[str, np.ndarray]:
-    """Read whole datasets from a shard; a failed fletcher32 check or a damaged file becomes a DataError
-    naming the shard and the dataset."""
-    out: dict[str, np.ndarray] = {}
-    current = "(file header)"
-    try:
-        with h5py.File(file, "r") as h5:
-            for current in names or list(h5.keys()):
-                ds = h5[current]
-                out[current] = into[current](ds) if into and current in into else ds[()]
-    except (OSError, KeyError, ValueError, RuntimeError) as e:
-        raise DataError(f"{file}: dataset {current!r} cannot be read: corrupt shard ({_first_line(e)}); "
-                        f"re-run prepare with --force") from None
-    return out
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

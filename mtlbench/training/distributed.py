@@ -34,6 +34,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mtlbench.config.launcher import env_world
+
 
 @dataclass
 class Dist:
@@ -69,14 +71,6 @@ class Dist:
 
 
 SINGLE = Dist()
-
-
-def env_world() -> int:
-    """The number of processes torchrun started (1 without torchrun); reads the environment only."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
 
 
 def start(device_name: str) -> Dist:

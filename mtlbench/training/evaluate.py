@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from mtlbench.config.loader import ResolvedSpec
+from mtlbench.config.resolved import ResolvedSpec
 from mtlbench.store.dataset import MTLData, TaskSplit
 from mtlbench.nn.method import MTLMethod
 from mtlbench.metrics import DEFAULT_METRICS, get_metric

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mtlbench.config.loader import ResolvedSpec
+from mtlbench.config.resolved import ResolvedSpec
 from mtlbench.store.dataset import MTLData
 from mtlbench.nn.method import MTLMethod, count_parameters
 from mtlbench.results import RECORD_SCHEMA, RunRecord, code_version

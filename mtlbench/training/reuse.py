@@ -7,16 +7,42 @@ finished record whose identity equals a cell's up to the label is the record tha
 write. TAAN's Figure 3 spec, for example, repeats Table 3's TAAN and TAAN + L_dis (c = 0.3) rows under other
 labels. The copy names the original in ``reused_from``; the original's environment (commit, machine, times)
 is kept, since that is where the numbers were made; its weights are copied beside it when it saved any.
+
+``finished_runs`` is the planning step that uses it: which cells a spec's records (or such copies) finish.
 """
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from mtlbench.errors import InputError
+from mtlbench.errors import InputError, UsageError
 from mtlbench.io import atomic_write
 from mtlbench.results import RunRecord, read_record, write_record
-from mtlbench.training.run_plan import RunCell, stored_key
+from mtlbench.training.run_plan import RunCell, conflict_message, stored_key
+
+
+def finished_runs(cells: list[RunCell], force: bool) -> dict[int, RunRecord]:
+    """{index of cell: its finished record}: its own, or the same run finished under another spec name or row
+    label in the same results folder (copied to the cell's place). Raises UsageError
+    (nothing trained yet) when a record of another identity sits where a cell would write, unless ``force``
+    (then every cell retrains)."""
+    if force:
+        return {}
+    finished, conflicts, seen = {}, [], {}
+    for i, cell in enumerate(cells):
+        if not cell.record_path.exists():
+            if (same := same_run_elsewhere(cell, seen)) is not None:
+                finished[i] = reuse(cell, same)
+            continue
+        record = read_record(cell.record_path)
+        key = stored_key(record)
+        if key == cell.key:
+            finished[i] = record
+        else:
+            conflicts.append((cell, key))
+    if conflicts:
+        raise UsageError(conflict_message(conflicts))
+    return finished
 
 
 def without_label(key: dict) -> dict:

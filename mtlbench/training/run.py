@@ -16,13 +16,14 @@ from typing import Callable
 
 import torch
 
-from mtlbench.config.loader import ResolvedSpec
+from mtlbench.config.resolved import ResolvedSpec
 from mtlbench.store.dataset import MTLData
 from mtlbench.errors import MTLBenchError, UsageError
 from mtlbench.io import atomic_write
 from mtlbench.results import RunRecord, write_record
 from mtlbench.training.distributed import SINGLE, Dist
-from mtlbench.training.run_plan import RunCell, finished_runs, plan_cells, skipped_line
+from mtlbench.training.reuse import finished_runs
+from mtlbench.training.run_plan import RunCell, plan_cells, skipped_line
 from mtlbench.training.state import UnfitState, foreign_state, load_state_file
 from mtlbench.training.trainer import Progress, train_run
 

@@ -8,12 +8,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from mtlbench.config.loader import ResolvedMethod, ResolvedSpec
+from mtlbench.config.resolved import ResolvedMethod, ResolvedSpec
 from mtlbench.config.schema import RunSpec
-from mtlbench.errors import UsageError
 from mtlbench.plugins import row_plugins, with_plugins
-from mtlbench.results import (RunRecord, code_version, identity_hash, key_differences, read_record, record_path,
-                              run_key)
+from mtlbench.results import RunRecord, code_version, identity_hash, key_differences, record_path, run_key
 
 
 @dataclass
@@ -65,31 +63,6 @@ def stored_key(record: RunRecord) -> dict | None:
     except ValidationError:
         return None
     return with_plugins(run_key(spec, record.row, record.seed, record.written_by), record.plugins)
-
-
-def finished_runs(cells: list[RunCell], force: bool) -> dict[int, RunRecord]:
-    """{index of cell: its finished record}: its own, or the same run finished under another spec name or row
-    label in the same results folder (copied to the cell's place: training/reuse.py). Raises UsageError
-    (nothing trained yet) when a record of another identity sits where a cell would write, unless ``force``
-    (then every cell retrains)."""
-    from mtlbench.training.reuse import reuse, same_run_elsewhere  # reuse builds on this module
-    if force:
-        return {}
-    finished, conflicts, seen = {}, [], {}
-    for i, cell in enumerate(cells):
-        if not cell.record_path.exists():
-            if (same := same_run_elsewhere(cell, seen)) is not None:
-                finished[i] = reuse(cell, same)
-            continue
-        record = read_record(cell.record_path)
-        key = stored_key(record)
-        if key == cell.key:
-            finished[i] = record
-        else:
-            conflicts.append((cell, key))
-    if conflicts:
-        raise UsageError(conflict_message(conflicts))
-    return finished
 
 
 def skipped_line(cell: RunCell, record: RunRecord) -> str:

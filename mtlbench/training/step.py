@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlbench.config.loader import ResolvedSpec
+from mtlbench.config.resolved import ResolvedSpec
 from mtlbench.store.dataset import TaskInfo
 from mtlbench.nn.method import MTLMethod
 from mtlbench.training.distributed import SINGLE, Dist, unwrap

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from mtlbench.config.loader import ResolvedMethod, ResolvedSpec
+from mtlbench.config.resolved import ResolvedMethod, ResolvedSpec
 from mtlbench.store.dataset import MTLData
 from mtlbench.nn.method import count_parameters
 from mtlbench.training.env import device_name, fingerprint

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mtlbench.config.loader import ResolvedMethod, ResolvedSpec
+from mtlbench.config.resolved import ResolvedMethod, ResolvedSpec
 from mtlbench.store.dataset import MTLData
 from mtlbench.errors import UsageError
 from mtlbench.nn.method import MTLMethod

@@ -1,0 +1,50 @@
+"""TAAN's Table 2 from ``mtlbench time``'s measurements: seconds per 100 iterations, ratios to the reference
+measured in the same run, the paper's seconds beside."""
+from __future__ import annotations
+
+from mtlbench.report.cells import DASH, Table, fmt_paper, fmt_params
+
+
+def build_timing_table(timing: dict, paper: dict | None = None) -> Table:
+    """Seconds per 100 iterations (median, [min-max] over blocks), ratios to the reference, paper beside."""
+    ref = timing.get("reference")
+    title = (f"Seconds per 100 iterations on {timing['device']} ({timing['threads']} threads), "
+             f"batch {timing['batch_per_task']} x {timing['n_tasks']} tasks")
+    header = ["method", "train s", "train range", "infer s", "infer range", "data s",
+              f"train / {ref}" if ref else "train ratio", f"infer / {ref}" if ref else "infer ratio", "params"]
+    fits = any(r.get("fit_s") is not None for r in timing["results"])
+    header += ["fit s"] if fits else []
+    if paper:
+        header += ["paper train s", "paper infer s"]
+    table = Table(title, header, [])
+    for r in timing["results"]:
+        row = [r["row"], fmt_seconds(r["train_s"]), fmt_range(r["train_min"], r["train_max"]), fmt_seconds(r["infer_s"]),
+               fmt_range(r["infer_min"], r["infer_max"]), f"{r['data_s']:.3f}",
+               DASH if r["ratio_train"] is None else f"{r['ratio_train']:.2f}x",
+               DASH if r["ratio_infer"] is None else f"{r['ratio_infer']:.2f}x", fmt_params(r["n_params"])]
+        row += [fmt_seconds(r.get("fit_s"))] if fits else []
+        if paper:
+            row += [fmt_paper(v) for v in paper["rows"].get(r["row"], [None, None])]
+        table.rows.append(row)
+    table.notes.append(f"median of {timing['blocks']} blocks of {timing['iterations_per_block']} iterations after "
+                       f"{timing['warmup']} warm-up; batches pre-staged (their drawing is the 'data' column)")
+    if fits:
+        table.notes.append("fit s: seconds of one closed-form fit on the training splits, for methods trained "
+                           "that way instead of by steps")
+    if env := timing.get("env"):
+        git = env.get("git") or {}
+        commit = (git.get("commit") or "unknown")[:10] + (" (uncommitted changes)" if git.get("dirty") else "")
+        table.notes.append(f"measured on {timing.get('device_name') or env.get('device')}, commit {commit}, "
+                           f"torch {env.get('versions', {}).get('torch', '?')}")
+    if paper:
+        table.notes.append(f"paper: {paper['metric']}")
+    return table
+
+
+def fmt_seconds(s: float | None) -> str:
+    return DASH if s is None else f"{s:.3f}"
+
+
+def fmt_range(low: float | None, high: float | None) -> str:
+    return DASH if low is None else f"{low:.3f}-{high:.3f}"
+
