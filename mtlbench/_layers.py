@@ -14,7 +14,7 @@ from pathlib import Path
 
 # Top to bottom. "" is the package's own __init__ (its version); "__main__" is ``python -m mtlbench``.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__main__",),
+    ("__main__", "docs"),  # docs: `python -m mtlbench.docs` writes the generated parts of docs/
     ("cli",),
     ("launch",),
     ("report", "training", "prepare"),
