@@ -8,7 +8,7 @@ from mtlbench.errors import InputError
 from mtlbench.report.claims import ALPHA, HOLDS, INCONCLUSIVE, NO_EVIDENCE, Outcome, verdict_counts
 from mtlbench.report.claims_catalogue import TIERS
 from mtlbench.report.significance import MIN_SEEDS, fmt_p
-from mtlbench.report.tables import DASH, Table
+from mtlbench.report.cells import DASH, Table
 
 HEADER = ["claim", "where", "paper's figure", "statement", "ours", "test", "p (Holm)", "tier", "verdict"]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -57,7 +57,7 @@ def to_json_rows(outcomes: list[Outcome]) -> str:
 
 
 def render(table: Table, outcomes: list[Outcome], fmt: str) -> str:
-    from mtlbench.report.tables import RENDERERS
+    from mtlbench.report.render import RENDERERS
     if fmt == "json":
         return to_json_rows(outcomes)
     return RENDERERS[fmt](table)
