@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("methods", "data"),
     ("nn",),
     ("store",),
-    ("taan", "metrics", "results"),
+    ("taan", "metrics", "results", "plugins"),  # plugins: methods and datasets from outside the package
     ("registry", "io", "_layers"),
     ("errors", ""),
 )
