@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("nn",),
     ("store",),
     ("taan", "metrics", "results", "plugins"),  # plugins: methods and datasets from outside the package
-    ("registry", "io", "_layers"),
+    ("registry", "io", "seeds", "_layers"),
     ("errors", ""),
 )
 
