@@ -107,6 +107,7 @@ def test_kill_9_at_random_moments_then_resume_equals_the_uninterrupted_run(write
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 12 processes start torch (and the reference run trains) on a busy machine
 def test_many_kills_at_random_moments(write_spec, tmp_path):
     kill_and_resume(write_spec, tmp_path, kills=12, iterations=600)
 

@@ -165,6 +165,7 @@ def test_damaged_spec_texts_validate_or_are_refused_in_one_line_each(text, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @MANY
 @given(spec=edited_specs())
 def test_many_generated_specs(spec, tmp_path_factory):
@@ -172,6 +173,7 @@ def test_many_generated_specs(spec, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @MANY
 @given(text=damaged_texts())
 def test_many_damaged_spec_texts(text, tmp_path_factory):
