@@ -233,3 +233,4 @@ def describe(obj) -> str:
 
 METHODS: Registry = Registry("method", "mtlbench.methods", base="mtlbench.nn.method:MTLMethod")
 DATASETS: Registry = Registry("dataset", "mtlbench.data", base="mtlbench.store.dataset:DatasetSource")
+WEIGHTINGS: Registry = Registry("weighting", "mtlbench.weighting", base="mtlbench.weighting.base:Weighting")

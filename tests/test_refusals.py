@@ -296,6 +296,25 @@ def _(w, tmp):
     return ["train", str(spec)]
 
 
+case("train: unknown weighting", 2,
+     "error: {tmp}/spec.yaml:9: methods[0].weighting.name: unknown weighting 'pcgard'; did you mean 'pcgrad'? "
+     "(known: aligned_mtl, cagrad, config, dualproj, dwa, ew, fairgrad, famo, geometric_mean, graddrop, gradnorm, "
+     "gradvac, imtl_g, imtl_l, mgda, nash_mtl, pcgrad, rlw, stch, upgrad, uw)")(
+    lambda w, tmp: ["train", str(spec_file(tmp, GOOD.replace("label: Hard-Share\n",
+                                                             "label: Hard-Share\n    weighting: pcgard\n")))])
+case("train: weighting option of the wrong type", 2,
+     "error: {tmp}/spec.yaml:9: methods[0].weighting.options.temperature: expected: input should be a valid number, "
+     "unable to parse string as a number (got 'hot')")(
+    lambda w, tmp: ["train", str(spec_file(tmp, GOOD.replace(
+        "label: Hard-Share\n", "label: Hard-Share\n    weighting: {name: dwa, options: {temperature: hot}}\n")))])
+case("train: gradient weighting on a method sharing nothing", 2,
+     "error: {tmp}/spec.yaml:9: methods[0].weighting.name: pcgrad combines the per-task gradients of the parameters "
+     "the tasks share, and stl declares none shared; use a loss weighting (uw, dwa, famo, rlw, ...: mtlbench list "
+     "weightings)")(
+    lambda w, tmp: ["train", str(spec_file(tmp, GOOD.replace("name: hard_share\n    label: Hard-Share\n",
+                                                             "name: stl\n    label: STL\n    weighting: pcgrad\n")))])
+
+
 @case("train: a record of other settings in the way", 2,
       "error: {tmp}/runs/good/Hard-Share/seed0.json: holds a run made with other settings (optimizer.lr: 0.001 -> "
       "0.002); rerun with --force to retrain over it, or give the spec another name or output.dir")
@@ -750,7 +769,7 @@ def fresh_scores(world: World, tmp: Path, line: str) -> dict[str, str]:
 
 USAGE = {  # click's own usage errors, worded by click: one line, exit 2 before any work
     "train without a spec": (["train"], "Missing argument 'SPEC.yaml'"),
-    "list of an unknown kind": (["list", "widgets"], "Invalid value for 'methods|datasets|tables'"),
+    "list of an unknown kind": (["list", "widgets"], "Invalid value for 'methods|datasets|tables|weightings'"),
     "timing with --iterations 0": (["timing", "x.yaml", "--iterations", "0"], "Invalid value for '--iterations'"),
     "check without --against": (["check", "x.yaml"], "Missing option '--against'"),
     "compare with an unknown option": (["compare", "x.yaml", "--colour"], "No such option: --colour"),

@@ -263,18 +263,20 @@ class ListWhat(str, Enum):
     methods = "methods"
     datasets = "datasets"
     tables = "tables"
+    weightings = "weightings"
 
 
 @app.command("list")
 @user_errors
 @takes_plugins
-def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables", help="methods | datasets | tables"),
+def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables|weightings",
+                                         help="methods | datasets | tables | weightings"),
           pattern: str = typer.Option("*", help="glob filter on names, e.g. 'dmtrl*'"),
           params: Optional[Path] = typer.Option(None, "--params", metavar="SPEC.yaml",
                                                 help="with `methods`: parameter counts of every method of SPEC, "
                                                      "built for its dataset (per-task stems apart), beside the "
                                                      "paper's '# of params'")):
-    """List registered methods, registered datasets, or the paper tables `compare` can render."""
+    """List registered methods, datasets or loss weightings, or the paper tables `compare` can render."""
     from rich.table import Table
     if params is not None:
         if what != ListWhat.methods:
@@ -287,24 +289,36 @@ def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables"
         for name, t in paper_tables().items():
             table.add_row(name, t["title"])
     else:
-        from mtlbench.registry import DATASETS, METHODS
-        reg = METHODS if what == ListWhat.methods else DATASETS
-        table.add_column(what.value[:-1]), table.add_column("paper" if what == ListWhat.methods else "description")
+        from mtlbench.registry import DATASETS, METHODS, WEIGHTINGS
+        reg = {ListWhat.methods: METHODS, ListWhat.datasets: DATASETS, ListWhat.weightings: WEIGHTINGS}[what]
+        table.add_column(what.value[:-1]), table.add_column("description" if what == ListWhat.datasets else "paper")
         if what == ListWhat.methods:
             table.add_column("optimizer groups")
+        if what == ListWhat.weightings:
+            table.add_column("acts on")
         table.add_column("from")
         for name in reg.names(pattern):
             obj = reg.get(name)
-            groups = [", ".join(obj.group_names())] if what == ListWhat.methods else []
-            table.add_row(name, entry_summary(obj), *groups, reg.origin(name).label)
+            extra = ([", ".join(obj.group_names())] if what == ListWhat.methods else
+                     [weighting_acts_on(obj)] if what == ListWhat.weightings else [])
+            table.add_row(name, entry_summary(obj), *extra, reg.origin(name).label)
     out.print(table)
 
 
 def entry_summary(obj) -> str:
-    """A method's paper in short form (from the bibliography), else a dataset's description or first doc line."""
+    """A method's paper in short form (from the bibliography), a weighting's paper, else a dataset's description
+    or first doc line."""
     from mtlbench.config.bibliography import cited_by
     ref = cited_by(obj)
-    return ref.short() if ref else getattr(obj, "description", "") or (obj.__doc__ or "").strip().split("\n")[0]
+    return (ref.short() if ref else getattr(obj, "paper", "") or getattr(obj, "description", "")
+            or (obj.__doc__ or "").strip().split("\n")[0])
+
+
+def weighting_acts_on(cls) -> str:
+    """'losses' or 'per-task gradients of the shared parameters', and the install line a solver-based one needs
+    when its solver is missing."""
+    what = "losses" if cls.kind == "loss" else "per-task gradients of the shared parameters"
+    return what + (f" (needs: {cls.install})" if cls.missing() else "")
 
 
 def print_param_counts(spec: Path) -> None:

@@ -270,6 +270,7 @@ def load_spec(path: str | Path, check_data: bool = True) -> ResolvedSpec:
     if info is not None:
         check_methods(spec, methods, info, problems)
     check_metrics(spec, info, problems)
+    check_weightings(spec, methods, problems)
     check_data_parallel(spec, methods, problems)
     if spec.sweep is not None:
         sweep_problems(spec, methods, info, problems)
@@ -377,6 +378,16 @@ def backbone_fits(spec: RunSpec, i: int, info: DataInfo, problems: Problems, rep
             problems.add(base + e.field, e.message + " (the default backbone: the spec has no backbone key)",
                          line_at=("data", "dataset"))
     return not errors
+
+
+def check_weightings(spec: RunSpec, methods: list[ResolvedMethod], problems: Problems) -> None:
+    """Each row's weighting: registered, its options valid, its solver installed, and -- for a gradient
+    weighting -- a method that shares parameters between tasks and trains by steps."""
+    from mtlbench.weighting.checks import weighting_problems
+    for m in methods:
+        i = spec.methods.index(m.entry)
+        for where, reason in weighting_problems(m.entry.weighting, m.cls):
+            problems.add(("methods", i, "weighting", *where), reason)
 
 
 def check_metrics(spec: RunSpec, info: DataInfo | None, problems: Problems) -> None:

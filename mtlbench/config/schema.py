@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from mtlbench.config.launcher import LauncherSpec
 from mtlbench.nn.backbone import BackboneSpec
@@ -34,6 +34,24 @@ class DataSpec(Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="the dataset's own options")
 
 
+class WeightingEntry(Strict):
+    """How the row's training step combines the task losses: ``weighting: pcgrad`` or ``weighting: {name:
+    dwa, options: {temperature: 2}}`` (mtlbench list weightings). ``ew``, the default, is the mean of the task
+    losses."""
+
+    name: str = Field(default="ew", description="a registered weighting (mtlbench list weightings)")
+    options: dict[str, Any] = Field(default_factory=dict, description="the weighting's own options")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def is_default(self) -> bool:
+        return self.name == "ew" and not self.options
+
+
 class MethodEntry(Strict):
     """One method row: a registered method, its row label, its options, optionally its own backbone."""
 
@@ -42,6 +60,10 @@ class MethodEntry(Strict):
     backbone: BackboneSpec | None = Field(default=None, description="overrides the spec's backbone for this method")
     params: dict[str, Any] = Field(default_factory=dict, description="the method's own options, checked by its "
                                    "Params model (docs/methods.md)")
+    weighting: WeightingEntry | list[WeightingEntry] = Field(
+        default_factory=WeightingEntry, description="how the task losses are combined (default ew: their mean); "
+        "a list crosses the row with each weighting: one row per weighting, labelled '<row> (<weighting>)' "
+        "(the ew one keeps the row's label)")
 
     @field_validator("label")
     @classmethod
@@ -55,6 +77,36 @@ class MethodEntry(Strict):
     @property
     def row(self) -> str:
         return self.label or self.name
+
+    @property
+    def weighting_name(self) -> str:
+        return self.weighting.name if isinstance(self.weighting, WeightingEntry) else "ew"
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # ew is left out of the dump (and so of the run identity): rows written before weightings existed, and
+        # ew rows now, are the same runs
+        out = handler(self)
+        if isinstance(self.weighting, WeightingEntry) and self.weighting.is_default:
+            out.pop("weighting", None)
+        return out
+
+
+def weighting_row(row: str, weighting: WeightingEntry) -> str:
+    """The row label of a row crossed with a weighting: the row itself for ew, else ``<row> (<name>)``."""
+    return row if weighting.is_default else f"{row} ({weighting.name})"
+
+
+def cross_weightings(methods: list[MethodEntry]) -> list[MethodEntry]:
+    """Rows whose ``weighting`` is a list, expanded into one row per weighting."""
+    out = []
+    for m in methods:
+        if isinstance(m.weighting, WeightingEntry):
+            out.append(m)
+            continue
+        out += [m.model_copy(update={"weighting": w, "label": m.label if w.is_default else weighting_row(m.row, w)})
+                for w in m.weighting]
+    return out
 
 
 GROUP_KEYS = ("lr_mult", "weight_decay_mult")
@@ -192,6 +244,7 @@ class RunSpec(Strict):
     @field_validator("methods")
     @classmethod
     def rows_unique(cls, methods: list[MethodEntry]) -> list[MethodEntry]:
+        methods = cross_weightings(methods)
         rows = [m.row for m in methods]
         dup = sorted({r for r in rows if rows.count(r) > 1})
         if dup:

@@ -4,6 +4,8 @@ regularizer coefficient) -- checked at ``validate`` and expanded into ordinary m
     sweep: {method: MTAL, param: delta, values: [0.1, 0.2, 0.55]}
     -> rows "MTAL delta=0.1", "MTAL delta=0.2", "MTAL delta=0.55": the MTAL entry with that one option changed
 
+``param: weighting`` sweeps the row's loss weighting instead (values: weighting names or {name, options}).
+
 Each point is a normal run (its own record, weights and run identity), so `mtlbench sweep` skips finished
 points and resumes an interrupted one exactly as `mtlbench train` does.
 """
@@ -14,7 +16,7 @@ from dataclasses import replace
 from pydantic import ValidationError
 
 from mtlbench.config.resolved import ResolvedMethod
-from mtlbench.config.schema import MethodEntry, RunSpec
+from mtlbench.config.schema import MethodEntry, RunSpec, WeightingEntry
 from mtlbench.results import sweep_row
 
 
@@ -27,9 +29,22 @@ def sweep_entries(spec: RunSpec) -> list[MethodEntry]:
     """The method entries of the sweep's points, in the order of ``values``."""
     sw = spec.sweep
     base = next(m for m in spec.methods if m.row == sw.method)
+    if sw.param == WEIGHTING:  # the loss weighting as the swept axis: {method: TAAN, param: weighting, values: [...]}
+        return [base.model_copy(update={"label": sweep_row(sw.method, sw.param, weighting_label(v)),
+                                        "weighting": WeightingEntry.model_validate(v)}) for v in sw.values]
     return [base.model_copy(update={"label": sweep_row(sw.method, sw.param, v), "params": {**base.params,
                                                                                               sw.param: v}})
             for v in sw.values]
+
+
+WEIGHTING = "weighting"
+
+
+def weighting_label(value) -> str:
+    """A swept weighting's name in its row label (``TAAN weighting=pcgrad``)."""
+    if isinstance(value, dict):
+        return str(value.get("name", "ew"))
+    return str(value)
 
 
 def sweep_problems(spec: RunSpec, resolved_methods, info, problems) -> None:
@@ -41,6 +56,9 @@ def sweep_problems(spec: RunSpec, resolved_methods, info, problems) -> None:
         return
     method = next((m for m in resolved_methods if m.entry.row == sw.method), None)
     if method is None:  # the row's own problem is reported where it is
+        return
+    if sw.param == WEIGHTING:
+        weighting_sweep_problems(sw, method, rows, problems)
         return
     names = option_names(method.cls.Params)
     if sw.param not in names:
@@ -62,6 +80,23 @@ def sweep_problems(spec: RunSpec, resolved_methods, info, problems) -> None:
         if info is not None:
             for reason in method.cls.check(info, spec.backbone_for(method.entry), params):
                 problems.add(("sweep", "values", i), reason)
+
+
+def weighting_sweep_problems(sw, method, rows, problems) -> None:
+    from mtlbench.weighting.checks import weighting_problems
+    labels = [sweep_row(sw.method, sw.param, weighting_label(v)) for v in sw.values]
+    for i, (value, label) in enumerate(zip(sw.values, labels)):
+        if labels.index(label) != i or label in rows:
+            problems.add(("sweep", "values", i), f"{value!r} gives the row {label!r} twice")
+            continue
+        try:
+            entry = WeightingEntry.model_validate(value)
+        except ValidationError as e:
+            problems.add(("sweep", "values", i), f"expected a weighting name or {{name, options}}: "
+                                                 f"{e.errors()[0]['msg']} (got {value!r})")
+            continue
+        for where, reason in weighting_problems(entry, method.cls):
+            problems.add(("sweep", "values", i), reason)
 
 
 def require_sweep(resolved):

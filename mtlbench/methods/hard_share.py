@@ -25,6 +25,7 @@ class HardShare(MTLMethod):
     BatchNorm layers see the concatenation of all tasks' batches."""
 
     cite = "caruana1997"  # mtlbench/config/bibliography.yaml
+    shared_params = ("trunk.*",)
 
     def __init__(self, info, backbone, params):
         super().__init__(info, backbone, params)

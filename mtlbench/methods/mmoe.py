@@ -50,6 +50,7 @@ class MMoE(MTLMethod):
     Params = MMoEParams
     groups = {"gates": ("gates.*",)}
     cite = "ma2018"  # mtlbench/config/bibliography.yaml
+    shared_params = ("experts.*",)  # the gates are one per task
 
     def __init__(self, info, backbone, params: MMoEParams):
         super().__init__(info, backbone, params)

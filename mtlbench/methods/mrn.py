@@ -162,6 +162,7 @@ class MRN(MTLMethod):
 
     Params = MRNParams
     cite = "long2017"  # mtlbench/config/bibliography.yaml
+    shared_params = ("shared.*",)  # the layers below the task-specific ones
     covariances: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, info, backbone, params: MRNParams):

@@ -87,6 +87,7 @@ class TAAN(HardShare):
     Params = TAANParams
     groups = {"alpha": ("*.act.alpha",), "hinges": ("*.act.b",)}  # per-task alpha; b when b_mode is learned
     cite = "liu2020"  # mtlbench/config/bibliography.yaml
+    shared_params_exclude = ("*.act.alpha",)  # one row per task: each task's own activation
 
     def activation_factory(self) -> ActFactory:
         p = self.params

@@ -42,6 +42,12 @@ class MTLMethod(nn.Module):
     # "stems" (stems.*) or "trunk" (the rest: the shared trunk, or the per-task towers). Specs scale a group's
     # learning rate and weight decay by name (optimizer.lr_mult, optimizer.weight_decay_mult).
     groups: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # fnmatch patterns of the parameters every task's loss depends on (a shared trunk), less those matching
+    # ``shared_params_exclude`` (per-task slices inside it, e.g. TAAN's alpha): gradient weightings (PCGrad,
+    # MGDA, ...) aggregate the per-task gradients of these. Empty: the method shares none (STL), and gradient
+    # weightings are refused.
+    shared_params: ClassVar[tuple[str, ...]] = ()
+    shared_params_exclude: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, info: DataInfo, backbone: BackboneSpec, params: MethodParams):
         super().__init__()
@@ -103,6 +109,11 @@ class MTLMethod(nn.Module):
             if p.requires_grad:
                 out[self.group_of(name)].append((name, p))
         return out
+
+    def is_shared(self, name: str) -> bool:
+        """Whether the parameter ``name`` is shared by all tasks (``shared_params``)."""
+        return (any(fnmatch.fnmatch(name, p) for p in self.shared_params)
+                and not any(fnmatch.fnmatch(name, p) for p in self.shared_params_exclude))
 
     def group_lr_mult(self) -> dict[str, float]:
         """The method's own learning-rate multipliers per group (NDDR's 100 on its reductions); the spec's

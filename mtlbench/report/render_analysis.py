@@ -15,6 +15,7 @@ from rich.table import Table
 
 from mtlbench.report.analysis import (Isolation, LayerMatrices, group_separation, isolation, isolation_over_seeds,
                                       layer_matrices)
+from mtlbench.report.weights import print_task_weights
 from mtlbench.results import RunRecord
 
 TOP = 5  # most isolated tasks listed per matrix and per layer over seeds
@@ -41,6 +42,7 @@ def print_record_analysis(console: Console, record: RunRecord, kinds, plots: boo
     with ``neighbours``, each task's nearest task (left out when several records are reported: 50 rows per
     layer and seed bury the summary over seeds)."""
     names, path = record.tasks, Path(record.path)
+    print_task_weights(console, record, plots, figures)
     layers = layer_matrices(record)
     head = f"{record.row} seed {record.seed} ({path})"
     if not layers:

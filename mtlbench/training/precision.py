@@ -34,12 +34,24 @@ class Precision:
 
     def backward_step(self, total: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
         """Backward and optimizer step; False when the fp16 scaler skipped the step."""
+        self.scaled(total).backward()
+        return self.step(optimizer)
+
+    def scaled(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` times the fp16 loss scale (``t`` itself otherwise)."""
+        return t if self.scaler is None else self.scaler.scale(t)
+
+    def scale(self) -> float:
+        """The factor the gradients in ``.grad`` carry (the fp16 loss scale; 1 otherwise)."""
+        return 1.0 if self.scaler is None else float(self.scaler.get_scale())
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """The optimizer step on gradients that carry ``scale()``; False when the fp16 scaler skipped it
+        (some gradient was not finite)."""
         if self.scaler is None:
-            total.backward()
             optimizer.step()
             return True
         before = self.scaler.get_scale()
-        self.scaler.scale(total).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
         stepped = self.scaler.get_scale() >= before  # the scale shrinks exactly when the step was skipped

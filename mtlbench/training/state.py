@@ -53,9 +53,10 @@ class UnfitState(Exception):
 
 class TrainState:
     def __init__(self, model: MTLMethod, optimizer: torch.optim.Optimizer, sampler: TaskSampler, higher: bool,
-                 precision: Precision | None = None):
+                 precision: Precision | None = None, weighting=None):
         self.model, self.optimizer, self.sampler, self.higher = model, optimizer, sampler, higher
         self.precision = precision or Precision()
+        self.weighting = weighting  # a loss weighting's state (UW, DWA, FAMO, ...); None for ew
         self.iteration = 0
         self.best_score = -math.inf if higher else math.inf
         self.best_iteration = 0
@@ -77,6 +78,12 @@ class TrainState:
         return self.iteration >= iterations or bool(patience and self.bad_evals >= patience)
 
     def state_dict(self) -> dict:
+        out = self._state_dict()
+        if self.weighting is not None:  # absent for ew: its state files are as before
+            out["weighting"] = self.weighting.state()
+        return out
+
+    def _state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "sampler": self.sampler.state_dict(), "rng": rng_state(), "iteration": self.iteration,
                 "best": {"score": self.best_score, "iteration": self.best_iteration, "weights": self.best_weights},
@@ -99,6 +106,8 @@ class TrainState:
         self.iteration, self.bad_evals = state["iteration"], state["bad_evals"]
         self.history, self.train_time = list(state["history"]), state["train_time"]
         self.precision.load_state_dict(state.get("precision"))  # absent from states saved before mixed precision
+        if self.weighting is not None:
+            self.weighting.load_state(state["weighting"])
         set_rng_state(state["rng"])  # last: nothing above may draw a random number after it
 
     def save(self, path: Path, identity: str, key: dict | None = None) -> None:

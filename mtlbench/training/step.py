@@ -1,5 +1,6 @@
 """One training iteration of every method: one mini-batch per task -> per-task losses, summed and
 divided by the number of tasks T, + the method's regularizer -> one optimizer step -> the method's after_step.
+A row with another loss weighting than ew (``weighting:``) takes weighted.py's step instead (same contract).
 
 ``Objective`` is the module whose forward computes the loss (the module DDP wraps in a data-parallel run, see
 distributed.py); ``train_step`` is the one function both the trainer and ``mtlbench timing`` call, so the timed
@@ -17,6 +18,8 @@ from mtlbench.nn.method import MTLMethod
 from mtlbench.training.distributed import SINGLE, Dist, unwrap
 from mtlbench.training.precision import Precision
 from mtlbench.training.optim import optimizer_groups
+from mtlbench.training.weighted import weighted_step  # noqa: I001 -- the block's order predates this line
+from mtlbench.weighting.base import Weighting
 
 
 def task_loss(logits: torch.Tensor, y: torch.Tensor, task: TaskInfo, total: int | None = None) -> torch.Tensor:
@@ -34,10 +37,20 @@ class Objective(nn.Module):
     task; ``totals`` (data-parallel runs) are the tasks' global batch sizes. The forward runs under the run's
     autocast; the regularizer, a function of the weights, in float32."""
 
-    def __init__(self, method: MTLMethod, tasks: list[TaskInfo], precision: Precision | None = None):
+    def __init__(self, method: MTLMethod, tasks: list[TaskInfo], precision: Precision | None = None,
+                 weighting: Weighting | None = None):
         super().__init__()
         self.method, self.tasks = method, tasks
         self.precision = precision or Precision()
+        self.weighting = weighting  # None: ew, the mean of the task losses (this forward)
+
+    def task_losses(self, batches, totals: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the vector of task losses [T] -- a data-parallel rank's shares with ``totals`` --, the regularizer)."""
+        totals = totals or [None] * len(self.tasks)
+        with self.precision.autocast():
+            logits = self.method([x for x, _ in batches])
+        losses = [task_loss(lg, y, task, n) for lg, (_, y), task, n in zip(logits, batches, self.tasks, totals)]
+        return torch.stack(losses), self.method.regularizer()
 
     def forward(self, batches, totals: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         totals = totals or [None] * len(self.tasks)
@@ -54,6 +67,8 @@ def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batches, 
     loss scaler skipped it). Across ``d.world`` ranks each back-propagates ``world x`` its share of the task
     loss plus the regularizer: DDP's gradient average is then the one-process gradient (distributed.py)."""
     inner = unwrap(objective)
+    if inner.weighting is not None:
+        return weighted_step(inner, optimizer, batches, step, d, totals)
     loss, reg = objective(batches, totals) if d.world > 1 else objective(batches)
     optimizer.zero_grad(set_to_none=True)
     task_part = loss * d.world if d.world > 1 else loss
@@ -62,10 +77,16 @@ def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batches, 
     return d.sum(loss.detach()), None if reg is None else reg.detach(), stepped
 
 
-def make_optimizer(resolved: ResolvedSpec, model: MTLMethod) -> torch.optim.Optimizer:
-    """The spec's optimizer over the method's named parameter groups, each at its own lr and weight decay."""
+def make_optimizer(resolved: ResolvedSpec, model: MTLMethod, weighting: Weighting | None = None
+                   ) -> torch.optim.Optimizer:
+    """The spec's optimizer over the method's named parameter groups, each at its own lr and weight decay; a
+    weighting's learned parameters (UW's log-variances, GradNorm's weights) in one more group at the spec's lr,
+    without weight decay."""
     o = resolved.spec.optimizer
     groups = optimizer_groups(model, o)
+    own = weighting.trained_parameters() if weighting is not None else []
+    if own:
+        groups.append({"params": own, "lr": o.lr, "weight_decay": 0.0, "groups": ["weighting"]})
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam

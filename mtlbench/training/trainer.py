@@ -36,6 +36,7 @@ from mtlbench.training.record import make_record
 from mtlbench.training.sampler import TaskSampler
 from mtlbench.training.state import TrainState
 from mtlbench.training.step import Objective, make_optimizer, train_step
+from mtlbench.weighting import build_weighting
 
 Progress = Callable[[int, int, dict], None]  # (iteration, total, {"loss": ..., "select": score at evaluations})
 Checkpoint = Callable[[TrainState], None]
@@ -112,19 +113,29 @@ def train_run(resolved: ResolvedSpec, cell: RunCell, data: MTLData, progress: Pr
         return fit_run(resolved, cell, data, model, device, wall_start, progress)
     primary, precision = data.info.primary_metric, Precision(tr.amp, device)
     sampler = TaskSampler(data.split("train"), tr.batch_per_task, cell.seed, d.rank, d.world)
-    state = TrainState(model, make_optimizer(resolved, model), sampler, get_metric(primary).higher_is_better,
-                       precision)
+    weighting = build_weighting(cell.method.entry.weighting, len(data.info.tasks),
+                                [len(s) for s in data.split("train")], tr.batch_per_task)
+    if weighting is not None:
+        weighting.to(device)
+    state = TrainState(model, make_optimizer(resolved, model, weighting), sampler,
+                       get_metric(primary).higher_is_better, precision, weighting)
     if resume is not None:
         state.load_state_dict(resume)
     earlier = state.train_time
-    objective = wrap(Objective(model, data.info.tasks, precision), d, device)
+    objective = Objective(model, data.info.tasks, precision, weighting)
+    if weighting is None:  # a weighted step sums its gradients over the ranks itself (weighted.py)
+        objective = wrap(objective, d, device)
     env = {"world_size": d.world}
     try:
         run_steps(state, objective, data, resolved, device, progress, checkpoint, d)
     except Diverged as e:
+        if weighting is not None:
+            env["backward_passes_per_step"] = weighting.backward_passes
         return make_record(resolved, cell, data, model, device, status="diverged", failure=str(e),
                            iterations_run=e.iteration, history=state.history, train_time_s=state.train_time,
                            wall_time_s=earlier + time.perf_counter() - wall_start, env_extra=env), model
+    if weighting is not None:
+        env["backward_passes_per_step"] = weighting.backward_passes
     model.load_state_dict(state.best_weights)
     metrics = final_scores(resolved, model, data, device) if d.main else None
     return make_record(resolved, cell, data, model, device, metrics=metrics, best_iteration=state.best_iteration,
@@ -151,6 +162,8 @@ def run_steps(state: TrainState, objective, data: MTLData, resolved: ResolvedSpe
                      score_key: info["select"]}
             if state.precision.scaler is not None:
                 entry["skipped_steps"] = state.precision.skipped
+            if state.weighting is not None:  # ew runs store no weights: their records are as before
+                entry.update(weighting_entry(state.weighting))
             state.history.append(entry)
             state.evaluated(info["select"])
         state.train_time = earlier + time.perf_counter() - session_start
@@ -159,6 +172,14 @@ def run_steps(state: TrainState, objective, data: MTLData, resolved: ResolvedSpe
             checkpoint(state)
         if progress:
             progress(it, tr.iterations, info)
+
+
+def weighting_entry(weighting) -> dict:
+    """What a weighted run's history adds at each evaluation: the task weights of the last step (null for an
+    aggregator that is no weighted combination: GradDrop, ConFIG) and the backward passes it took."""
+    weights = weighting.last_weights
+    return {"task_weights": None if weights is None else [float(v) for v in weights.cpu()],
+            "backward_passes": weighting.backward_passes}
 
 
 def selection_score(state: TrainState, data: MTLData, tr, device: torch.device, d: Dist) -> float:
