@@ -78,25 +78,34 @@ def flat(output: str) -> str:
     return " ".join(output.split())
 
 
+def without_summary(csv_text: str) -> list[str]:
+    """The csv lines without the Delta_m / mean rank columns (test_summary_numbers.py tests those)."""
+    import csv
+    import io
+    rows = list(csv.reader(io.StringIO(csv_text)))
+    keep = [j for j, h in enumerate(rows[0]) if h != "mean rank" and not h.startswith("Δm")]
+    return [",".join(r[j] for j in keep) for r in rows]
+
+
 def taan_line(output: str, marker: str = "│ TAAN") -> str:
     return next(line for line in output.splitlines() if line.startswith(marker) and "ours" in line)
 
 
 def test_a_significant_row_gets_its_p_value_and_marker(tmp_path):
     write_runs(tmp_path, {"Hard-Share": DRUG2, "TAAN": DRUG1})
-    csv = compare(tmp_path, "--format", "csv").splitlines()
+    csv = without_summary(compare(tmp_path, "--format", "csv"))
     assert csv[0].endswith(",p vs Hard-Share")
     assert csv[1].startswith("Hard-Share,ours (n=10)") and csv[1].endswith(",ref")
     assert csv[2].startswith("TAAN,ours (n=10)") and csv[2].endswith(",0.0028")
     rich = compare(tmp_path)
     assert "p vs Hard-Share" not in rich.splitlines()[2]  # rich shows markers, not the column
-    assert taan_line(rich).rstrip(" │").endswith("**")
+    assert "178.90 ** │" in taan_line(rich)  # the marker on the summary cell
     assert "two-sided paired t-test over seeds of the pooled accuracy" in flat(rich)
 
 
 def test_a_row_identical_to_the_reference_is_not_marked(tmp_path):
     write_runs(tmp_path, {"Hard-Share": DRUG2, "TAAN": DRUG2})
-    assert compare(tmp_path, "--format", "csv").splitlines()[2].endswith(",—")
+    assert without_summary(compare(tmp_path, "--format", "csv"))[2].endswith(",—")
     rich = compare(tmp_path)
     assert "*" not in taan_line(rich)
     assert "not tested (identical to Hard-Share on every seed): TAAN" in flat(rich)
@@ -104,7 +113,7 @@ def test_a_row_identical_to_the_reference_is_not_marked(tmp_path):
 
 def test_too_few_seeds_give_no_p_value_and_say_so(tmp_path):
     write_runs(tmp_path, {"Hard-Share": DRUG2[:2], "TAAN": DRUG1[:2]})
-    assert compare(tmp_path, "--format", "csv").splitlines()[2].endswith(",—")
+    assert without_summary(compare(tmp_path, "--format", "csv"))[2].endswith(",—")
     rich = compare(tmp_path)
     assert "*" not in taan_line(rich)
     assert "no p-value (fewer than 3 seeds shared with Hard-Share): TAAN (n=2)" in flat(rich)
@@ -112,7 +121,7 @@ def test_too_few_seeds_give_no_p_value_and_say_so(tmp_path):
 
 def test_another_reference_row_or_none(tmp_path):
     write_runs(tmp_path, {"Hard-Share": DRUG2, "TAAN": DRUG1})
-    csv = compare(tmp_path, "--format", "csv", "--vs", "TAAN").splitlines()
+    csv = without_summary(compare(tmp_path, "--format", "csv", "--vs", "TAAN"))
     assert csv[0].endswith(",p vs TAAN") and csv[1].endswith(",0.0028") and csv[2].endswith(",ref")
     assert "p vs" not in compare(tmp_path, "--format", "csv", "--vs", "")
     bad = runner.invoke(app, ["compare", str(SPEC), "--results", str(tmp_path), "--vs", "HS"])
@@ -122,7 +131,7 @@ def test_another_reference_row_or_none(tmp_path):
 
 def test_a_single_row_is_not_corrected_and_a_bad_correction_is_refused(tmp_path):
     write_runs(tmp_path, {"Hard-Share": DRUG2, "TAAN": DRUG1})
-    csv = compare(tmp_path, "--format", "csv", "--correct", "holm").splitlines()
+    csv = without_summary(compare(tmp_path, "--format", "csv", "--correct", "holm"))
     assert csv[0].endswith(",p vs Hard-Share (Holm)") and csv[2].endswith(",0.0028")  # one test: m x p = p
     assert "uncorrected" not in compare(tmp_path)
     bad = runner.invoke(app, ["compare", str(SPEC), "--results", str(tmp_path), "--correct", "bonf"])

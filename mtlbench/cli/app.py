@@ -379,6 +379,28 @@ def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a r
 @app.command()
 @user_errors
 @takes_plugins
+def export(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML) whose records are exported"),
+           results: Optional[Path] = typer.Option(None, help="results directory (default: the spec's output.dir)"),
+           out_file: Optional[Path] = typer.Option(None, "--out", metavar="CSV", help="write here (default: stdout)")):
+    """Every stored score of SPEC's records as one long CSV table: one row per method, label, weighting, seed,
+    task, split and metric, with the selected step and the code version and run identity (pandas.read_csv reads
+    it as it is). Never trains."""
+    from mtlbench.config.loader import load_spec
+    from mtlbench.io import atomic_write_text
+    from mtlbench.report.export import spec_long_table
+    if out_file is not None and out_file.is_dir():
+        raise UsageError(f"--out: {out_file} is a directory; expected a CSV file name")
+    text = spec_long_table(load_spec(spec, check_data=False), results).to_csv(index=False)
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(out_file, text)
+        err.print(f"written {out_file}", markup=False)
+
+
+@app.command()
+@user_errors
+@takes_plugins
 def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML); every method in it is timed"),
            vs: Optional[str] = typer.Option("hard_share", help="reference method for the ratio columns "
                                             "(added to the run if the spec lacks it); '' for none"),

@@ -58,7 +58,23 @@ def build_table(records: list[RunRecord], metric: str | None = None, split: str 
         add_grid_paired_tests(table, df[df.metric == metric], paper, reference, set(diverged), correction)
     elif reference is not None and table.ours:
         add_paired_tests(table, df[df.metric == metric], reference, set(diverged), correction)
+    if not (paper and paper.get("grid")):  # a grid's cells are no per-task scores
+        add_summary_columns(table, df[df.metric == metric], tasks, metric, records, set(diverged))
     return table
+
+
+def add_summary_columns(table: Table, df: pd.DataFrame, tasks: list[str], metric: str, records: list[RunRecord],
+                        diverged: set[str]) -> None:
+    """Delta_m % against the single-task row (the first row trained by ``stl``) and the mean rank over tasks,
+    as columns after the others (report/summary.py); a paper row or a row without results shows a dash."""
+    from mtlbench.report.summary import summary_columns
+    rows = [r for r in table.ours if r not in diverged]
+    stl = next((r for r in table.ours if any(rec.row == r and rec.method == "stl" for rec in records)), None)
+    for header, cells in summary_columns(df, tasks, metric, rows, stl).items():
+        table.header.append(header)
+        by_index = {i: cells.get(row, DASH) for row, i in table.ours.items()}
+        for i, r in enumerate(table.rows):
+            r.append(by_index.get(i, DASH))
 
 
 def method_warnings(records: list[RunRecord]) -> dict[tuple[str, str], list[int]]:
