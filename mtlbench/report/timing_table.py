@@ -14,6 +14,10 @@ def build_timing_table(timing: dict, paper: dict | None = None) -> Table:
               f"train / {ref}" if ref else "train ratio", f"infer / {ref}" if ref else "infer ratio", "params"]
     fits = any(r.get("fit_s") is not None for r in timing["results"])
     header += ["fit s"] if fits else []
+    # measured since the cost table existed (timing.json files from before render as they did)
+    peaks = any(r.get("train_peak_mb") is not None for r in timing["results"])
+    passes = any(r.get("backward_passes") is not None for r in timing["results"])
+    header += (["peak MB"] if peaks else []) + (["backward passes"] if passes else [])
     if paper:
         header += ["paper train s", "paper infer s"]
     table = Table(title, header, [])
@@ -23,6 +27,8 @@ def build_timing_table(timing: dict, paper: dict | None = None) -> Table:
                DASH if r["ratio_train"] is None else f"{r['ratio_train']:.2f}x",
                DASH if r["ratio_infer"] is None else f"{r['ratio_infer']:.2f}x", fmt_params(r["n_params"])]
         row += [fmt_seconds(r.get("fit_s"))] if fits else []
+        row += [DASH if r.get("train_peak_mb") is None else f"{r['train_peak_mb']:.0f}"] if peaks else []
+        row += [DASH if r.get("backward_passes") is None else str(r["backward_passes"])] if passes else []
         if paper:
             row += [fmt_paper(v) for v in paper["rows"].get(r["row"], [None, None])]
         table.rows.append(row)
@@ -31,6 +37,14 @@ def build_timing_table(timing: dict, paper: dict | None = None) -> Table:
     if fits:
         table.notes.append("fit s: seconds of one closed-form fit on the training splits, for methods trained "
                            "that way instead of by steps")
+    kinds = {r.get("peak_kind") for r in timing["results"] if r.get("train_peak_mb") is not None}
+    if peaks:
+        table.notes.append("peak MB: " + ("the process's peak resident set during the method's warm-up steps "
+                                          "(shared data and models included)" if kinds == {"process resident"}
+                                          else "peak device memory of the method's training steps + its weights"))
+    if passes:
+        table.notes.append("backward passes: per training step (T where a gradient weighting needs per-task "
+                           "gradients the method's graph cannot batch)")
     if env := timing.get("env"):
         git = env.get("git") or {}
         commit = (git.get("commit") or "unknown")[:10] + (" (uncommitted changes)" if git.get("dirty") else "")

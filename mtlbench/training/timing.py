@@ -7,10 +7,15 @@
 - warm-up iterations are discarded; the device is synchronised before every clock read (an accelerator
   runs asynchronously: without it the clock would time the launches, not the work); several blocks are timed
   and the median and spread (min, max) reported;
-- on an accelerator, each method's peak device memory over its warm-up training steps is reported
-  (``train_peak_mb``: what its steps allocate at most -- activations, gradients, optimizer state -- plus its
-  weights); the record also holds the device's name and the environment fingerprint that result records
-  carry (git commit, package versions, threads, device);
+- each method's peak memory over its warm-up training steps is reported (``train_peak_mb``): on an
+  accelerator torch's peak allocated memory of its steps (activations, gradients, optimizer state) plus its
+  weights; on the CPU the process's peak resident set during its steps (Linux: the high-water mark, reset
+  before each method through /proc/self/clear_refs; elsewhere the process's lifetime peak), which includes
+  what every method shares (the data, the other models), so rows differ by what each method adds; the record
+  also holds the device's name and the environment fingerprint that result records carry (git commit,
+  package versions, threads, device);
+- each method's backward passes per training step (``backward_passes``: 1, or T for a loss weighting that
+  needs per-task gradients where the method's graph cannot batch them; weighting/);
 - the step is the trained step: ``training.amp`` (autocast, the fp16 loss scaler) applies as in training;
 - every method of the spec is timed in the same process with the same staged batches, the methods taking
   turns inside each block; each ratio to Hard-Share is the median of per-block ratios, so ratios stay
@@ -34,6 +39,7 @@ from mtlbench.training.precision import Precision
 from mtlbench.training.sampler import TaskSampler
 from mtlbench.training.step import Objective, make_optimizer, train_step
 from mtlbench.training.trainer import build_model, resolve_device, seed_everything
+from mtlbench.weighting import build_weighting
 
 
 @dataclass
@@ -53,7 +59,9 @@ class TimingResult:
     train_blocks: list[float] | None = None  # every block's seconds per 100 iterations, for other ratios
     infer_blocks: list[float] | None = None
     fit_s: float | None = None  # seconds of one closed-form fit, for methods trained that way
-    train_peak_mb: float | None = None  # peak device memory of its training steps + weights (None on the CPU)
+    train_peak_mb: float | None = None  # peak memory of its training steps (device: + weights; CPU: the process)
+    peak_kind: str | None = None  # "device allocated" | "process resident"
+    backward_passes: int | None = None  # per training step (None: a closed-form method)
 
 
 def sync(device: torch.device) -> None:
@@ -63,8 +71,10 @@ def sync(device: torch.device) -> None:
 
 
 def reset_peak(device: torch.device) -> int | None:
-    """Start a peak-memory window; returns the bytes allocated now (None on the CPU)."""
+    """Start a peak-memory window; returns the bytes allocated now on an accelerator (None on the CPU, whose
+    window is the process's resident high-water mark, reset here where Linux allows)."""
     if device.type != "cuda":
+        reset_resident_peak()
         return None
     sync(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -72,11 +82,38 @@ def reset_peak(device: torch.device) -> int | None:
 
 
 def peak_mb(device: torch.device, start: int | None, resident: int) -> float | None:
-    """MB: the peak allocated since ``reset_peak`` above what was allocated then, plus ``resident`` bytes."""
-    if start is None:
-        return None
+    """MB: on an accelerator the peak allocated since ``reset_peak`` above what was allocated then, plus
+    ``resident`` bytes; on the CPU the process's peak resident set since ``reset_peak``."""
+    if device.type != "cuda":
+        return resident_peak_mb()
     sync(device)
     return (torch.cuda.max_memory_allocated(device) - start + resident) / 2**20
+
+
+def reset_resident_peak() -> None:
+    try:  # Linux: "5" resets the peak resident set size (VmHWM) to the current one
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def resident_peak_mb() -> float | None:
+    """The process's peak resident set in MB: VmHWM (Linux), else getrusage's lifetime maximum."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import resource
+        import sys
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+    except (ImportError, OSError):
+        return None
 
 
 def stage_batches(data: MTLData, batch: int, n: int, device: torch.device, seed: int = 0):
@@ -97,13 +134,21 @@ def time_block(step, staged, iterations: int, device: torch.device) -> float:
     return (time.perf_counter() - start) * 100.0 / iterations
 
 
-def train_step_fn(model, optimizer, tasks, precision: Precision):
-    objective, count = Objective(model, tasks, precision), [0]
+def train_step_fn(model, optimizer, tasks, precision: Precision, weighting=None):
+    objective, count = Objective(model, tasks, precision, weighting), [0]
 
     def step(batches):  # the trainer's own step, after_step included (MRN's covariance updates cost time too)
         count[0] += 1
         train_step(objective, optimizer, batches, count[0])
+    step.weighting = weighting
     return step
+
+
+def backward_passes(step) -> int | None:
+    """Backward passes per training step of a timed step function (1 for ew, the plain step)."""
+    if step is None:
+        return None
+    return 1 if step.weighting is None else step.weighting.backward_passes
 
 
 def infer_step_fn(model, precision: Precision | None = None):
@@ -122,8 +167,13 @@ def build_timed(resolved: ResolvedSpec, method: ResolvedMethod, data: MTLData, d
     if model.closed_form:
         return model, None, infer_step_fn(model)
     precision = Precision(resolved.spec.training.amp, device)
-    return (model, train_step_fn(model, make_optimizer(resolved, model), data.info.tasks, precision),
-            infer_step_fn(model, precision))
+    tr = resolved.spec.training
+    weighting = build_weighting(method.entry.weighting, data.info.n_tasks, [len(s) for s in data.split("train")],
+                                tr.batch_per_task)
+    if weighting is not None:
+        weighting.to(device)
+    return (model, train_step_fn(model, make_optimizer(resolved, model, weighting), data.info.tasks, precision,
+                                 weighting), infer_step_fn(model, precision))
 
 
 def weight_bytes(model) -> int:
@@ -185,6 +235,10 @@ def time_spec(resolved: ResolvedSpec, data: MTLData, warmup: int = 3, iterations
     ref = next((i for i, m in enumerate(resolved.methods) if m.entry.name == reference), None)
     results = [summarise(m, models[i], i, train, infer, ref, data_s, fits.get(i), peaks[i])
                for i, m in enumerate(resolved.methods)]
+    for r, (_, step, _) in zip(results, built):
+        r.backward_passes = backward_passes(step)
+        r.peak_kind = None if r.train_peak_mb is None else ("device allocated" if device.type == "cuda"
+                                                            else "process resident")
     first = data.info.tasks[0]
     return {
         "spec_name": spec.name, "device": str(device), "device_name": device_name(device),
