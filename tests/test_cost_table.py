@@ -1,6 +1,7 @@
 """The cost table (`mtlbench timing`): parameters, seconds per 100 train / inference iterations, peak memory (CPU:
 the process's resident high-water mark during the method's steps) and backward passes per step -- 1 for ew and
-for per-task gradients the graph batches (Hard-Share), T where it cannot (TAAN's fused activation)."""
+for per-task gradients from task blocks (Hard-Share, TAAN), T where the step needs the whole Jacobian and the
+graph does not batch (GradNorm weighs every parameter's task gradients; TAAN's fused activation)."""
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ data:
 backbone: {{hidden: [16, 16]}}
 methods:
   - {{name: hard_share, label: Hard-Share, weighting: [ew, uw, pcgrad]}}
-  - {{name: taan, label: TAAN, weighting: pcgrad}}
+  - {{name: taan, label: TAAN, weighting: [pcgrad, gradnorm]}}
 training: {{iterations: 10, batch_per_task: 16, eval_every: 5, threads: 1}}
 output: {{dir: {out}}}
 """
@@ -34,13 +35,13 @@ def test_timing_reports_peak_memory_and_backward_passes(write_spec, tmp_path):
     timing = json.loads((tmp_path / "cost" / "timing.json").read_text())
     rows = {r["row"]: r for r in timing["results"]}
     assert {row: r["backward_passes"] for row, r in rows.items()} == {
-        "Hard-Share": 1, "Hard-Share (uw)": 1, "Hard-Share (pcgrad)": 1, "TAAN": 3}
+        "Hard-Share": 1, "Hard-Share (uw)": 1, "Hard-Share (pcgrad)": 1, "TAAN (pcgrad)": 1, "TAAN (gradnorm)": 3}
     assert all(r["train_peak_mb"] > 10 and r["peak_kind"] == "process resident" for r in rows.values())
-    assert rows["TAAN"]["n_params"] > rows["Hard-Share"]["n_params"]  # TAAN's alpha
+    assert rows["TAAN (pcgrad)"]["n_params"] > rows["Hard-Share"]["n_params"]  # TAAN's alpha
     lines = [ln for ln in result.output.splitlines() if "," in ln]  # the csv (progress lines go to stderr)
     header = lines[0].split(",")
     assert header[-2:] == ["peak MB", "backward passes"] and "params" in header and "train s" in header
-    assert lines[4].startswith("TAAN,") and lines[4].endswith(",3")
+    assert lines[5].startswith("TAAN (gradnorm),") and lines[5].endswith(",3")
 
 
 def test_a_timing_file_from_before_the_cost_columns_renders_as_it_did():

@@ -258,3 +258,57 @@ def test_report_prints_and_draws_the_task_weights_over_time(write_spec, tmp_path
     first = ", ".join(f"{t} {w:.3g}" for t, w in zip(records[0].tasks, weights[0]))
     assert f"HS seed 0: task weights (uw) at iteration 5: {first}; at 10: " in result.output
     assert (tmp_path / "fig" / "seed0_task_weights.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name, backbone", [("hard_share", "{hidden: [16, 16]}"), ("taan", "{hidden: [16, 16]}"),
+                                            ("hard_share", "{kind: conv, channels: [4, 4], padding: 1, dense: [8], "
+                                                           "conv_batch_norm: false}")])
+def test_task_block_gradients_equal_the_jacobian(name, backbone, write_spec, tmp_path, monkeypatch):
+    """The one-backward per-task gradients of the shared layers (task_blocks.py) are the rows of the Jacobian
+    (one batched pass, or one pass per task), for dense and conv trunks; a trunk with BatchNorm mixes the tasks'
+    rows and takes the Jacobian path."""
+    from mtlbench.training import weighted
+    from mtlbench.training.sampler import TaskSampler
+    from mtlbench.training.step import Objective, make_optimizer, train_step
+    from mtlbench.training.trainer import build_model
+    from mtlbench.weighting import build_weighting
+    text = SPEC.format(methods=f"  - {{name: {name}, label: R, weighting: upgrad}}", iterations=5,
+                       out=tmp_path).replace("backbone: {hidden: [16, 16]}", f"backbone: {backbone}")
+    if "conv" in backbone:
+        text = text.replace(text[text.index("  dataset:"):text.index("backbone:")],
+                            "  dataset: synthetic_image\n  options: {n_groups: 1, tasks_per_group: 2, outlier: true, "
+                            "image_size: 8, per_class: 10, n_classes: 3}\n")
+    resolved = load_spec(write_spec(text))
+    data, m = load_data(resolved), resolved.methods[0]
+    seen = {}
+
+    def one_step(blocks: bool):
+        if not blocks:
+            monkeypatch.setattr(weighted, "shared_affines", lambda method, named: None)
+        torch.manual_seed(0)
+        model = build_model(resolved, m, data)
+        w = build_weighting(m.entry.weighting, 3, [100], 16)
+        real = w.aggregate
+        w.aggregate = lambda jac, losses: (seen.__setitem__(blocks, jac.clone()), real(jac, losses))[1]
+        batches = TaskSampler(data.split("train"), 16, 0).next_batches(torch.device("cpu"))
+        opt = make_optimizer(resolved, model, w)
+        train_step(Objective(model, data.info.tasks, weighting=w), opt, batches, 1)
+        return {k: v.clone() for k, v in model.state_dict().items()}, w.backward_passes
+
+    fast, passes = one_step(True)
+    slow, _ = one_step(False)
+    assert passes == 1
+    torch.testing.assert_close(seen[True], seen[False], rtol=1e-5, atol=1e-6)
+    for k in fast:
+        torch.testing.assert_close(fast[k], slow[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_a_batchnorm_trunk_is_no_task_block_trunk(write_spec, tmp_path):
+    from mtlbench.training.task_blocks import shared_affines
+    from mtlbench.training.trainer import build_model
+    text = SPEC.format(methods="  - {name: hard_share, label: R, weighting: pcgrad}", iterations=5, out=tmp_path)
+    resolved = load_spec(write_spec(text.replace("backbone: {hidden: [16, 16]}",
+                                                 "backbone: {hidden: [16, 16], dense_batch_norm: true}")))
+    model = build_model(resolved, resolved.methods[0], load_data(resolved))
+    named = list(model.named_parameters())
+    assert shared_affines(model, named) is None  # BatchNorm's parameters are shared but no affine layer's

@@ -26,6 +26,7 @@ class HardShare(MTLMethod):
 
     cite = "caruana1997"  # mtlbench/config/bibliography.yaml
     shared_params = ("trunk.*",)
+    task_blocks = True  # the trunk sees every task's rows in task blocks (per-task gradients in one backward)
 
     def __init__(self, info, backbone, params):
         super().__init__(info, backbone, params)

@@ -48,6 +48,9 @@ class MTLMethod(nn.Module):
     # weightings are refused.
     shared_params: ClassVar[tuple[str, ...]] = ()
     shared_params_exclude: ClassVar[tuple[str, ...]] = ()
+    # True where the shared layers are called once per step on all tasks' rows in task blocks (Hard-Share,
+    # TAAN): the per-task gradients of their weights then come from one backward pass (training/task_blocks.py)
+    task_blocks: ClassVar[bool] = False
 
     def __init__(self, info: DataInfo, backbone: BackboneSpec, params: MethodParams):
         super().__init__()

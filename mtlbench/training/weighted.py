@@ -8,9 +8,10 @@ optimizer stepped), in three parts:
 2. the gradients:
    - a loss weighting s(L): its weights w = ds/dL (and the gradients of its own parameters) from the global L,
      then one backward of sum_t w_t L_t^rank (+ the regularizer / world) and a sum over ranks;
-   - a gradient weighting: the per-task gradients of every parameter in ONE batched backward pass
-     (``is_grads_batched``: the T rows of the identity as output gradients) where the method's graph allows
-     it, else one pass per task; summed over ranks (the one-process Jacobian), unscaled under fp16, then the
+   - a gradient weighting: the per-task gradients of the shared parameters from ONE ordinary backward pass
+     where the tasks' rows are disjoint in the shared layers (task_blocks.py: Hard-Share, TAAN without
+     BatchNorm), else the Jacobian of every parameter in one batched backward (``is_grads_batched``) where the
+     graph allows it, else one pass per task; summed over ranks (the one-process Jacobian), unscaled under fp16, then the
      shared parameters' rows aggregated (``MTLMethod.shared_params``) and each other parameter given its own task's
      gradient; the regularizer's gradient is added after;
 3. the optimizer step (the fp16 scaler skips it when a gradient is not finite), the method's after_step, and
@@ -22,24 +23,32 @@ a scalar loss's gradients, which is not what a per-task Jacobian needs). Weights
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
 import torch.distributed as dist
 
 from mtlbench.training.distributed import Dist
+from mtlbench.training.task_blocks import Capture, shared_affines
 
 
 def weighted_step(obj, optimizer: torch.optim.Optimizer, batches, step: int, d: Dist, totals):
     w = obj.weighting
     optimizer.zero_grad(set_to_none=True)
-    local, reg = obj.task_losses(batches, totals if d.world > 1 else None)
-    losses = d.sum(local.detach())
     named = [(n, p) for n, p in obj.method.named_parameters() if p.requires_grad]
+    affines = shared_affines(obj.method, named) if w.kind == "gradient" and not w.weighs_task_parameters else None
+    capture = Capture(affines) if affines else None
+    with capture.forward() if capture else contextlib.nullcontext():
+        local, reg = obj.task_losses(batches, totals if d.world > 1 else None)
+    losses = d.sum(local.detach())
     if w.kind == "loss":
         w.backward_passes = loss_gradients(w, local, losses, reg, [p for _, p in named], obj.precision, d)
     else:
-        w.backward_passes = gradient_gradients(w, obj.method, local, losses, reg, named, obj.precision, d)
+        sizes = [len(x) for x, _ in batches]
+        blocks = capture if capture is not None and capture.usable(sum(sizes)) else None
+        w.backward_passes = gradient_gradients(w, obj.method, local, losses, reg, named, obj.precision, d,
+                                               blocks, sizes)
     stepped = obj.precision.step(optimizer)
     obj.method.after_step(step)
     after = None
@@ -67,28 +76,40 @@ def loss_gradients(w, local, losses, reg, params, precision, d: Dist) -> int:
     return 1
 
 
-def gradient_gradients(w, method, local, losses, reg, named, precision, d: Dist) -> int:
-    """A gradient weighting's gradients in ``.grad`` (times the fp16 loss scale); returns the backward passes."""
+def gradient_gradients(w, method, local, losses, reg, named, precision, d: Dist, blocks: Capture | None = None,
+                       batch_sizes: list[int] | None = None) -> int:
+    """A gradient weighting's gradients in ``.grad`` (times the fp16 loss scale); returns the backward passes.
+    ``blocks``: the shared layers' captured inputs, for the one-backward task-block path (task_blocks.py)."""
     params = [p for _, p in named]
-    rows, passes = per_task_gradients(w, precision.scaled(local), params)
-    scale = precision.scale()
-    jac = torch.cat([r.reshape(len(local), -1) for r in rows], dim=1)
-    sum_over_ranks([jac], d)
-    jac = jac / scale
     sizes = [p.numel() for p in params]
     shared = torch.tensor([method.is_shared(n) for n, _ in named], dtype=torch.bool)
-    cols = torch.repeat_interleave(shared, torch.tensor(sizes)).to(jac.device)
-    flat = jac.sum(0)  # each parameter's sum of task gradients: what a task-specific parameter gets
+    cols = torch.repeat_interleave(shared, torch.tensor(sizes)).to(local.device)
+    jac = None
+    if blocks is not None:  # one backward of the summed losses, the shared layers' rows split by task
+        grads = torch.autograd.grad(precision.scaled(local).sum(), params, allow_unused=True, materialize_grads=True)
+        flat = torch.cat([g.reshape(-1).float() for g in grads])
+        order = [key for mod, own in blocks.affines for key in [(mod, pn) for pn in own]]
+        by_param = {id(getattr(mod, pn)): (mod, pn) for mod, pn in order}
+        rows = blocks.task_rows(batch_sizes, [by_param[id(p)] for n, p in named if method.is_shared(n)])
+        passes = 1
+    else:
+        per_param, passes = per_task_gradients(w, precision.scaled(local), params)
+        jac = torch.cat([r.reshape(len(local), -1) for r in per_param], dim=1)
+    sum_over_ranks([flat, rows] if jac is None else [jac], d)
+    if jac is not None:
+        flat, rows = jac.sum(0), jac[:, cols]
+    scale = precision.scale()
+    flat, rows = flat / scale, rows / scale  # each parameter's sum of task gradients: a task-specific one's
     w.last_weights = None
-    if bool(torch.isfinite(jac).all()):  # else: the fp16 scaler skips the step, or the NaN guard stops the run
+    if bool(torch.isfinite(rows).all()):  # else: the fp16 scaler skips the step, or the NaN guard stops the run
         if getattr(w, "last_layer", False) is None:
             w.last_layer = last_shared_weight([(n, p) for n, p in named if method.is_shared(n)])
-        direction, weights = w.aggregate(jac[:, cols], losses)
+        direction, weights = w.aggregate(rows, losses)
         if weights is not None:
             w.last_weights = weights.detach()
-            if w.weighs_task_parameters:
-                flat = weights.to(jac.dtype) @ jac
-        flat[cols] = direction.to(jac.dtype)
+            if w.weighs_task_parameters:  # (never on the task-block path: it keeps no per-task rows of these)
+                flat = weights.to(jac.dtype) @ (jac / scale)
+        flat[cols] = direction.to(flat.dtype)
     reg_grads = (torch.autograd.grad(reg, params, allow_unused=True, materialize_grads=True)
                  if reg is not None else [None] * len(params))
     for p, g, rg in zip(params, flat.split(sizes), reg_grads):
