@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("report", "training", "prepare"),
     ("config",),
     ("methods", "data"),
-    ("nn",),
+    ("nn", "weighting"),  # weighting: how a step combines the task losses (TorchJD's scalarizers, aggregators)
     ("store",),
     ("taan", "metrics", "results", "plugins"),  # plugins: methods and datasets from outside the package
     ("registry", "io", "seeds", "_layers"),

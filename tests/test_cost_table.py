@@ -9,7 +9,7 @@ import json
 from typer.testing import CliRunner
 
 from mtlbench.cli import app
-from mtlbench.report.tables import build_timing_table
+from mtlbench.report.timing_table import build_timing_table
 
 runner = CliRunner()
 
