@@ -21,9 +21,9 @@ import time
 import torch
 
 from mtlbench.config.loader import load_spec
-from mtlbench.training.timing import build_timed, stage_batches
 from mtlbench.training.evaluate import evaluate
 from mtlbench.training.run import load_data
+from mtlbench.training.timing import build_timed, stage_batches
 from mtlbench.training.trainer import seed_everything
 
 

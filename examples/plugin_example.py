@@ -19,9 +19,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from mtlbench.store.dataset import SPLITS, DataInfo, DatasetSource, MTLData, TaskInfo, TaskSplit
 from mtlbench.nn.method import MethodParams, MTLMethod
 from mtlbench.registry import DATASETS, METHODS
+from mtlbench.store.dataset import SPLITS, DataInfo, DatasetSource, MTLData, TaskInfo, TaskSplit
 
 
 class GatedParams(MethodParams):

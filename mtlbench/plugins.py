@@ -19,8 +19,8 @@ import hashlib
 import importlib.util
 import sys
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from mtlbench.registry import Origin, PluginError, Registry, loading_from, one_line
 

@@ -14,8 +14,9 @@ import fnmatch
 import importlib
 import pkgutil
 import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, TypeVar
 
 from mtlbench.errors import UsageError
 
@@ -83,7 +84,7 @@ def origin_of(obj) -> Origin:
 
 
 class Registry(Generic[T]):
-    all: list["Registry"] = []  # every registry, so plugins can be loaded for (and counted in) all of them
+    all: list[Registry] = []  # every registry, so plugins can be loaded for (and counted in) all of them
 
     def __init__(self, kind: str, package: str, base: str | None = None, group: str | None = None):
         self.kind = kind
@@ -111,7 +112,7 @@ class Registry(Generic[T]):
             self.check_base(obj, f"{origin}: {self.kind} {name!r}")
         self._entries[name], self._origins[name] = obj, origin
         if "registry_name" not in getattr(obj, "__dict__", {}):  # a module:Class alias keeps the class's name
-            setattr(obj, "registry_name", name)
+            obj.registry_name = name
 
     def check_base(self, obj, what: str) -> None:
         if self.base is None:

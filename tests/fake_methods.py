@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from mtlbench.nn.method import MTLMethod
 from mtlbench.methods.hard_share import HardShare
+from mtlbench.nn.method import MTLMethod
 from mtlbench.registry import METHODS
 
 

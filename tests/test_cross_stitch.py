@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from mtlbench.config.schema import OptimizerSpec
-from mtlbench.store.dataset import DataInfo, TaskInfo
 from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.registry import METHODS
+from mtlbench.store.dataset import DataInfo, TaskInfo
 from mtlbench.training.optim import optimizer_groups
 
 CrossStitch, STL = METHODS.get("cross_stitch"), METHODS.get("stl")

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from mtlbench.cli import app
 from mtlbench.config.loader import load_spec
 from mtlbench.results import read_record
-from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.run import run_spec
+from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.sampler import TaskSampler, stage
 from tests.conftest import TINY_SPEC, small_data
 from tests.test_precision import resumed_equals_uninterrupted

@@ -63,7 +63,7 @@ def test_chars74k_images_have_ink_high(root):
     data = MTALRelated.load(MTALRelated.Options(), 0, root)
     for t in range(4):
         x, _ = data.split("train")[t].batch(torch.arange(8))
-        assert 0.0 <= x.min() and x.max() <= 1.0 and x.mean() < 0.5  # ink is the minority of pixels
+        assert x.min() >= 0.0 and x.max() <= 1.0 and x.mean() < 0.5  # ink is the minority of pixels
 
 
 def test_coil20_counts_and_orientation(root):

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from mtlbench.cli.prepare import prepare_app
 from mtlbench.data.image_folder import ImageFolder
-from mtlbench.store.shards import PROGRESS, check_prepared, partial_dir, read_manifest
 from mtlbench.errors import DataError
+from mtlbench.store.shards import PROGRESS, check_prepared, partial_dir, read_manifest
 from tests.data_support import flip_byte, write_toy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def test_heterogeneous_inputs_load_as_float_batches(toy):
     data = load(toy)
     assert data.info.input_mode == "per_task" and not data.info.same_input_shape
     x, y = data.split("train")[1].batch(torch.arange(4))
-    assert x.dtype == torch.float32 and x.shape == (4, 1, 9, 8) and 0 <= x.min() and x.max() <= 1
+    assert x.dtype == torch.float32 and x.shape == (4, 1, 9, 8) and x.min() >= 0 and x.max() <= 1
     with h5py.File(toy / "task-01.h5") as h5:
         rows = data.split("train")[1].index[:4].numpy()
         assert torch.allclose(x, torch.from_numpy(h5["x"][()][rows]).float() / 255)

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mtlbench.cli.prepare import prepare_app
-from mtlbench.store.tfrecord import count_records, iter_examples, iter_records, masked_crc32c
 from mtlbench.errors import DataError
+from mtlbench.store.tfrecord import count_records, iter_examples, iter_records, masked_crc32c
 from tests.data_support import YT, example, flip_byte, frame, provenance_table, record_offsets, shared, video
 
 runner = CliRunner()

@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from mtlbench.store import shards
 from mtlbench.data.image_folder import ImageFolder
+from mtlbench.errors import DataError
+from mtlbench.store import shards
 from mtlbench.store.manifest_check import write_seal
 from mtlbench.store.verified import CACHE_NAME, cache_locations
-from mtlbench.errors import DataError
 from tests.data_support import flip_byte, write_toy
 
 

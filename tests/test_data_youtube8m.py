@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from mtlbench.data.youtube8m import YouTube8M, read_video_meta
+from mtlbench.prepare.youtube8m import VERTICALS, label_spaces, prepare_youtube8m, read_vocabulary, task_membership
 from mtlbench.store.shards import check_prepared
 from mtlbench.store.splits import TEST, TRAIN, VAL, compute_split
 from mtlbench.store.tfrecord import iter_examples
-from mtlbench.data.youtube8m import YouTube8M, read_video_meta
-from mtlbench.prepare.youtube8m import VERTICALS, label_spaces, prepare_youtube8m, read_vocabulary, task_membership
 from tests.data_support import expected, link_subset, shared
 
 # Videos per task in all 100 shared validate shards (read + CRC-checked by test_full_counts_from_records).

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from mtlbench.store.dataset import DataInfo, TaskInfo
 from mtlbench.methods import dmtrl as dmtrl_module
-from mtlbench.nn.tensor_factors import LAF, TensorTrain, Tucker
 from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.nn.method import count_parameters
+from mtlbench.nn.tensor_factors import LAF, TensorTrain, Tucker
 from mtlbench.registry import METHODS
+from mtlbench.store.dataset import DataInfo, TaskInfo
 
 NAMES = ["dmtrl_laf", "dmtrl_tucker", "dmtrl_tt"]
 FACTORS = {"LAF": LAF, "Tucker": Tucker, "TT": TensorTrain}

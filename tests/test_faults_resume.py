@@ -29,8 +29,8 @@ from typer.testing import CliRunner
 from mtlbench.cli import app
 from mtlbench.config.loader import load_spec
 from mtlbench.results import read_record
-from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.run import load_data, run_spec
+from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.state import state_digest
 from mtlbench.training.trainer import train_run
 from tests.conftest import REPO

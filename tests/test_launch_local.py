@@ -15,8 +15,8 @@ from mtlbench.cli import app
 from mtlbench.config.loader import load_spec
 from mtlbench.launch.cells import dependencies, waves
 from mtlbench.results import read_record
-from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.run import run_spec
+from mtlbench.training.run_plan import plan_cells
 from tests.conftest import TINY_SPEC
 from tests.fake_methods import FailsWhenAsked, register
 

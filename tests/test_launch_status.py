@@ -10,8 +10,8 @@ import subprocess
 from mtlbench.config.loader import load_spec
 from mtlbench.launch.jobs_file import job_entry
 from mtlbench.launch.status import cell_status, job_files
-from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.run import run_spec
+from mtlbench.training.run_plan import plan_cells
 from tests.conftest import TINY_SPEC
 from tests.fake_methods import PoisonedWeight, register
 

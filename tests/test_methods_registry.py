@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from mtlbench.config.schema import OptimizerSpec
-from mtlbench.store.dataset import DataInfo, MTLData, TaskInfo, TaskSplit
 from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.nn.method import count_parameters, parameter_counts
 from mtlbench.registry import METHODS
+from mtlbench.store.dataset import DataInfo, MTLData, TaskInfo, TaskSplit
 from mtlbench.training.optim import optimizer_groups
 from tests.conftest import small_data
 

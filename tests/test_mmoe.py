@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from mtlbench.store.dataset import DataInfo, TaskInfo
 from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.nn.method import count_parameters
 from mtlbench.registry import METHODS
+from mtlbench.store.dataset import DataInfo, TaskInfo
 
 MMoE, HardShare = METHODS.get("mmoe"), METHODS.get("hard_share")
 

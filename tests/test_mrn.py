@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtlbench.store.dataset import DataInfo, TaskInfo
-from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.methods.mrn import TensorNormalPrior, official_precision
+from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.registry import METHODS
+from mtlbench.store.dataset import DataInfo, TaskInfo
 
 MRN_T, MRN_FULL = METHODS.get("mrn_t"), METHODS.get("mrn_full")
 

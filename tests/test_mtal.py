@@ -195,7 +195,7 @@ def test_shared_init_locks_two_tasks_filters_parallel():
 def test_eval_forward_of_all_tasks_equals_each_task_alone():
     data = grouped()
     model = mtal(data, delta=0.0)
-    model(([x for x, _ in inputs(data, 8)]))  # one training forward: BatchNorm statistics move
+    model([x for x, _ in inputs(data, 8)])  # one training forward: BatchNorm statistics move
     model.eval()
     xs = [x for x, _ in inputs(data, 5)]
     together = model(xs)

@@ -71,4 +71,4 @@ def seed_means(planted) -> list[tuple[str, dict[str, float]]]:
 def test_the_outlier_has_the_lowest_kernel_cosine_in_every_layer(planted):
     for name, m in seed_means(planted):
         assert m["outlier"] < min(m["within"], m["across"]) - 0.01, (name, m)
-        assert 0.3 < m["outlier"] and max(m["within"], m["across"]) < 0.8  # from ~0.5: the drifts are compared
+        assert m["outlier"] > 0.3 and max(m["within"], m["across"]) < 0.8  # from ~0.5: the drifts are compared

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mtlbench.cli import app
-from mtlbench.report.sharing import sharing_table
 from mtlbench.config.paper_tables import get_paper_table
+from mtlbench.report.sharing import sharing_table
 from mtlbench.results import RunRecord, load_records
 
 runner = CliRunner()

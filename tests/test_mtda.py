@@ -20,15 +20,15 @@ import torch
 from typer.testing import CliRunner
 
 from mtlbench.cli import app
-from mtlbench.store.dataset import DataInfo, TaskInfo, TaskSplit
+from mtlbench.config.paper_tables import get_paper_table
 from mtlbench.errors import MTLBenchError
+from mtlbench.methods.mtda import MTDA, MTDAParams, objective, orthonormal, task_scatter
 from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.nn.method import count_parameters
-from mtlbench.methods.mtda import MTDA, MTDAParams, objective, orthonormal, task_scatter
-from mtlbench.config.paper_tables import get_paper_table
 from mtlbench.report.render import to_latex, to_markdown
 from mtlbench.report.tables import build_table
 from mtlbench.results import RunRecord
+from mtlbench.store.dataset import DataInfo, TaskInfo, TaskSplit
 from tests.conftest import REPO, small_data
 
 runner = CliRunner()

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from mtlbench.config.schema import OptimizerSpec
-from mtlbench.store.dataset import DataInfo, TaskInfo
 from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.nn.method import parameter_counts
 from mtlbench.registry import METHODS
+from mtlbench.store.dataset import DataInfo, TaskInfo
 from mtlbench.training.optim import optimizer_groups
 
 NDDR, STL = METHODS.get("nddr"), METHODS.get("stl")

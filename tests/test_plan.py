@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtlbench.store.dataset import DataInfo, TaskInfo
 from mtlbench.nn.backbone import BackboneSpec, TrunkInput
-from mtlbench.nn.method import MTLMethod, parameter_counts
 from mtlbench.nn.layer_plan import PlanError, Trunk, build_plan, plan_for, run_towers, trunk_input
+from mtlbench.nn.method import MTLMethod, parameter_counts
 from mtlbench.registry import METHODS
+from mtlbench.store.dataset import DataInfo, TaskInfo
 
 
 def info_of(*shapes) -> DataInfo:

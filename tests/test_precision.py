@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mtlbench.config.loader import load_spec
-from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.run import load_data, run_spec
+from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.trainer import train_run
 from tests.conftest import TINY_SPEC
 from tests.fake_methods import GradSpike, register

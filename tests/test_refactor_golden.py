@@ -51,9 +51,9 @@ def test_reference_records_keep_their_backbone_identity():
 def test_stl_checkpoint_keys_are_unchanged():
     """DMTRL's `init: stl` and the tower methods' `tower_init: stl` read STL checkpoints by these names,
     including checkpoints written before the layer plan (homogeneous inputs: no stem entries)."""
-    from mtlbench.store.dataset import DataInfo, TaskInfo
     from mtlbench.nn.backbone import BackboneSpec
     from mtlbench.registry import METHODS
+    from mtlbench.store.dataset import DataInfo, TaskInfo
 
     info = DataInfo("toy", [TaskInfo(f"t{t}", 3, "multiclass", (1, 8, 8)) for t in range(2)], "per_task", "acc")
     stl = METHODS.get("stl")(info, BackboneSpec(channels=[4], padding=1, dense=[5]), METHODS.get("stl").Params())

@@ -19,8 +19,8 @@ from mtlbench.config.loader import load_spec
 from mtlbench.errors import SpecError
 from mtlbench.registry import METHODS
 from mtlbench.results import read_record
-from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.run import load_data, run_spec
+from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.sampler import TaskSampler
 from mtlbench.training.state import TrainState, load_state_file, rng_state, set_rng_state
 from mtlbench.training.trainer import train_run

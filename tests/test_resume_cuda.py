@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mtlbench.config.loader import load_spec
-from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.run import load_data
+from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.state import rng_state, set_rng_state
 from mtlbench.training.trainer import train_run
 from tests.test_resume import SPEC, Killed, killed_at

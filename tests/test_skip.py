@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 import mtlbench.training.run as run_mod
 from mtlbench.cli import app
 from mtlbench.config.loader import load_spec
-from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.run import load_data, run_spec
+from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.trainer import train_run
 from tests.conftest import TINY_SPEC
 from tests.test_resume import Killed, saved_until

@@ -7,11 +7,11 @@ import re
 import pytest
 import torch
 
-from mtlbench.store.dataset import DataInfo, TaskInfo
 from mtlbench.errors import SpecError
 from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.nn.method import count_parameters
 from mtlbench.registry import METHODS
+from mtlbench.store.dataset import DataInfo, TaskInfo
 
 SoftOrder = METHODS.get("soft_order")
 

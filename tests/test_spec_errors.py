@@ -5,8 +5,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mtlbench.cli import app
-from mtlbench.store.dataset import DatasetSource
 from mtlbench.registry import DATASETS
+from mtlbench.store.dataset import DatasetSource
 
 runner = CliRunner()
 

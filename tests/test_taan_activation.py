@@ -7,9 +7,15 @@ import math
 import pytest
 import torch
 
-from mtlbench.taan import eager
-from mtlbench.taan import (AdaptiveActivation, adaptive_activation, apl, bucket_index,
-                           naive_adaptive_activation, uniform_grid)
+from mtlbench.taan import (
+    AdaptiveActivation,
+    adaptive_activation,
+    apl,
+    bucket_index,
+    eager,
+    naive_adaptive_activation,
+    uniform_grid,
+)
 
 F64 = torch.float64
 

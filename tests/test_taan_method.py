@@ -5,9 +5,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from mtlbench.store.dataset import DataInfo, TaskInfo
 from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.registry import METHODS
+from mtlbench.store.dataset import DataInfo, TaskInfo
 from mtlbench.taan import AdaptiveActivation, cosine_reg, distance_reg, trace_norm_reg
 
 

@@ -9,8 +9,17 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from mtlbench.taan import (activation_distance, activation_inner, cosine_matrix, cosine_reg, distance_matrix,
-                           distance_reg, gaussian_moments, inner_matrix, trace_norm_reg)
+from mtlbench.taan import (
+    activation_distance,
+    activation_inner,
+    cosine_matrix,
+    cosine_reg,
+    distance_matrix,
+    distance_reg,
+    gaussian_moments,
+    inner_matrix,
+    trace_norm_reg,
+)
 from mtlbench.taan.moments import cdf_difference
 
 F64 = torch.float64

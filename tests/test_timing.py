@@ -8,9 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mtlbench.training import timing
 from mtlbench.cli import app
 from mtlbench.methods.hard_share import HardShare
+from mtlbench.training import timing
 from tests.conftest import TINY_SPEC
 from tests.fake_methods import register
 

@@ -6,7 +6,6 @@ import sys
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -23,7 +22,7 @@ user_errors = _user_errors("interrupted: finished runs are saved; run the same c
                            "interrupted run from its last checkpoint")
 
 
-def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
+def parse_seeds(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
@@ -38,7 +37,7 @@ def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
     return seeds
 
 
-def parse_rows(text: Optional[str]) -> Optional[list[str]]:
+def parse_rows(text: str | None) -> list[str] | None:
     if text is None:
         return None
     rows = [r.strip() for r in text.split(",") if r.strip()]
@@ -73,24 +72,24 @@ def progress_bars(enabled: bool):
 @user_errors
 @takes_plugins
 def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML), e.g. benchmarks/quickstart.yaml"),
-          seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's, e.g. 0,1,2"),
-          rows: Optional[str] = typer.Option(None, help=ROWS_HELP),
-          out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
+          seeds: str | None = typer.Option(None, help="comma-separated seeds overriding the spec's, e.g. 0,1,2"),
+          rows: str | None = typer.Option(None, help=ROWS_HELP),
+          out_dir: Path | None = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
           progress: bool = typer.Option(True, help="show progress bars"),
           fmt: str = typer.Option("rich", "--format", help="table format after training: rich|markdown|latex|csv"),
           force: bool = typer.Option(False, "--force", help="retrain every run from scratch, over finished records, "
                                      "records of other settings and saved training states"),
-          launcher: Optional[str] = typer.Option(None, help="inprocess | local (parallel processes on this "
+          launcher: str | None = typer.Option(None, help="inprocess | local (parallel processes on this "
                                                  "machine) | slurm (one cluster job per run); default: the spec's "
                                                  "launcher.kind, itself inprocess by default"),
-          workers: Optional[int] = typer.Option(None, help="local: runs at once"),
-          cpus_per_job: Optional[int] = typer.Option(None, help="cores (= torch threads) per job"),
-          gpus_per_job: Optional[int] = typer.Option(None, help="GPUs per job"),
-          time_min: Optional[int] = typer.Option(None, "--time", help="minutes one job may run (slurm --time)"),
-          mem_gb: Optional[float] = typer.Option(None, help="slurm: memory per job in GB"),
-          partition: Optional[str] = typer.Option(None, help="slurm partition"),
-          max_parallel: Optional[int] = typer.Option(None, help="slurm: jobs of one array running at once"),
-          sbatch: Optional[list[str]] = typer.Option(None, help="slurm: another sbatch option as KEY=VALUE "
+          workers: int | None = typer.Option(None, help="local: runs at once"),
+          cpus_per_job: int | None = typer.Option(None, help="cores (= torch threads) per job"),
+          gpus_per_job: int | None = typer.Option(None, help="GPUs per job"),
+          time_min: int | None = typer.Option(None, "--time", help="minutes one job may run (slurm --time)"),
+          mem_gb: float | None = typer.Option(None, help="slurm: memory per job in GB"),
+          partition: str | None = typer.Option(None, help="slurm partition"),
+          max_parallel: int | None = typer.Option(None, help="slurm: jobs of one array running at once"),
+          sbatch: list[str] | None = typer.Option(None, help="slurm: another sbatch option as KEY=VALUE "
                                                      "(repeatable), e.g. account=my_lab"),
           dry_run: bool = typer.Option(False, "--dry-run", help="with --launcher: print the jobs it would start "
                                        "(and their sbatch parameters) and start nothing")):
@@ -104,9 +103,9 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
     `launcher:` section); `mtlbench status SPEC` shows where each job stands. Under `torchrun --nproc_per_node
     N -m mtlbench train SPEC` every run is trained data-parallel by the N processes."""
     from mtlbench.cli.rows import only_rows
+    from mtlbench.config.launcher import with_flags
     from mtlbench.config.loader import load_spec
     from mtlbench.io import output_folder
-    from mtlbench.config.launcher import with_flags
     check_format(fmt)
     seed_list, row_patterns = parse_seeds(seeds), parse_rows(rows)
     output_folder(out_dir)
@@ -132,7 +131,7 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
     exit_if_diverged(records, say=d.main)
 
 
-def results_folder(resolved, out_dir: Optional[Path]) -> Path:
+def results_folder(resolved, out_dir: Path | None) -> Path:
     """Where the runs' files go (--out, else the spec's output.dir), refused before any work when it cannot
     be written (a read-only folder or file system)."""
     from mtlbench.io import writable_folder
@@ -150,8 +149,9 @@ def exit_if_diverged(records, say: bool = True) -> None:
 
 
 def train_as_jobs(resolved, seeds, out_dir, force, settings, dry_run, fmt, log, whole) -> None:
-    from mtlbench.launch.grid import dry_run as describe, launch_grid
     from mtlbench.config.launcher import env_world
+    from mtlbench.launch.grid import dry_run as describe
+    from mtlbench.launch.grid import launch_grid
     if env_world() > 1:
         raise UsageError("--launcher: under torchrun every process trains the same runs together; "
                          "start jobs without torchrun")
@@ -177,9 +177,9 @@ def train_as_jobs(resolved, seeds, out_dir, force, settings, dry_run, fmt, log, 
 @user_errors
 @takes_plugins
 def status(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML)"),
-           seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's"),
-           rows: Optional[str] = typer.Option(None, help=ROWS_HELP),
-           out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)")):
+           seeds: str | None = typer.Option(None, help="comma-separated seeds overriding the spec's"),
+           rows: str | None = typer.Option(None, help=ROWS_HELP),
+           out_dir: Path | None = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)")):
     """Where each (method, seed) run of SPEC stands: done, running, failed (with the last line of its job's
     log), missing or diverged, and the id of its latest job (from `mtlbench train --launcher ...`). A missing
     run with a saved training state says at which iteration it was saved: `mtlbench train` resumes it."""
@@ -205,12 +205,12 @@ def status(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
 @takes_plugins
 def sweep(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a spec with a `sweep:` section, e.g. "
                                       "benchmarks/mtal_delta_sweep_cpu.yaml"),
-          seeds: Optional[str] = typer.Option(None, help="comma-separated seeds overriding the spec's, e.g. 0,1,2"),
-          out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
+          seeds: str | None = typer.Option(None, help="comma-separated seeds overriding the spec's, e.g. 0,1,2"),
+          out_dir: Path | None = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
           progress: bool = typer.Option(True, help="show progress bars"),
           fmt: str = typer.Option("rich", "--format", help="table format: rich|markdown|latex|csv"),
           force: bool = typer.Option(False, "--force", help="retrain every point from scratch"),
-          plot: Optional[Path] = typer.Option(None, help="where to write the figure (default: "
+          plot: Path | None = typer.Option(None, help="where to write the figure (default: "
                                               "<out>/<spec name>/sweep_<param>.png)"),
           no_plot: bool = typer.Option(False, "--no-plot", help="write no figure (no matplotlib needed)")):
     """Train every point of SPEC's sweep (its method row with one option set to each value, e.g. MTAL's delta),
@@ -272,7 +272,7 @@ class ListWhat(str, Enum):
 def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables|weightings",
                                          help="methods | datasets | tables | weightings"),
           pattern: str = typer.Option("*", help="glob filter on names, e.g. 'dmtrl*'"),
-          params: Optional[Path] = typer.Option(None, "--params", metavar="SPEC.yaml",
+          params: Path | None = typer.Option(None, "--params", metavar="SPEC.yaml",
                                                 help="with `methods`: parameter counts of every method of SPEC, "
                                                      "built for its dataset (per-task stems apart), beside the "
                                                      "paper's '# of params'")):
@@ -346,16 +346,16 @@ def print_param_counts(spec: Path) -> None:
 @takes_plugins
 def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a run spec (YAML) or a paper table name (mtlbench list tables)"),
             fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv"),
-            results: Optional[Path] = typer.Option(None, help="results directory (default: the spec's output.dir)"),
-            metric: Optional[str] = typer.Option(None, help="metric to show (default: the dataset's primary metric)"),
+            results: Path | None = typer.Option(None, help="results directory (default: the spec's output.dir)"),
+            metric: str | None = typer.Option(None, help="metric to show (default: the dataset's primary metric)"),
             split: str = typer.Option("test", help="split to show: test | val"),
-            vs: Optional[str] = typer.Option(None, "--vs", metavar="ROW", help="reference row of the paired test "
+            vs: str | None = typer.Option(None, "--vs", metavar="ROW", help="reference row of the paired test "
                                              "(default: the spec's hard_share row, for TAAN Figure 3 "
                                              "the TAAN row; '' for none)"),
             correction: str = typer.Option("none", "--correct", help="none | holm: adjust the p-values for the "
                                            "number of rows (a sweep's cells) tested, Holm's step-down method, so "
                                            "a marker holds for the table as a whole"),
-            plot: Optional[Path] = typer.Option(None, "--plot", metavar="PNG", help="also draw the figure of a "
+            plot: Path | None = typer.Option(None, "--plot", metavar="PNG", help="also draw the figure of a "
                                                 "sweep: a spec's `sweep:` (e.g. MTAL's delta) or a paper table with "
                                                 "a grid (TAAN Figure 3), error bars = std over seeds")):
     """Render a table from stored result records (never retrains): mean ± std over seeds per method and task,
@@ -402,23 +402,23 @@ def export(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
 @user_errors
 @takes_plugins
 def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML); every method in it is timed"),
-           vs: Optional[str] = typer.Option("hard_share", help="reference method for the ratio columns "
+           vs: str | None = typer.Option("hard_share", help="reference method for the ratio columns "
                                             "(added to the run if the spec lacks it); '' for none"),
            iterations: int = typer.Option(10, min=1, help="iterations per timed block"),
            blocks: int = typer.Option(5, min=1, help="timed blocks (median and range are reported)"),
            warmup: int = typer.Option(3, min=0, help="discarded warm-up iterations per method and mode"),
-           out_dir: Optional[Path] = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
+           out_dir: Path | None = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
            fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv")):
     """Seconds per 100 training and inference iterations for each method of SPEC, with each method's ratio to
     the reference measured in the same run. Batches are drawn before the clock starts (timed apart, the "data"
     column), warm-up iterations are discarded, the methods take turns inside every timed block, and the median
     and range over blocks are reported. Writes <out>/<spec name>/timing.json."""
     from mtlbench.config.loader import load_spec
-    from mtlbench.io import atomic_write_json, output_folder
     from mtlbench.config.paper_tables import timing_paper_table
+    from mtlbench.io import atomic_write_json, output_folder
     from mtlbench.report.timing_table import build_timing_table
-    from mtlbench.training.timing import time_spec, with_reference
     from mtlbench.training.run import load_data
+    from mtlbench.training.timing import time_spec, with_reference
     check_format(fmt)
     output_folder(out_dir)
     resolved = load_spec(spec)
@@ -438,7 +438,7 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
 @takes_plugins
 def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record, a method's run folder, or a spec's results folder"),
            plots: bool = typer.Option(True, help="write one heat-map PNG per layer and matrix (needs matplotlib: pip install 'mtlbench[plot]')"),
-           figures: Optional[Path] = typer.Option(None, help="folder for the PNGs (default: <run folder>/figures)"),
+           figures: Path | None = typer.Option(None, help="folder for the PNGs (default: <run folder>/figures)"),
            matrix: str = typer.Option("distance", help="which matrices: distance | cosine | both"),
            top: int = typer.Option(5, min=1, help="most isolated tasks listed per layer")):
     """Print the per-layer task-distance and cosine matrices stored with finished runs (TAAN Figures 2 and 4;
@@ -464,23 +464,23 @@ def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record,
 @app.command()
 @user_errors
 @takes_plugins
-def check(spec: Optional[Path] = typer.Argument(None, metavar="SPEC.yaml", help="the run spec whose records are "
+def check(spec: Path | None = typer.Argument(None, metavar="SPEC.yaml", help="the run spec whose records are "
                                                 "checked (with --claims: only the claims whose evidence uses it)"),
           against: Path = typer.Option(..., help="reference results folder, e.g. results/reference (records under "
                                                  "DIR/<spec name>/, and timing.json beside them if ratios are checked)"),
-          results: Optional[Path] = typer.Option(None, help="fresh results folder (default: the spec's output.dir)"),
-          metric: Optional[str] = typer.Option(None, help="metric compared (default: check.metric or the primary)"),
-          split: Optional[str] = typer.Option(None, help="test | val (default: check.split)"),
-          per_task: Optional[bool] = typer.Option(None, "--per-task/--mean-only",
+          results: Path | None = typer.Option(None, help="fresh results folder (default: the spec's output.dir)"),
+          metric: str | None = typer.Option(None, help="metric compared (default: check.metric or the primary)"),
+          split: str | None = typer.Option(None, help="test | val (default: check.split)"),
+          per_task: bool | None = typer.Option(None, "--per-task/--mean-only",
                                                   help="check every task too (default: check.per_task)"),
-          tolerance: Optional[float] = typer.Option(None, help="allowed absolute drop with fewer than "
+          tolerance: float | None = typer.Option(None, help="allowed absolute drop with fewer than "
                                                     "check.min_seeds reference seeds (default: check.tolerance)"),
-          std_k: Optional[float] = typer.Option(None, help="allowed drop in reference standard deviations "
+          std_k: float | None = typer.Option(None, help="allowed drop in reference standard deviations "
                                                 "(default: check.std_k)"),
-          timing_tolerance: Optional[float] = typer.Option(None, help="allowed relative growth of a timing ratio "
+          timing_tolerance: float | None = typer.Option(None, help="allowed relative growth of a timing ratio "
                                                            "(default: check.timing_tolerance)"),
           fmt: str = typer.Option("rich", "--format", help="rich | markdown (a pull-request summary) | latex | csv"),
-          junit: Optional[Path] = typer.Option(None, help="also write JUnit XML here (what CI systems display)"),
+          junit: Path | None = typer.Option(None, help="also write JUnit XML here (what CI systems display)"),
           claims: bool = typer.Option(False, "--claims", help="gate on the papers' claims (mtlbench claims): every "
                                       "claim that holds on the --against records must still hold on --results")):
     """Check fresh result records against reference records: per method (and optionally per task) the mean score
@@ -531,12 +531,12 @@ CLAIM_FORMATS = ("rich", "markdown", "csv", "json")
 @app.command()
 @user_errors
 @takes_plugins
-def claims(specs: Optional[list[str]] = typer.Argument(None, metavar="[SPEC ...]", help="only the claims whose "
+def claims(specs: list[str] | None = typer.Argument(None, metavar="[SPEC ...]", help="only the claims whose "
                                                        "evidence uses these benchmark specs (files or names)"),
            results: Path = typer.Option(Path("results/reference"), help="results folder the evidence is read from"),
            fmt: str = typer.Option("rich", "--format", help="rich | markdown | csv | json"),
-           catalogue: Optional[Path] = typer.Option(None, help="a claims catalogue (default: the package's)"),
-           readme: Optional[Path] = typer.Option(None, metavar="README.md", help="write the markdown table into "
+           catalogue: Path | None = typer.Option(None, help="a claims catalogue (default: the package's)"),
+           readme: Path | None = typer.Option(None, metavar="README.md", help="write the markdown table into "
                                                  "this file between its results markers (instead of printing)")):
     """Test each claim the TAAN and MTAL papers make about their results on the stored records: the paper's
     figure, ours (mean ± std, n), the test and its Holm-adjusted p-value (over the whole catalogue), the protocol

@@ -59,7 +59,7 @@ def takes_plugins(fn):
                                default=typer.Option(None, "--plugin", metavar="FILE.py", help=PLUGIN_HELP))
 
     @functools.wraps(fn)
-    def wrapper(*args, plugin: Optional[list[Path]] = None, **kwargs):
+    def wrapper(*args, plugin: list[Path] | None = None, **kwargs):
         from mtlbench.plugins import load_plugin_files
         load_plugin_files(plugin or [])
         return fn(*args, **kwargs)

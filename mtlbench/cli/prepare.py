@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -67,8 +67,8 @@ def command_line(source: str, **opts) -> str:
 
 def refuse_early(out: Path, force: bool, fractions: tuple[float, float] | None = None) -> None:
     """What the options alone decide, checked before any source file is read (exit 2, nothing written)."""
-    from mtlbench.store.shards import refuse_to_clobber
     from mtlbench.prepare.common import mtal_scheme
+    from mtlbench.store.shards import refuse_to_clobber
     refuse_to_clobber(out, force)
     if fractions is not None:
         mtal_scheme(*fractions)
@@ -128,7 +128,7 @@ def chars74k(src: Path = typer.Option(..., help="folder with hnd_64x64.npz and f
              out: Path = typer.Option(Path("prepared/chars74k"), help="directory to create"),
              seed: int = typer.Option(0, min=0, max=SEED_MAX, help=SEED_HELP),
              letter_seed: int = typer.Option(0, min=0, max=SEED_MAX, help="seed of the choice of 10 letters for tasks A and a"),
-             letters: Optional[str] = typer.Option(None, help="use these 10 letters (both cases) instead, e.g. abcdefghij"),
+             letters: str | None = typer.Option(None, help="use these 10 letters (both cases) instead, e.g. abcdefghij"),
              test_fraction: float = typer.Option(0.3, help="per class, share of examples for test"),
              val_fraction: float = typer.Option(0.1, help="share of the remaining examples for validation"),
              force: bool = typer.Option(False, help=FORCE_HELP),
@@ -178,7 +178,7 @@ def coil20(src: Path = typer.Option(..., help="COIL20_32x32.mat / coil20_unproc.
 @user_errors
 def office_caltech(src: Path = typer.Option(..., help="folder of Office-Caltech10 <domain>_SURF_L10.mat files"),
                    out: Path = typer.Option(Path("prepared/office_caltech"), help="directory to create"),
-                   domain: Optional[list[str]] = typer.Option(None, help="amazon, caltech, dslr, webcam "
+                   domain: list[str] | None = typer.Option(None, help="amazon, caltech, dslr, webcam "
                                                               "(repeatable; default: every file present)"),
                    seed: int = typer.Option(0, min=0, max=SEED_MAX, help=SEED_HELP),
                    test_fraction: float = typer.Option(0.3, help="per class, share of examples for test"),
@@ -202,9 +202,9 @@ def office_caltech(src: Path = typer.Option(..., help="folder of Office-Caltech1
 def image_folder(src: Path = typer.Option(..., help="folder with one sub-folder per task, each with one "
                                           "sub-folder per class (e.g. OfficeHomeDataset with Art/, Clipart/...)"),
                  out: Path = typer.Option(..., help="directory to create (e.g. prepared/office_home)"),
-                 task: Optional[list[str]] = typer.Option(None, help="task folder to include (repeatable; "
+                 task: list[str] | None = typer.Option(None, help="task folder to include (repeatable; "
                                                           "default: all), e.g. --task Art"),
-                 size: Optional[str] = typer.Option(None, help="resize to N or HxW (needed when a task's "
+                 size: str | None = typer.Option(None, help="resize to N or HxW (needed when a task's "
                                                     "images differ in size)"),
                  mode: str = typer.Option("auto", help="L (grey), RGB, or auto (grey if all images are)"),
                  seed: int = typer.Option(0, min=0, max=SEED_MAX, help=SEED_HELP),
@@ -236,9 +236,9 @@ def verify(path: Path = typer.Argument(..., help="a prepared dataset directory")
     (the same code `validate` and `train` give for the same problem)."""
     from rich.table import Table
 
+    from mtlbench.errors import DataError, InputError
     from mtlbench.store.manifest_check import SEAL, is_sealed
     from mtlbench.store.shards import verify_prepared
-    from mtlbench.errors import DataError, InputError
     try:
         manifest = verify_prepared(path)
     except DataError as e:

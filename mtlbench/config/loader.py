@@ -21,11 +21,11 @@ from mtlbench.config.launcher import env_world
 from mtlbench.config.resolved import ResolvedMethod, ResolvedSpec
 from mtlbench.config.schema import RunSpec
 from mtlbench.config.sweep import option_names, sweep_problems
-from mtlbench.store.dataset import DataInfo, DatasetSource
 from mtlbench.errors import MTLBenchError, SpecError
-from mtlbench.nn.layer_plan import backbone_problems
 from mtlbench.metrics import get_metric
+from mtlbench.nn.layer_plan import backbone_problems
 from mtlbench.registry import DATASETS, METHODS, UnknownNameError
+from mtlbench.store.dataset import DataInfo, DatasetSource
 
 Loc = tuple[Any, ...]
 
@@ -408,8 +408,8 @@ def check_metrics(spec: RunSpec, info: DataInfo | None, problems: Problems) -> N
 
 
 def check_table(spec: RunSpec, problems: Problems) -> None:
-    from mtlbench.registry import unknown_name_message
     from mtlbench.config.paper_tables import paper_tables
+    from mtlbench.registry import unknown_name_message
     if spec.table is not None and spec.table not in paper_tables():
         problems.add(("table",), unknown_name_message("paper table", spec.table, paper_tables()))
 

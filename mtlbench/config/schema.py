@@ -15,7 +15,6 @@ from mtlbench.config.launcher import LauncherSpec
 from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.seeds import SEED_MAX
 
-
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 Unit = Annotated[float, Field(ge=0, lt=1)]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import replace
+
 from pydantic import ValidationError
 
 from mtlbench.config.resolved import ResolvedMethod

@@ -3,8 +3,8 @@ read from ``mtlbench prepare chars74k``: HD (handwritten digits), A and a (10 se
 letters, handwritten) and Typographic* (computer-font digits, the stand-in for MTAL's typographic set)."""
 from __future__ import annotations
 
-from mtlbench.store.prepared import PreparedSource
 from mtlbench.registry import DATASETS
+from mtlbench.store.prepared import PreparedSource
 
 
 @DATASETS.register("chars74k")

@@ -2,8 +2,8 @@
 ``mtlbench prepare coil20``: 10 seeded objects of the processed 32x32 set (or the 5-object unprocessed set)."""
 from __future__ import annotations
 
-from mtlbench.store.prepared import PreparedSource
 from mtlbench.registry import DATASETS
+from mtlbench.store.prepared import PreparedSource
 
 
 @DATASETS.register("coil20")

@@ -2,8 +2,8 @@
 -- how a user brings Office-Home Art (MTAL, Feng & Chen, Tables 4-5) or any other image collection."""
 from __future__ import annotations
 
-from mtlbench.store.prepared import PreparedSource
 from mtlbench.registry import DATASETS
+from mtlbench.store.prepared import PreparedSource
 
 
 @DATASETS.register("image_folder")

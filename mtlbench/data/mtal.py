@@ -20,11 +20,11 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from mtlbench.errors import DataError
+from mtlbench.registry import DATASETS
 from mtlbench.store.dataset import SPLITS, DataInfo, DatasetSource, MTLData
 from mtlbench.store.prepared import PreparedOptions, input_bytes, load_task, split_scheme, task_info, use_stream
 from mtlbench.store.shards import MANIFEST, open_prepared, verifying
-from mtlbench.errors import DataError
-from mtlbench.registry import DATASETS
 
 KINDS = ("chars74k", "coil20", "office_caltech", "image_folder", "omniglot")
 

@@ -4,8 +4,8 @@ divided by its sum and each feature standardised with the training rows' statist
 MTAL (Feng & Chen, Tables 4-5) uses the Amazon domain."""
 from __future__ import annotations
 
-from mtlbench.store.prepared import PreparedSource
 from mtlbench.registry import DATASETS
+from mtlbench.store.prepared import PreparedSource
 
 
 @DATASETS.register("office_caltech")

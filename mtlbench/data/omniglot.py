@@ -4,8 +4,8 @@
 TAAN code did; tables should footnote it)."""
 from __future__ import annotations
 
-from mtlbench.store.prepared import PreparedSource
 from mtlbench.registry import DATASETS
+from mtlbench.store.prepared import PreparedSource
 
 
 @DATASETS.register("omniglot")

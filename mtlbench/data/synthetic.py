@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mtlbench.store.dataset import SPLITS, DataInfo, DatasetSource, MTLData, TaskInfo, TaskSplit
 from mtlbench.registry import DATASETS
 from mtlbench.seeds import SEED_MAX
+from mtlbench.store.dataset import SPLITS, DataInfo, DatasetSource, MTLData, TaskInfo, TaskSplit
 
 # Group nonlinearities, in the order groups receive them; each is a shape TAAN's activation can represent
 # (relu, |u|, a ReLU mirrored about 0), so tasks of different groups prefer visibly different activations.

@@ -14,14 +14,14 @@ import h5py
 import numpy as np
 import torch
 
+from mtlbench.errors import DataError
+from mtlbench.registry import DATASETS
 from mtlbench.store.dataset import SPLITS, MTLData, TaskSplit
+from mtlbench.store.manifest_check import REPAIR, mismatch
 from mtlbench.store.prepared import PreparedOptions, PreparedSource, data_info, split_scheme, use_stream
+from mtlbench.store.rows import H5Rows, ScaledTaskSplit, read_arrays
 from mtlbench.store.shards import verifying
 from mtlbench.store.splits import CODES, TEST, compute_split
-from mtlbench.store.rows import H5Rows, ScaledTaskSplit, read_arrays
-from mtlbench.errors import DataError
-from mtlbench.store.manifest_check import REPAIR, mismatch
-from mtlbench.registry import DATASETS
 
 
 @DATASETS.register("youtube8m")

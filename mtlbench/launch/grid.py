@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mtlbench.config.launcher import LauncherSpec
 from mtlbench.config.resolved import ResolvedSpec
 from mtlbench.errors import UsageError
 from mtlbench.launch.cells import dependencies, waves
 from mtlbench.launch.jobs_file import read_jobs, spec_dir
 from mtlbench.launch.planned import Grid, Log
-from mtlbench.config.launcher import LauncherSpec
 from mtlbench.launch.status import cell_statuses
 from mtlbench.training.reuse import finished_runs
 from mtlbench.training.run_plan import plan_cells, skipped_line

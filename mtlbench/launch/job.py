@@ -36,8 +36,8 @@ class CellJob:
         return rebuild_job, (loaded_files(), cloudpickle.dumps(state))
 
     def __call__(self) -> dict:
-        from mtlbench.training.run_plan import plan_cells, stored_key
         from mtlbench.training.run import load_data, train_cell
+        from mtlbench.training.run_plan import plan_cells, stored_key
         resolved = with_threads(self.resolved, self.threads)
         cell = plan_cells(resolved, self.seeds, self.out_dir)[self.index]
         if not self.force and cell.record_path.exists() and stored_key(read_record(cell.record_path)) == cell.key:

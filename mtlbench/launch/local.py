@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import time
 
-from mtlbench.launch.planned import Grid, Log, require_submitit
 from mtlbench.launch.jobs_file import JOBS_DIR, add_jobs, cell_key, job_entry
+from mtlbench.launch.planned import Grid, Log, require_submitit
 from mtlbench.launch.status import cell_status, job_files
 
 POLL_S = 0.2

@@ -2,9 +2,9 @@
 ``local`` and ``slurm`` launchers run (``grid`` plans it)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from mtlbench.config.launcher import LauncherSpec
 from mtlbench.config.resolved import ResolvedSpec

@@ -13,8 +13,8 @@ import shlex
 from typing import Any
 
 from mtlbench.errors import MTLBenchError
-from mtlbench.launch.planned import Grid, Log, require_submitit
 from mtlbench.launch.jobs_file import JOBS_DIR, add_jobs, cell_key, job_entry
+from mtlbench.launch.planned import Grid, Log, require_submitit
 
 
 def slurm_parameters(grid: Grid, dependency: list[str]) -> dict[str, Any]:

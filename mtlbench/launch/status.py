@@ -126,7 +126,7 @@ def read_result(path: Path) -> tuple[str, Any]:
     try:
         with open(path, "rb") as f:
             outcome = pickle.load(f)
-    except Exception as e:  # noqa: BLE001 -- a damaged result file is reported, never raised
+    except Exception as e:
         return "error", f"unreadable job result {path.name} ({type(e).__name__})"
     return outcome if isinstance(outcome, tuple) and len(outcome) == 2 else ("error", "unexpected job result")
 

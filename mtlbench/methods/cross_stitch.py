@@ -41,9 +41,9 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from mtlbench.nn.method import MethodParams
 from mtlbench.nn.method_helpers import Positions, apply_fidelity, raise_if_refused
 from mtlbench.nn.towers import FusedTowers
-from mtlbench.nn.method import MethodParams
 from mtlbench.registry import METHODS
 
 TAAN_CODE = {"init": "random_rownorm"}

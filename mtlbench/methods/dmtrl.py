@@ -47,18 +47,19 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar, Literal, Sequence
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from mtlbench.nn.backbone import ActFactory, NoActivation, make_heads, relu_factory
+from mtlbench.nn.layer_plan import Layer, Trunk, plan_for, run_towers
+from mtlbench.nn.method import MethodParams, MTLMethod, count_parameters
 from mtlbench.nn.method_helpers import apply_fidelity, load_state, raise_if_refused, stl_checkpoint_problems
 from mtlbench.nn.tensor_factors import FACTORISATIONS
-from mtlbench.nn.backbone import ActFactory, NoActivation, make_heads, relu_factory
-from mtlbench.nn.method import MethodParams, MTLMethod, count_parameters
-from mtlbench.nn.layer_plan import Layer, Trunk, plan_for, run_towers
 from mtlbench.registry import METHODS
 
 log = logging.getLogger(__name__)

@@ -6,14 +6,14 @@ It is also the MTAL tables' "Multi-task" row: the paper only says "multiple iden
 as one VGG trunk shared by all tasks, each task reaching it through its own stem, with its own head."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from mtlbench.nn.method_helpers import segments_of
 from mtlbench.nn.backbone import ActFactory, make_heads, relu_factory
-from mtlbench.nn.method import MTLMethod
 from mtlbench.nn.layer_plan import Trunk
+from mtlbench.nn.method import MTLMethod
+from mtlbench.nn.method_helpers import segments_of
 from mtlbench.registry import METHODS
 
 

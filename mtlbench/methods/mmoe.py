@@ -17,16 +17,16 @@ expert is a full trunk, so the parameter count is about E times Hard-Share's tru
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from mtlbench.nn.method_helpers import segments_of
 from mtlbench.nn.backbone import make_heads
-from mtlbench.nn.method import MethodParams, MTLMethod
 from mtlbench.nn.layer_plan import Trunk, run_towers
+from mtlbench.nn.method import MethodParams, MTLMethod
+from mtlbench.nn.method_helpers import segments_of
 from mtlbench.registry import METHODS
 
 

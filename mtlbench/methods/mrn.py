@@ -43,16 +43,17 @@ covariance can come out unstructured (seed-dependent); ``eps: 1e-2`` recovered t
 """
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Sequence
+from collections.abc import Sequence
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from mtlbench.nn.method_helpers import apply_fidelity, fresh_copy, raise_if_refused, segments_of
 from mtlbench.nn.backbone import make_heads
-from mtlbench.nn.method import MethodParams, MTLMethod
 from mtlbench.nn.layer_plan import Trunk, plan_for, run_towers
+from mtlbench.nn.method import MethodParams, MTLMethod
+from mtlbench.nn.method_helpers import apply_fidelity, fresh_copy, raise_if_refused, segments_of
 from mtlbench.registry import METHODS
 
 TAAN_CODE = {"update_rule": "official", "update_interval": 50}

@@ -72,17 +72,18 @@ refused. BatchNorm stays per task, as in STL.
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field, model_serializer
 from torch import nn
 
 from mtlbench.nn import kernel_sharing as ks
-from mtlbench.nn.method_helpers import raise_if_refused
 from mtlbench.nn.backbone import make_heads
-from mtlbench.nn.method import MethodParams, MTLMethod
 from mtlbench.nn.layer_plan import Layer, Trunk, plan_for, run_towers
+from mtlbench.nn.method import MethodParams, MTLMethod
+from mtlbench.nn.method_helpers import raise_if_refused
 from mtlbench.registry import METHODS
 
 

@@ -40,10 +40,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from mtlbench.nn.layer_plan import Layer
+from mtlbench.nn.method import MethodParams
 from mtlbench.nn.method_helpers import Positions, raise_if_refused
 from mtlbench.nn.towers import FusedTowers
-from mtlbench.nn.method import MethodParams
-from mtlbench.nn.layer_plan import Layer
 from mtlbench.registry import METHODS
 
 

@@ -33,16 +33,17 @@ Shared layers that contain BatchNorm share its statistics across the depths they
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from mtlbench.nn.method_helpers import apply_fidelity, raise_if_refused, row_task_index, segments_of
 from mtlbench.nn.backbone import ReLU, init_shared, make_heads
-from mtlbench.nn.method import MethodParams, MTLMethod
 from mtlbench.nn.layer_plan import Block, trunk_input, trunk_kind
+from mtlbench.nn.method import MethodParams, MTLMethod
+from mtlbench.nn.method_helpers import apply_fidelity, raise_if_refused, row_task_index, segments_of
 from mtlbench.registry import METHODS
 
 TAAN_CODE = {"encoder": "shared", "sigma_init": "normal"}

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from mtlbench.nn.backbone import make_heads
-from mtlbench.nn.method import MTLMethod
 from mtlbench.nn.layer_plan import Trunk
+from mtlbench.nn.method import MTLMethod
 from mtlbench.registry import METHODS
 
 

@@ -13,18 +13,17 @@ evaluation (no gradient) it computes the values alone and keeps nothing for back
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
 
 from mtlbench.io import float32_list
+from mtlbench.methods.hard_share import HardShare
 from mtlbench.nn.backbone import ActFactory
 from mtlbench.nn.method import MethodParams
-from mtlbench.methods.hard_share import HardShare
 from mtlbench.registry import METHODS
-from mtlbench.taan import (AdaptiveActivation, cosine_matrix, cosine_reg, distance_matrix, distance_reg,
-                           trace_norm_reg)
+from mtlbench.taan import AdaptiveActivation, cosine_matrix, cosine_reg, distance_matrix, distance_reg, trace_norm_reg
 from mtlbench.taan.options import AlphaInit, BInit, GridInit, ZeroInit
 
 
@@ -35,7 +34,7 @@ class TAANParams(MethodParams):
     b_mode: Literal["fixed", "learned"] = "fixed"
     b_init: BInit = GridInit()
     alpha_init: AlphaInit = ZeroInit()
-    gmm: Optional[list[tuple[float, float, float]]] = Field(
+    gmm: list[tuple[float, float, float]] | None = Field(
         default=None, description="measure of the metric: null = N(0,1), else [[pi, mu, sigma], ...]")
     reg: Literal["none", "tn", "cos", "dis"] = "none"
     reg_coef: float = Field(default=0.1, ge=0.0, description="regularization coefficient c")

@@ -8,8 +8,8 @@ GAP@20 and Hit@1 are YouTube-8M's official metrics, reported beside it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

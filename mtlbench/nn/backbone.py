@@ -18,7 +18,8 @@ one trunk per task (STL) -- never by re-writing the layer arithmetic (``mtlbench
 from __future__ import annotations
 
 import math
-from typing import Annotated, Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Annotated, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer

@@ -16,16 +16,16 @@ one per layer. ``run_towers`` applies towers layer by layer:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlbench.store.dataset import DataInfo
 from mtlbench.errors import SpecError
 from mtlbench.nn.backbone import ActFactory, BackboneSpec, Segments, TrunkInput, init_shared, relu_factory
+from mtlbench.store.dataset import DataInfo
 
 
 class PlanError(SpecError):

@@ -10,16 +10,17 @@ to run all tasks at once, ``forward_all``) on inputs that have been through thei
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from mtlbench.store.dataset import DataInfo, TaskSplit
 from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.nn.layer_plan import plan_for
 from mtlbench.nn.stems import build_stems
+from mtlbench.store.dataset import DataInfo, TaskSplit
 
 
 class MethodParams(BaseModel):

@@ -6,15 +6,16 @@ the ``fidelity: taan_code`` switch and STL-checkpoint loading.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence, Union
+from typing import Any, Literal, Union
 
 import torch
 from torch import nn
 
-from mtlbench.store.dataset import DataInfo
 from mtlbench.nn.backbone import BackboneSpec, Segments, init_shared
 from mtlbench.nn.layer_plan import Plan, PlanError, plan_for
+from mtlbench.store.dataset import DataInfo
 
 
 # -- option handling ------------------------------------------------------------------------------------------
@@ -39,7 +40,7 @@ def raise_if_refused(cls: Any, info: DataInfo, backbone: BackboneSpec, params: A
 # -- fuse positions (Cross-Stitch, NDDR) ------------------------------------------------------------------------
 # stages: every stage end (every layer of the mlp and conv kinds, the pooling stages of vgg); all: every layer;
 # or a list of layer indices / names (fc1, conv3_3)
-Positions = Union[Literal["stages", "all"], list[Union[int, str]]]
+Positions = Union[Literal["stages", "all"], list[int | str]]
 
 
 def resolve_positions(plan: Plan, positions: Positions) -> list[int]:

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlbench.store.dataset import DataInfo
 from mtlbench.nn.backbone import init_shared
+from mtlbench.store.dataset import DataInfo
 
 
 class ImageStem(nn.Module):

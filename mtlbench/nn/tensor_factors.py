@@ -24,7 +24,7 @@ All SVDs run in float64 with torch.linalg, so ranks are deterministic for a give
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -60,7 +60,7 @@ def interpolative_rank(a: torch.Tensor, eps: float) -> int:
     except ImportError as e:  # scipy is an optional dependency of mtlbench
         raise ImportError("rank_rule: interpolative needs scipy (pip install scipy)") from e
     _, s, _ = interpolative.svd(a.detach().cpu().double().numpy(), eps, rand=False)
-    return int(len(s))
+    return len(s)
 
 
 def leading_svd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

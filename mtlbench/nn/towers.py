@@ -7,16 +7,21 @@ read from tower t on its own rows. Towers may start from an ``stl`` run's weight
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from mtlbench.nn.method_helpers import (load_stl_towers, position_problems, resolve_positions, segments_of,
-                                      stl_checkpoint_problems)
 from mtlbench.nn.backbone import make_heads
-from mtlbench.nn.method import MTLMethod
 from mtlbench.nn.layer_plan import Trunk, run_towers
+from mtlbench.nn.method import MTLMethod
+from mtlbench.nn.method_helpers import (
+    load_stl_towers,
+    position_problems,
+    resolve_positions,
+    segments_of,
+    stl_checkpoint_problems,
+)
 
 
 class FusedTowers(MTLMethod):

@@ -6,7 +6,7 @@ Every ``prepare_*`` function takes a ``progress`` factory -- ``progress(descript
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 Advance = Callable[[int], None]
 ProgressFactory = Callable[[str, int], Advance]

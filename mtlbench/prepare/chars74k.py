@@ -16,8 +16,15 @@ import numpy as np
 
 from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
-from mtlbench.prepare.common import (TaskArrays, TaskJob, images_nchw, mtal_scheme, require, sources_entry,
-                                     write_per_task)
+from mtlbench.prepare.common import (
+    TaskArrays,
+    TaskJob,
+    images_nchw,
+    mtal_scheme,
+    require,
+    sources_entry,
+    write_per_task,
+)
 
 CHARS = string.digits + string.ascii_uppercase + string.ascii_lowercase  # Sample001..062 -> label 0..61
 N_LETTERS = 10

@@ -8,6 +8,7 @@ kept at their size, uint8 (1, H, W). Split: per class 70/30 train/test, 10% of t
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -15,8 +16,17 @@ import numpy as np
 
 from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
-from mtlbench.prepare.common import (TaskArrays, TaskJob, images_nchw, load_mat, mtal_scheme, need, require, sources_entry,
-                                     write_per_task)
+from mtlbench.prepare.common import (
+    TaskArrays,
+    TaskJob,
+    images_nchw,
+    load_mat,
+    mtal_scheme,
+    need,
+    require,
+    sources_entry,
+    write_per_task,
+)
 
 PNG_NAME = re.compile(r"^obj(\d+)__(\d+)\.png$", re.IGNORECASE)
 VARIANT_FILES = {"processed": "COIL20_32x32.mat", "unprocessed": "coil20_unproc.npz"}
@@ -42,7 +52,7 @@ def read_images(files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if f.suffix == ".mat":
         mat = load_mat(f)
         x, y = need(mat, "X", f), need(mat, "Y", f).reshape(-1).astype(np.int64)
-        side = int(round(np.sqrt(x.shape[1])))
+        side = math.isqrt(x.shape[1])
         if side * side != x.shape[1] or len(x) != len(y):
             raise DataError(f"{f}: X {x.shape} is not n square images matching Y {y.shape}")
         images = x.reshape(-1, side, side).transpose(0, 2, 1)  # the .mat stores each image column-major
@@ -89,12 +99,12 @@ def prepare_coil20(src: Path, out: Path, seed: int = 0, objects: int = 10, objec
         y = np.searchsorted(np.array(chosen), objs[rows])
         return TaskArrays("COIL-20", images_nchw(images[rows]), y, objs[rows] * 1000 + poses[rows],
                           [f"obj{o}" for o in chosen], scale=1 / 255,
-                          extra={"objects": chosen, "objects_available": int(len(np.unique(objs)))})
+                          extra={"objects": chosen, "objects_available": len(np.unique(objs))})
 
     root = src if src.is_dir() else src.parent
     sources = sources_entry(files, root, progress)
     options = {"objects": objects, "object_seed": object_seed, "variant": variant}
     meta = {"source": "COIL-20 (Nene, Nayar & Murase 1996)", "objects": chosen,
-            "objects_available": int(len(np.unique(objs)))}
+            "objects_available": len(np.unique(objs))}
     return write_per_task(Path(out), "coil20", [TaskJob("COIL-20", build)], mtal_scheme(test_fraction, val_fraction),
                           seed, sources, options, meta, command, force=force, progress=progress)

@@ -4,17 +4,18 @@ per recorded split scheme)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from mtlbench import __version__
-from mtlbench.store.shards import FORMAT_VERSION, PreparedWriter, sha256_file
-from mtlbench.store.splits import CODES, compute_split
 from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
+from mtlbench.store.shards import FORMAT_VERSION, PreparedWriter, sha256_file
+from mtlbench.store.splits import CODES, compute_split
 
 MAX_LISTED_SOURCES = 256  # beyond this (image folders), the manifest records one digest over all files
 
@@ -81,7 +82,7 @@ class TaskJob:
 def task_entry(ta: TaskArrays, shard: str, counts: dict[str, dict[str, int]]) -> dict[str, Any]:
     return {"name": ta.name, "n_classes": len(ta.class_names), "class_names": list(ta.class_names),
             "target": "multiclass", "input_shape": list(ta.x.shape[1:]), "dtype": str(ta.x.dtype),
-            "scale": ta.scale, "normalize": ta.normalize, "shard": shard, "n_examples": int(len(ta.x)),
+            "scale": ta.scale, "normalize": ta.normalize, "shard": shard, "n_examples": len(ta.x),
             "input_bytes": int(ta.x.nbytes), "counts": counts, **ta.extra}
 
 

@@ -14,8 +14,16 @@ import numpy as np
 
 from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
-from mtlbench.prepare.common import (TaskArrays, TaskJob, load_mat, mtal_scheme, need, require, sources_entry,
-                                     write_per_task)
+from mtlbench.prepare.common import (
+    TaskArrays,
+    TaskJob,
+    load_mat,
+    mtal_scheme,
+    need,
+    require,
+    sources_entry,
+    write_per_task,
+)
 
 DOMAINS = {"amazon": ("Amazon", "amazon_SURF_L10.mat"), "caltech": ("Caltech", "Caltech10_SURF_L10.mat"),
            "dslr": ("DSLR", "dslr_SURF_L10.mat"), "webcam": ("Webcam", "webcam_SURF_L10.mat")}

@@ -18,8 +18,8 @@ import io
 import re
 import zipfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 
 from mtlbench import __version__
-from mtlbench.store.shards import FORMAT_VERSION, PreparedWriter
-from mtlbench.store.splits import by_key_split, partition_split
 from mtlbench.data.youtube8m import read_video_meta
-from mtlbench.store.tfrecord import iter_examples
 from mtlbench.errors import DataError, InputError
 from mtlbench.prepare import ProgressFactory, no_progress
 from mtlbench.prepare.common import require, sources_entry, split_counts
+from mtlbench.store.shards import FORMAT_VERSION, PreparedWriter
+from mtlbench.store.splits import by_key_split, partition_split
+from mtlbench.store.tfrecord import iter_examples
 
 VERTICALS = ("Arts & Entertainment", "Games", "Autos & Vehicles", "Sports", "Food & Drink",
              "Computers & Electronics", "Business & Industrial", "Pets & Animals", "Hobbies & Leisure",

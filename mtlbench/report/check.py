@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import statistics
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mtlbench.errors import InputError
 from mtlbench.report.cells import Table

@@ -64,7 +64,7 @@ class Claim(Strict):
     test: Test
 
     @model_validator(mode="after")
-    def _fits_its_kind(self) -> "Claim":
+    def _fits_its_kind(self) -> Claim:
         problem = kind_problem(self)
         if problem:
             raise ValueError(problem)

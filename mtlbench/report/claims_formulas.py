@@ -36,8 +36,8 @@ def taan_lemma1_expected_error(mu: float, sigma: float) -> float:
 def mtal_table6_denominator() -> tuple[bool, str, str]:
     """Can each printed percentage of Table 6 be k / m of its layer's m filters (VGG-16: 64 ... 512), to the
     printed decimal? Every value is a multiple of 1/24 instead."""
-    from mtlbench.report.sharing import VGG16_CONV
     from mtlbench.config.paper_tables import paper_tables
+    from mtlbench.report.sharing import VGG16_CONV
     rows = paper_tables()["mtal_table6_sharing_ratio"]["rows"]
     layers = [(name, v[0]) for name, v in rows.items() if name != "Total"]
     impossible = [f"{name} {pct}% of {m}" for (name, pct), (m, _) in zip(layers, VGG16_CONV)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from mtlbench.errors import InputError
+from mtlbench.report.cells import DASH, Table
 from mtlbench.report.claims import ALPHA, HOLDS, INCONCLUSIVE, NO_EVIDENCE, Outcome, verdict_counts
 from mtlbench.report.claims_catalogue import TIERS
 from mtlbench.report.significance import MIN_SEEDS, fmt_p
-from mtlbench.report.cells import DASH, Table
 
 HEADER = ["claim", "where", "paper's figure", "statement", "ours", "test", "p (Holm)", "tier", "verdict"]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from mtlbench.errors import UsageError
-from mtlbench.report.sharing import sharing_table
 from mtlbench.config.paper_tables import get_paper_table, paper_tables, timing_paper_table
+from mtlbench.errors import UsageError
 from mtlbench.report.cells import Table, aggregate
+from mtlbench.report.sharing import sharing_table
 from mtlbench.report.tables import build_table
 from mtlbench.results import RunRecord, experiment_key, load_records, tidy
 
@@ -111,8 +111,8 @@ def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, s
 def timing_table(spec, file: Path, results: Path | None, paper: dict) -> Table:
     """A timing spec's table from its stored timing.json (the table `mtlbench timing` printed); before that
     file exists, the paper's seconds alone."""
-    from mtlbench.report.check import load_timing
     from mtlbench.report.cells import fmt_paper
+    from mtlbench.report.check import load_timing
     from mtlbench.report.timing_table import build_timing_table
     path = Path(results or spec.output.dir) / spec.name / "timing.json"
     if not path.exists():

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from mtlbench.store.dataset import DataInfo, TaskInfo
 from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.nn.method import parameter_counts
 from mtlbench.registry import METHODS
+from mtlbench.store.dataset import DataInfo, TaskInfo
 
 # Vertical1 counts of vocabulary.csv, in the TAAN code's task order (data_prep/README.md)
 YOUTUBE8M_CLASSES = (525, 734, 466, 167, 278, 302, 259, 150, 132, 86, 116, 26, 120, 116, 48, 32)

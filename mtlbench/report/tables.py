@@ -13,8 +13,21 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mtlbench.report.cells import (DASH, DIVERGED, FAITHFUL, NA, REIMPLEMENTED, Table, aggregate, cell, fmt_paper,
-                                   fmt_params, our_column, our_paper_cell, p_cell)
+from mtlbench.report.cells import (
+    DASH,
+    DIVERGED,
+    FAITHFUL,
+    NA,
+    REIMPLEMENTED,
+    Table,
+    aggregate,
+    cell,
+    fmt_paper,
+    fmt_params,
+    our_column,
+    our_paper_cell,
+    p_cell,
+)
 from mtlbench.results import RunRecord, tidy
 
 

@@ -22,8 +22,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mtlbench.errors import DataError
 
 SEAL = "manifest.sha256"

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from mtlbench.errors import DataError
 from mtlbench.store.dataset import SPLITS, DataInfo, DatasetSource, MTLData, TaskInfo, TaskSplit
+from mtlbench.store.rows import H5Rows, ScaledTaskSplit, read_arrays
 from mtlbench.store.shards import MANIFEST, Check, check_prepared, open_prepared, verifying
 from mtlbench.store.splits import CODES, TEST, compute_split
-from mtlbench.store.rows import H5Rows, ScaledTaskSplit, read_arrays
-from mtlbench.errors import DataError
 
 
 class PreparedOptions(BaseModel):

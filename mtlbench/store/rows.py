@@ -7,16 +7,16 @@ examples sit in memory or on disk. Images are held as uint8 (a quarter of float3
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
 import torch
 
-from mtlbench.store.dataset import TaskSplit
 from mtlbench.errors import DataError
+from mtlbench.store.dataset import TaskSplit
 
 STREAM_CACHE_BYTES = 64 << 20  # per open shard: a few dozen decompressed chunks stay hot between batches
 

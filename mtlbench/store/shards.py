@@ -27,19 +27,20 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import crc32c
 import h5py
 import numpy as np
 
+from mtlbench.errors import DataError, InputError
 from mtlbench.store.manifest_check import check_against_shards, check_consistency, check_seal, write_seal
 from mtlbench.store.rows import first_line, read_arrays
 from mtlbench.store.verified import VerifiedShards
-from mtlbench.errors import DataError, InputError
 
 FORMAT = "mtlbench-prepared"
 FORMAT_VERSION = 1
@@ -126,7 +127,7 @@ class PreparedWriter:
     def release(self) -> None:
         self.lock.unlink(missing_ok=True)
 
-    def __enter__(self) -> "PreparedWriter":
+    def __enter__(self) -> PreparedWriter:
         return self
 
     def __exit__(self, *exc) -> None:

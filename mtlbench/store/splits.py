@@ -8,7 +8,8 @@ arguments -- never on global random state -- so a seed gives the same split on e
 from __future__ import annotations
 
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -15,8 +15,9 @@ length-delimited fields, with packed or unpacked repeated scalars); YouTube-8M's
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Union
 
 import crc32c
 import numpy as np

@@ -63,7 +63,7 @@ class VerifiedShards:
                 break
 
     @classmethod
-    def of(cls, folder: Path, manifest_file: str) -> "VerifiedShards | None":
+    def of(cls, folder: Path, manifest_file: str) -> VerifiedShards | None:
         try:
             digest = hashlib.sha256((Path(folder) / manifest_file).read_bytes()).hexdigest()
         except OSError:

@@ -30,7 +30,7 @@ def _codes(x, b, nearest, lo, inv, use_grid: bool):
     if use_grid:
         t = (x - lo) * inv + 1.5
         # NaN must not become a wild index (t == t, not isnan: Inductor vectorizes the comparison)
-        t = torch.where(t == t, t, 0.0).clamp(0.0, m + 0.5)  # noqa: PLR0124
+        t = torch.where(t == t, t, 0.0).clamp(0.0, m + 0.5)
         r = t.to(torch.int32)
         k = r - (x < nearest[r]).to(torch.int32)
     else:

@@ -9,7 +9,8 @@ every formula against quadrature and shows the printed one failing.
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 

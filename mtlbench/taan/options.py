@@ -8,7 +8,7 @@ A bare kind (``b_init: grid``, ``alpha_init: zero``) means that kind with its de
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -67,8 +67,8 @@ def _bare_kind(value: Any) -> Any:
     return {"kind": value} if isinstance(value, str) else value
 
 
-BInit = Annotated[Union[GridInit, UniformInit], BeforeValidator(_bare_kind), Field(discriminator="kind")]
-AlphaInit = Annotated[Union[ZeroInit, NormalInit], BeforeValidator(_bare_kind), Field(discriminator="kind")]
+BInit = Annotated[GridInit | UniformInit, BeforeValidator(_bare_kind), Field(discriminator="kind")]
+AlphaInit = Annotated[ZeroInit | NormalInit, BeforeValidator(_bare_kind), Field(discriminator="kind")]
 
 
 class _Holder(BaseModel):

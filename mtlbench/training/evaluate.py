@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from mtlbench.config.resolved import ResolvedSpec
-from mtlbench.store.dataset import MTLData, TaskSplit
-from mtlbench.nn.method import MTLMethod
 from mtlbench.metrics import DEFAULT_METRICS, get_metric
+from mtlbench.nn.method import MTLMethod
+from mtlbench.store.dataset import MTLData, TaskSplit
 
 
 @torch.no_grad()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from mtlbench.config.resolved import ResolvedSpec
-from mtlbench.store.dataset import MTLData
 from mtlbench.nn.method import MTLMethod, count_parameters
 from mtlbench.results import RECORD_SCHEMA, RunRecord, code_version
+from mtlbench.store.dataset import MTLData
 from mtlbench.training.env import fingerprint
 from mtlbench.training.run_plan import RunCell
 

@@ -11,16 +11,16 @@ state to resume from and shares both, and alone writes checkpoints, weights and 
 at the end of each run, so a later run can read what rank 0 wrote, e.g. DMTRL's STL checkpoint)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from mtlbench.config.resolved import ResolvedSpec
-from mtlbench.store.dataset import MTLData
 from mtlbench.errors import MTLBenchError, UsageError
 from mtlbench.io import atomic_write
 from mtlbench.results import RunRecord, write_record
+from mtlbench.store.dataset import MTLData
 from mtlbench.training.distributed import SINGLE, Dist
 from mtlbench.training.reuse import finished_runs
 from mtlbench.training.run_plan import RunCell, plan_cells, skipped_line

@@ -165,7 +165,7 @@ def read_state_payload(path: Path, mmap: bool = True) -> tuple[dict | None, str]
         return None, "no state file"
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # noqa: BLE001 -- a state file is a cache: an unreadable one is retrained, never fatal
+    except Exception as e:
         return None, f"unreadable: truncated or not a mtlbench state ({type(e).__name__})"
     if not isinstance(payload, dict) or not isinstance(payload.get("state"), dict):
         return None, "unreadable: not a mtlbench state"

@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from mtlbench.config.resolved import ResolvedMethod, ResolvedSpec
-from mtlbench.store.dataset import MTLData
 from mtlbench.nn.method import count_parameters
+from mtlbench.store.dataset import MTLData
 from mtlbench.training.env import device_name, fingerprint
 from mtlbench.training.precision import Precision
 from mtlbench.training.sampler import TaskSampler

@@ -17,22 +17,22 @@ import math
 import os
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from mtlbench.config.resolved import ResolvedMethod, ResolvedSpec
-from mtlbench.store.dataset import MTLData
 from mtlbench.errors import UsageError
-from mtlbench.nn.method import MTLMethod
 from mtlbench.metrics import get_metric
+from mtlbench.nn.method import MTLMethod
 from mtlbench.results import RunRecord
+from mtlbench.store.dataset import MTLData
 from mtlbench.training.distributed import SINGLE, Dist, convert_batchnorm, wrap
 from mtlbench.training.evaluate import evaluate, metric_names
-from mtlbench.training.run_plan import RunCell
 from mtlbench.training.precision import Precision
 from mtlbench.training.record import make_record
+from mtlbench.training.run_plan import RunCell
 from mtlbench.training.sampler import TaskSampler
 from mtlbench.training.state import TrainState
 from mtlbench.training.step import Objective, make_optimizer, train_step
