@@ -107,8 +107,10 @@ def main() -> int:
     if d.main:
         summary = {"spec": args.spec, "method": args.method, "steps_per_block": args.steps, "blocks": rows,
                    "batch_per_task": resolved.spec.training.batch_per_task, "n_tasks": data.info.n_tasks,
-                   "ratio_vs_1_thread": statistics.median(r["ddp_2_ranks_s"] / r["one_process_1_thread_s"] for r in rows),
-                   "ratio_vs_2_threads": statistics.median(r["ddp_2_ranks_s"] / r["one_process_2_threads_s"] for r in rows),
+                   "ratio_vs_1_thread": statistics.median(r["ddp_2_ranks_s"] / r["one_process_1_thread_s"]
+                                                          for r in rows),
+                   "ratio_vs_2_threads": statistics.median(r["ddp_2_ranks_s"] / r["one_process_2_threads_s"]
+                                                           for r in rows),
                    "load_average": os.getloadavg()}
         print(json.dumps(summary, indent=1))
     stop(d if d.world > 1 else SINGLE)

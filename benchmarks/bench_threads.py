@@ -20,6 +20,7 @@ Prints one line per run (wall and CPU seconds) and a table of medians with the b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -68,10 +69,8 @@ def own_session(nice: int):
     def preexec() -> None:
         os.setsid()
         if nice:
-            try:
+            with contextlib.suppress(OSError):  # no autogroup scheduling here: plain niceness is what counts
                 Path("/proc/self/autogroup").write_text(str(nice))
-            except OSError:
-                pass  # no autogroup scheduling here: plain niceness is what counts
             os.nice(nice)
     return preexec
 
@@ -91,11 +90,9 @@ def run_once(policy: str, spec: Path, out: Path, busy: bool, timeout: float, nic
             time.sleep(0.5)  # let it reach full speed
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # run() killed it; its CPU time counts once reaped
             subprocess.run(cmd, env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            timeout=timeout, preexec_fn=renice)
-        except subprocess.TimeoutExpired:
-            pass  # run() has killed it; its CPU time so far is counted once it is reaped
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:

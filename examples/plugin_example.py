@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 
@@ -38,7 +39,7 @@ class GatedShare(MTLMethod):
     def __init__(self, info, backbone, params):
         super().__init__(info, backbone, params)
         widths = [math.prod(self.plan.input_shape), *(math.prod(layer.out_shape) for layer in self.plan.layers)]
-        pairs = list(zip(widths, widths[1:]))
+        pairs = list(itertools.pairwise(widths))
         self.shared = nn.ModuleList(nn.Linear(a, b) for a, b in pairs)
         self.private = nn.ModuleList(nn.ModuleList(nn.Linear(a, b) for a, b in pairs) for _ in info.tasks)
         self.gates = nn.Parameter(torch.full((len(info.tasks), len(pairs)), params.gate_init))
@@ -80,7 +81,7 @@ class PlantedGroups(DatasetSource):
         gen = torch.Generator().manual_seed(options.data_seed)
         groups = [[f"G{g + 1}T{t + 1}" for t in range(options.tasks_per_group)] for g in range(options.n_groups)]
         tasks, splits = [], {s: [] for s in SPLITS}
-        for g, members in enumerate(groups):
+        for members in groups:
             rule = torch.randn(options.input_dim, options.n_classes, generator=gen)
             for name in members:
                 x = torch.randn(options.per_task, options.input_dim, generator=gen)

@@ -145,7 +145,8 @@ def read_record(path: Path) -> RunRecord:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: not a readable result record ({e})") from None
-    if isinstance(data, dict) and isinstance(data.get("schema_version"), int) and data["schema_version"] > RECORD_SCHEMA:
+    versioned = isinstance(data, dict) and isinstance(data.get("schema_version"), int)
+    if versioned and data["schema_version"] > RECORD_SCHEMA:
         raise InputError(f"{path}: record schema {data['schema_version']} is newer than this mtlbench reads "
                             f"({RECORD_SCHEMA}); upgrade mtlbench")
     try:

@@ -3,8 +3,8 @@ chance. Measured on 1 thread (test scores; chance = random scores): vector (mAP@
 0.287): soft_order 0.831, mrn_t 0.855, mrn_full 0.855, dmtrl_laf 0.789, dmtrl_tucker 0.836, dmtrl_tt 0.774,
 cross_stitch 0.855, nddr 0.852, mmoe 0.839 (stl 0.855, hard_share 0.832); image (accuracy, 100 iterations,
 chance 0.192): soft_order 0.962, mrn_t 0.962, mrn_full 0.962, dmtrl_* 0.987, cross_stitch 0.936, nddr 0.974,
-mmoe 0.833 (stl 0.936, hard_share 0.808). Each run takes about a second. (MRN at its default c = 1e-6 is close to STL here; with
-c = 1e-3 it scored 0.770 / 0.785 on vectors and 0.974 on images.)"""
+mmoe 0.833 (stl 0.936, hard_share 0.808). Each run takes about a second. (MRN at its default c = 1e-6 is close
+to STL here; with c = 1e-3 it scored 0.770 / 0.785 on vectors and 0.974 on images.)"""
 from __future__ import annotations
 
 import logging

@@ -52,7 +52,8 @@ def test_near_misses_catch_a_typo_but_not_an_extra_baseline():
 
 def test_a_grid_table_accepts_its_cells_labels_and_catches_a_typo():
     paper = row_labels(paper_tables()["taan_figure3_omniglot_regularizers"])
-    assert near_misses(["TAAN+L_dis c=0.3", "TAAN", "TAAN+L_dis c=.3"], paper) == ["TAAN+L_dis c=.3 -> TAAN+L_dis c=0.3"]
+    assert near_misses(["TAAN+L_dis c=0.3", "TAAN", "TAAN+L_dis c=.3"], paper) == [
+        "TAAN+L_dis c=.3 -> TAAN+L_dis c=0.3"]
 
 
 def header(path: Path) -> str:

@@ -90,7 +90,8 @@ def test_a_learning_rate_that_cannot_learn_is_a_regression(fresh, tmp_path):
     text = SPEC.read_text()
     assert "methods:\n  - name: stl\n    label: STL\n" in text and "lr: 0.003" in text
     variant = tmp_path / "ci_smoke.yaml"  # the same spec name and rows, Hard-Share only, lr 1e-7
-    variant.write_text(text.replace("  - name: stl\n    label: STL\n", "").replace("  - name: taan\n    label: TAAN\n", "")
+    variant.write_text(text.replace("  - name: stl\n    label: STL\n", "")
+                       .replace("  - name: taan\n    label: TAAN\n", "")
                        .replace("lr: 0.003", "lr: 1.0e-7"))
     train(variant, tmp_path / "runs")
     result = check(variant, tmp_path / "runs", tmp_path / "check.xml")

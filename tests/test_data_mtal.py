@@ -44,7 +44,8 @@ def test_chars74k_counts(root):
         assert len(z["labels"]) == 34_544
     m = manifest(root / "chars74k")
     assert [(t["name"], t["n_examples"], t["input_shape"]) for t in m["tasks"]] == [
-        ("HD", 550, [1, 64, 64]), ("A", 550, [1, 64, 64]), ("a", 550, [1, 64, 64]), ("Typographic*", 10_160, [1, 28, 28])]
+        ("HD", 550, [1, 64, 64]), ("A", 550, [1, 64, 64]), ("a", 550, [1, 64, 64]),
+        ("Typographic*", 10_160, [1, 28, 28])]
     upper, lower = m["metadata"]["letters"]["A"], m["metadata"]["letters"]["a"]
     assert (upper, lower) == choose_letters(0, None) and len(upper) == len(lower) == 10
     assert m["tasks"][1]["class_names"] == list(upper) and upper.isupper() and lower.islower()
@@ -143,7 +144,7 @@ def test_mtal_unrelated_without_and_with_art(root, tmp_path):
 def test_mtal_explicit_tasks_and_bad_references(root):
     opts = MTALUnrelated.Options(tasks=["chars74k/HD", "office_caltech/Webcam"])
     assert MTALUnrelated.load(opts, 0, root).info.task_names == ["HD", "Webcam"]
-    with pytest.raises(DataError, match="has no task 'Zebra' .has: Amazon, Caltech, DSLR, Webcam."):
+    with pytest.raises(DataError, match=r"has no task 'Zebra' .has: Amazon, Caltech, DSLR, Webcam."):
         MTALUnrelated.load(MTALUnrelated.Options(tasks=["chars74k/HD", "office_caltech/Zebra"]), 0, root)
     with pytest.raises(DataError, match="nowhere does not exist"):
         MTALUnrelated.load(MTALUnrelated.Options(tasks=["chars74k/HD", "nowhere/X"]), 0, root)
@@ -172,7 +173,8 @@ def test_image_folder_needs_a_size_when_sizes_differ(tmp_path):
                                          "--size", "12x10", "--mode", "L", "--no-progress"])
     assert result.exit_code == 0, result.output
     m = manifest(tmp_path / "o")
-    assert m["tasks"][0]["input_shape"] == [1, 12, 10] and m["tasks"][0]["class_names"] == ["class0", "class1", "class2"]
+    assert m["tasks"][0]["input_shape"] == [1, 12, 10]
+    assert m["tasks"][0]["class_names"] == ["class0", "class1", "class2"]
     assert "mtlbench prepare image-folder" in m["prepare_command"] and "--size 12x10" in m["prepare_command"]
     again = runner.invoke(prepare_app, ["image-folder", "--src", str(src), "--out", str(tmp_path / "o"),
                                         "--size", "12x10", "--no-progress"])

@@ -50,7 +50,7 @@ def test_default_split_is_14_2_4_per_character(data):
 def test_images_are_ink_one_and_match_the_npz(data):
     raw = np.load(shared("omniglot") / "images_evaluation.npz")["images"]
     ulog = data.split("train")[49]
-    alpha = [a for a in read_alphabets(shared("omniglot") / "alphabets.csv") if a["name"] == "ULOG"][0]
+    alpha = next(a for a in read_alphabets(shared("omniglot") / "alphabets.csv") if a["name"] == "ULOG")
     x, y = ulog.batch(torch.arange(3))
     for i in range(3):
         row = int(ulog.index[i])
@@ -71,7 +71,7 @@ def test_paper_faithful_split_selects_on_test(prepared):
 
 def test_unknown_split_name_is_refused(prepared):
     from mtlbench.errors import DataError
-    with pytest.raises(DataError, match="no split 'best' in the manifest .has: default, paper_faithful."):
+    with pytest.raises(DataError, match=r"no split 'best' in the manifest .has: default, paper_faithful."):
         Omniglot.load(Omniglot.Options(split="best"), 0, prepared)
 
 

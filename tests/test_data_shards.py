@@ -66,9 +66,9 @@ def test_flipped_byte_inside_a_chunk_is_caught_both_ways(toy):
     flip_byte(shard, chunk_offset(shard) + 7)
     assert check_prepared(toy, "image_folder") == (f"{shard}: shard sha256 does not match the manifest "
                                                    f"(corrupt); re-run prepare with --force")
-    with pytest.raises(DataError, match="task-01.h5: shard CRC32C does not match the manifest"):
+    with pytest.raises(DataError, match=r"task-01.h5: shard CRC32C does not match the manifest"):
         load(toy)
-    with pytest.raises(DataError, match="task-01.h5: shard sha256 does not match the manifest"):
+    with pytest.raises(DataError, match=r"task-01.h5: shard sha256 does not match the manifest"):
         load(toy, verify="sha256")
     # without the whole-file checksum, HDF5's fletcher32 still refuses the chunk: never wrong data
     with pytest.raises(DataError, match=r"task-01.h5: dataset 'x' cannot be read: corrupt shard"):
@@ -89,7 +89,7 @@ def test_deleted_shard_is_named(toy):
     (toy / "task-02.h5").unlink()
     reason = f"{toy / 'task-02.h5'}: shard listed in the manifest is missing; re-run prepare with --force"
     assert ImageFolder.check_path(toy) == reason
-    with pytest.raises(DataError, match="task-02.h5: shard listed in the manifest is missing"):
+    with pytest.raises(DataError, match=r"task-02.h5: shard listed in the manifest is missing"):
         load(toy)
     result = runner.invoke(prepare_app, ["verify", str(toy)])
     assert result.exit_code == 2 and "task-02.h5: shard listed in the manifest is missing" in result.output
@@ -98,7 +98,7 @@ def test_deleted_shard_is_named(toy):
 def test_flipped_metadata_byte_is_caught(toy):
     shard = toy / "task-00.h5"
     flip_byte(shard, 60)  # inside the superblock / root object header, not a data chunk
-    with pytest.raises(DataError, match="task-00.h5"):
+    with pytest.raises(DataError, match=r"task-00.h5"):
         load(toy, verify="none")
 
 
@@ -127,7 +127,7 @@ def test_refuses_to_overwrite_without_force(toy, tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(DataError, match="is not empty and holds no manifest.json"):
+    with pytest.raises(DataError, match=r"is not empty and holds no manifest.json"):
         write_toy(foreign, force=True)
     assert (foreign / "notes.txt").read_text() == "keep me"
 
@@ -198,7 +198,8 @@ def test_resume_keeps_finished_shards_and_a_changed_request_restarts(tmp_path):
 
 
 def test_split_seed_redraws_and_splits_are_disjoint_and_stratified(toy):
-    a, b, c = load(toy), ImageFolder.load(ImageFolder.Options(), 0, toy), ImageFolder.load(ImageFolder.Options(), 3, toy)
+    options = ImageFolder.Options()
+    a, b, c = load(toy), ImageFolder.load(options, 0, toy), ImageFolder.load(options, 3, toy)
     for t in range(3):
         keys = {s: set(a.split(s)[t].index.tolist()) for s in ("train", "val", "test")}
         assert not keys["train"] & keys["val"] and not keys["train"] & keys["test"] and not keys["val"] & keys["test"]

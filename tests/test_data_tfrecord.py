@@ -89,7 +89,7 @@ def test_truncated_file_names_the_last_record(shard_copy):
     with pytest.raises(DataError, match=rf"record {len(offs) - 1} at byte offset {offs[-1]}: truncated file"):
         count_records(shard_copy)
     shard_copy.write_bytes(data[:offs[-1] + 5])  # cut inside the header
-    with pytest.raises(DataError, match="truncated file .record header needs 12 bytes, only 5 left"):
+    with pytest.raises(DataError, match=r"truncated file .record header needs 12 bytes, only 5 left"):
         count_records(shard_copy)
 
 

@@ -305,7 +305,8 @@ def test_seed_placeholder_names_each_seeds_stl_checkpoint(tmp_path, write_spec):
     backbone: {{hidden: [8, 8]}}
     methods:
       - {{name: stl, label: STL}}
-      - {{name: dmtrl_laf, label: LAF, params: {{init: stl, eps_or_k: 1.0e-9, stl_checkpoint: "{out}/seeded/STL/seed{{seed}}.pt"}}}}
+      - {{name: dmtrl_laf, label: LAF,
+          params: {{init: stl, eps_or_k: 1.0e-9, stl_checkpoint: "{out}/seeded/STL/seed{{seed}}.pt"}}}}
     training: {{iterations: 4, eval_every: 2, batch_per_task: 8, threads: 1}}
     seeds: [0, 1]
     output: {{dir: {out}}}
@@ -316,7 +317,7 @@ def test_seed_placeholder_names_each_seeds_stl_checkpoint(tmp_path, write_spec):
     resolved = load_spec(write_spec(text.replace("init: stl, ", "")))  # auto: decided per seed at build time
     run_spec(resolved, seeds=[0, 1])
     resolved = load_spec(spec)  # both checkpoints exist now
-    lafs = [m for m in resolved.methods if m.entry.row == "LAF"][0]
+    lafs = next(m for m in resolved.methods if m.entry.row == "LAF")
     assert [lafs.params_for(s).stl_checkpoint for s in (0, 1)] == [f"{out}/seeded/STL/seed{s}.pt" for s in (0, 1)]
     records = run_spec(resolved, seeds=[0, 1], force=True)  # LAF's entry changed: its auto-init records go
     laf = {r.seed: r for r in records if r.row == "LAF"}

@@ -26,7 +26,8 @@ runner = CliRunner()
 GRID = TINY_SPEC.replace("iterations: 300", "iterations: 40").replace("eval_every: 50", "eval_every: 20") \
     .replace("  - name: hard_share\n    label: Hard-Share\n",
              "  - name: hard_share\n    label: Hard-Share\n"
-             "  - name: dmtrl_laf\n    label: DMTRL-LAF\n    params: {{stl_checkpoint: '{out}/tiny/STL/seed{{seed}}.pt'}}\n")
+             "  - name: dmtrl_laf\n    label: DMTRL-LAF\n"
+             "    params: {{stl_checkpoint: '{out}/tiny/STL/seed{{seed}}.pt'}}\n")
 
 
 def grid_spec(write_spec, out, name="spec.yaml"):
@@ -75,19 +76,23 @@ def test_local_jobs_write_the_records_of_the_in_process_run(write_spec, tmp_path
 def test_a_failed_job_is_reported_and_the_rerun_resubmits_only_it(write_spec, tmp_path, monkeypatch):
     register(monkeypatch, "fails_when_asked", FailsWhenAsked)
     text = TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("iterations: 300", "iterations: 20") \
-        .replace("eval_every: 50", "eval_every: 10").replace("name: stl\n    label: STL", "name: fails_when_asked\n    label: Flaky")
+        .replace("eval_every: 50", "eval_every: 10") \
+        .replace("name: stl\n    label: STL", "name: fails_when_asked\n    label: Flaky")
     spec = write_spec(text)
     monkeypatch.setenv("MTLBENCH_TEST_FAIL", "1")
     first = runner.invoke(app, ["train", str(spec), "--launcher", "local", "--workers", "2"])
     assert first.exit_code == 1, first.output
-    assert "Flaky seed 0: failed after" in first.output and "RuntimeError: asked to fail by MTLBENCH_TEST_FAIL" in first.output
+    assert "Flaky seed 0: failed after" in first.output
+    assert "RuntimeError: asked to fail by MTLBENCH_TEST_FAIL" in first.output
     assert "error: 1 run(s) did not finish: failed" in first.output
     status = runner.invoke(app, ["status", str(spec)])
-    assert re.search(r"Flaky\s+│ 0\s+│ failed\s+│ \d+\s+│ RuntimeError: asked to fail by MTLBENCH_TEST_FAIL", status.output), status.output
+    assert re.search(r"Flaky\s+│ 0\s+│ failed\s+│ \d+\s+│ RuntimeError: asked to fail by MTLBENCH_TEST_FAIL",
+                     status.output), status.output
     assert re.search(r"Hard-Share\s+│ 0\s+│ done", status.output)
     monkeypatch.delenv("MTLBENCH_TEST_FAIL")
     second = runner.invoke(app, ["train", str(spec), "--launcher", "local", "--workers", "2"])
     assert second.exit_code == 0, second.output
-    assert "Hard-Share seed 0: finished, skipped" in second.output and "Flaky seed 0: started as local job" in second.output
+    assert "Hard-Share seed 0: finished, skipped" in second.output
+    assert "Flaky seed 0: started as local job" in second.output
     assert "Flaky seed 0: done after" in second.output
     assert read_record(tmp_path / "runs" / "tiny" / "Flaky" / "seed0.json").status == "ok"

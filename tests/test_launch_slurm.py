@@ -47,7 +47,8 @@ def test_dry_run_prints_each_wave_and_its_sbatch_parameters(write_spec, tmp_path
     wave1 = "\n".join(lines[lines.index("wave 1: 2 job(s) as one array"):])
     assert "#SBATCH --dependency='afterok:<job of STL seed 0>:<job of STL seed 1>'" in wave1
     assert "#SBATCH --kill-on-invalid-dep=yes" in wave1
-    assert f"job 1: DMTRL-LAF seed 1 -> {tmp_path / 'runs' / 'tiny' / 'DMTRL-LAF' / 'seed1.json'} (after STL seed 1)" in wave1
+    record = tmp_path / "runs" / "tiny" / "DMTRL-LAF" / "seed1.json"
+    assert f"job 1: DMTRL-LAF seed 1 -> {record} (after STL seed 1)" in wave1
     assert not (tmp_path / "runs").exists()  # nothing written
 
 

@@ -34,7 +34,8 @@ def test_cell_states(write_spec, tmp_path, monkeypatch):
     jobs.mkdir()
     assert cell_status(cells[2], None).state == "missing"
     run_spec(resolved, seeds=[0])
-    assert cell_status(cells[0], None).state == "diverged" and "diverged at iteration 8" in cell_status(cells[0], None).detail
+    diverged = cell_status(cells[0], None)
+    assert diverged.state == "diverged" and "diverged at iteration 8" in diverged.detail
     assert cell_status(cells[2], job_entry(cells[2], "local", "1", jobs, [])).state == "done"
 
     alive = job_entry(cells[3], "local", str(__import__("os").getpid()), jobs, [])

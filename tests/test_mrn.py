@@ -191,7 +191,8 @@ def test_conv_backbone_regularises_flattened_kernels():
     info = DataInfo("img", [TaskInfo(f"t{t}", 3, "multiclass", (1, 12, 12)) for t in range(2)], "per_task", "acc")
     spec = BackboneSpec(channels=[3, 4], dense=[6])
     model = MRN_FULL(info, spec, MRN_FULL.Params(task_layers=2))
-    assert [tuple(w.shape) for w in model.stacks()] == [(2, 4, 27), (2, 6, 4)]  # 12 -> conv 10 -> pool 5 -> conv 3 -> pool 1
+    # 12 -> conv 10 -> pool 5 -> conv 3 -> pool 1
+    assert [tuple(w.shape) for w in model.stacks()] == [(2, 4, 27), (2, 6, 4)]
     model.update_covariances()
     out = model([torch.randn(2, 1, 12, 12) for _ in range(2)])
     assert [o.shape for o in out] == [(2, 3), (2, 3)]

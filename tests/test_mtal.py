@@ -224,7 +224,8 @@ def test_recorded_ratios_and_deduplicated_kernels():
     assert kernels["params_distinct"] == 4 * 9 + 8 * 36 + 8 * 72
     # three tasks all shared: every filter has partners, yet each task's mean differs -- no compression
     three = mtal(small_data("image", size_step=4), delta=-1.0).summary()
-    assert three["mtal"]["totals"]["pair_entries"]["mean"] == 1.0 and three["mtal"]["totals"]["compression"]["mean"] == 0
+    totals = three["mtal"]["totals"]
+    assert totals["pair_entries"]["mean"] == 1.0 and totals["compression"]["mean"] == 0
     cos = torch.tensor(three["layers"][0]["cosine"])
     assert cos.shape == (3, 3) and torch.equal(cos, cos.t()) and (cos.diagonal() == 1).all()
     torch.testing.assert_close(torch.tensor(three["layers"][0]["distance"]), 1 - cos)

@@ -40,11 +40,12 @@ def test_width_scales_every_layer_rounded_and_at_least_one():
 
 def test_conv_and_mlp_kinds_name_layers_and_end_a_stage_at_every_layer():
     conv = build_plan(BackboneSpec(channels=[6, 12, 24], dense=[32]), "conv", (1, 28, 28))
-    assert [(l.name, l.out_shape) for l in conv.layers] == [
+    assert [(layer.name, layer.out_shape) for layer in conv.layers] == [
         ("conv1", (6, 13, 13)), ("conv2", (12, 5, 5)), ("conv3", (24, 1, 1)), ("fc1", (32,))]
     assert conv.stage_ends() == [0, 1, 2, 3]
     mlp = build_plan(BackboneSpec(hidden=[8, 8]), "mlp", (1, 4, 4))
-    assert [l.name for l in mlp.layers] == ["fc1", "fc2"] and mlp.layers[0].flatten and mlp.stage_ends() == [0, 1]
+    assert [layer.name for layer in mlp.layers] == ["fc1", "fc2"]
+    assert mlp.layers[0].flatten and mlp.stage_ends() == [0, 1]
 
 
 def test_too_small_input_names_the_layer():

@@ -234,7 +234,8 @@ def test_a_slurm_job_payload_carries_its_plugin_files(tmp_path):
         job = pickle.load(open(sys.argv[1], "rb"))
         m = job.resolved.methods[job.index]
         print(m.cls.__name__, m.cls.registry_name, job.resolved.dataset.registry_name)
-        """), str(tmp_path / "job.pkl")], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+        """), str(tmp_path / "job.pkl")], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False)
     assert read.returncode == 0, read.stderr
     assert read.stdout.split() == ["GatedShare", "gated_share", "planted_groups"]
 
@@ -321,7 +322,8 @@ CASES = {
                                 "{tmp}/copy_of_example.py"),
     "a function registered as a method": (
         lambda t: ["list", "methods", "--plugin",
-                   bad_file(t, "from mtlbench.registry import METHODS\n\n@METHODS.register('f')\ndef f():\n    pass\n")],
+                   bad_file(t, "from mtlbench.registry import METHODS\n\n"
+                               "@METHODS.register('f')\ndef f():\n    pass\n")],
         "error: {tmp}/bad.py: method 'f' is the function 'f'; expected a method (a subclass of "
         "mtlbench.nn.method.MTLMethod)"),
     "a missing plugin file": (lambda t: ["timing", spec_file(t), "--plugin", t / "nowhere.py"],

@@ -256,7 +256,8 @@ case("train: unknown table", 2,
      "mtal_table2_related_with_relations, mtal_table3_related_without_relations, "
      "mtal_table4_unrelated_with_relations, mtal_table5_unrelated_without_relations, mtal_table6_sharing_ratio, "
      "taan_figure3_omniglot_regularizers)")(
-    lambda w, tmp: ["train", str(spec_file(tmp, GOOD.replace("name: good\n", "name: good\ntable: taan_tabel3_omniglot\n")))])
+    lambda w, tmp: ["train",
+                    str(spec_file(tmp, GOOD.replace("name: good\n", "name: good\ntable: taan_tabel3_omniglot\n")))])
 case("train: CUDA asked for, none present", 2,
      "error: {tmp}/spec.yaml:9: training.device: 'cuda' asked for, but this torch build sees no CUDA device (use auto "
      "or cpu)")(
@@ -437,7 +438,8 @@ def _(w, tmp):
 
 
 case("validate: unknown table", 2,
-     "error: {tmp}/spec.yaml:2: table: unknown paper table 'mine' (known: taan_table1_youtube8m, taan_table2_timing, taan_table3_omniglot, "
+     "error: {tmp}/spec.yaml:2: table: unknown paper table 'mine' (known: taan_table1_youtube8m, taan_table2_timing, "
+     "taan_table3_omniglot, "
      "mtal_table2_related_with_relations, mtal_table3_related_without_relations, "
      "mtal_table4_unrelated_with_relations, mtal_table5_unrelated_without_relations, mtal_table6_sharing_ratio, "
      "taan_figure3_omniglot_regularizers)")(
@@ -447,7 +449,8 @@ case("validate: empty spec", 2,
     lambda w, tmp: ["validate", str(spec_file(tmp, ""))])
 
 
-@case("validate: binary spec", 2, "error: {tmp}/spec.yaml: not UTF-8 text (byte 0x89 at offset 0); save the spec as UTF-8")
+@case("validate: binary spec", 2,
+      "error: {tmp}/spec.yaml: not UTF-8 text (byte 0x89 at offset 0); save the spec as UTF-8")
 def _(w, tmp):
     (tmp / "spec.yaml").write_bytes(b"\x89PNG\r\n\x1a\n")
     return ["validate", str(tmp / "spec.yaml")]

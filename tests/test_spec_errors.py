@@ -59,7 +59,8 @@ CASES = {
     "method's backbone override too deep": (
         GOOD.replace("dataset: synthetic_vector", "dataset: synthetic_image")
             .replace("{input_dim: 16, n_examples: 200}", "{per_class: 10}")
-            .replace("  - name: hard_share", "  - name: hard_share\n    backbone: {channels: [4, 4, 4, 4, 4], padding: 1}"),
+            .replace("  - name: hard_share",
+                     "  - name: hard_share\n    backbone: {channels: [4, 4, 4, 4, 4], padding: 1}"),
         "spec.yaml:7: methods[0].backbone: the trunk input 1x28x28"),
     "conv trunk on vector-only data": (
         GOOD + "backbone:\n  kind: conv\n",
@@ -70,7 +71,8 @@ CASES = {
         "spec.yaml:9: duplicate key 'training' (first at line 7)"),
     "metric for the wrong kind of task": (
         GOOD + "evaluation:\n  metrics: [accuracy]\n",
-        "spec.yaml:10: evaluation.metrics[0]: accuracy scores multiclass tasks; dataset 'synthetic_vector' has multilabel tasks"),
+        "spec.yaml:10: evaluation.metrics[0]: accuracy scores multiclass tasks; "
+        "dataset 'synthetic_vector' has multilabel tasks"),
     "unknown metric": (
         GOOD + "evaluation:\n  metrics: [map@1O]\n",
         "spec.yaml:10: evaluation.metrics[0]: unknown metric 'map@1O'; did you mean 'map@10'?"),
@@ -128,7 +130,8 @@ def test_missing_data_path_names_the_prepare_command(write_spec, prepared_datase
     result = runner.invoke(app, ["validate", str(write_spec(text))])
     assert result.exit_code == 2
     assert f"spec.yaml:4: data.path: {tmp_path}/nowhere does not exist; create it with " \
-           "`mtlbench prepare fake --src RAW --out prepared/fake`" in result.output.replace(str(tmp_path) + "/spec", "spec")
+           "`mtlbench prepare fake --src RAW --out prepared/fake`" in \
+           result.output.replace(str(tmp_path) + "/spec", "spec")
 
 
 def test_unset_data_path_is_refused(write_spec, prepared_dataset):

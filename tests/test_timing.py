@@ -117,7 +117,8 @@ class AutocastSpy(HardShare):
 def test_timing_times_the_mixed_precision_step(write_spec, tmp_path, monkeypatch):
     register(monkeypatch, "spy", AutocastSpy)
     monkeypatch.setattr(AutocastSpy, "seen", [])
-    spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("threads: 1", "threads: 1\n  amp: bf16")
+    spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs"))
+                      .replace("threads: 1", "threads: 1\n  amp: bf16")
                       .replace("name: stl", "name: spy"))
     result = runner.invoke(app, ["timing", str(spec), "--iterations", "1", "--blocks", "1", "--warmup", "0"])
     assert result.exit_code == 0, result.output
@@ -132,7 +133,8 @@ def test_compare_renders_a_timing_table_from_its_stored_record(virtual_clock, wr
     it; before the file exists, the paper's seconds and the command that measures ours; a damaged file is one
     line naming it, exit 2."""
     spec = write_spec(TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("name: stl", "name: slow_share")
-                      .replace("label: STL", "label: TAAN").replace("name: tiny", "name: tiny\ntable: taan_table2_timing"))
+                      .replace("label: STL", "label: TAAN")
+                      .replace("name: tiny", "name: tiny\ntable: taan_table2_timing"))
     before = runner.invoke(app, ["compare", str(spec), "--format", "markdown"])
     assert before.exit_code == 0, before.output
     assert "| TAAN | 20.05 | 0.880 |" in before.output and f"`mtlbench timing {spec}` measures it" in before.output

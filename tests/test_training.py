@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,7 +95,7 @@ def test_crash_while_writing_leaves_no_record(tiny, tmp_path, monkeypatch):
 
     def replace(src, dst):
         if str(dst).endswith(".json"):
-            written.append(json.loads(open(src).read()))
+            written.append(json.loads(Path(src).read_text()))
             raise OSError("disk full")
         real_replace(src, dst)
     monkeypatch.setattr(io_mod.os, "replace", replace)
@@ -188,7 +189,8 @@ def test_primary_metric_is_always_stored(write_spec, tmp_path):
 
 
 def test_paper_faithful_records_are_footnoted(write_spec, tmp_path):
-    text = TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("eval_every: 50", "eval_every: 50\n  select_on: test")
+    text = TINY_SPEC.replace("{out}", str(tmp_path / "runs")) \
+        .replace("eval_every: 50", "eval_every: 50\n  select_on: test")
     spec = write_spec(text)
     records = run_spec(load_spec(spec), seeds=[0])
     assert all(r.paper_faithful for r in records)
@@ -203,7 +205,8 @@ def test_a_paper_table_renders_from_the_spec_that_has_run(write_spec, tmp_path, 
     from mtlbench.report import compare as compare_mod
     bench = tmp_path / "benchmarks"
     bench.mkdir()
-    text = TINY_SPEC.replace("{out}", str(tmp_path / "runs")).replace("name: tiny", "name: tiny\ntable: taan_table1_youtube8m")
+    text = TINY_SPEC.replace("{out}", str(tmp_path / "runs")) \
+        .replace("name: tiny", "name: tiny\ntable: taan_table1_youtube8m")
     (bench / "a_paper_size.yaml").write_text(text.replace("name: tiny\n", "name: never_run\n"))
     ran = bench / "b_cpu.yaml"
     ran.write_text(text)

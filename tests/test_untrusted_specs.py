@@ -59,10 +59,10 @@ def paths(node, here=()):
     yield here
     if isinstance(node, dict):
         for k, v in node.items():
-            yield from paths(v, here + (k,))
+            yield from paths(v, (*here, k))
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            yield from paths(v, here + (i,))
+            yield from paths(v, (*here, i))
 
 
 PATHS = [p for p in paths(GOOD) if p]
@@ -83,7 +83,7 @@ def edited_specs(draw) -> dict:
         spec = with_value(spec, draw(st.sampled_from([p for p in paths(spec) if p])), draw(values))
     if draw(st.booleans()):
         at = draw(st.sampled_from([p for p in paths(spec) if isinstance(dig(spec, p), dict)]))
-        spec = with_value(spec, at + (draw(st.sampled_from(KEYS) | st.text(max_size=6)),), draw(values))
+        spec = with_value(spec, (*at, draw(st.sampled_from(KEYS) | st.text(max_size=6))), draw(values))
     return spec
 
 

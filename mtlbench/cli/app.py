@@ -71,7 +71,8 @@ def progress_bars(enabled: bool):
 @app.command()
 @user_errors
 @takes_plugins
-def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML), e.g. benchmarks/quickstart.yaml"),
+def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml",
+                                      help="a run spec (YAML), e.g. benchmarks/quickstart.yaml"),
           seeds: str | None = typer.Option(None, help="comma-separated seeds overriding the spec's, e.g. 0,1,2"),
           rows: str | None = typer.Option(None, help=ROWS_HELP),
           out_dir: Path | None = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
@@ -121,9 +122,9 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec
         return train_as_jobs(resolved, seed_list, out_dir, force, settings, dry_run, fmt, log, whole)
     from mtlbench.training.distributed import session
     from mtlbench.training.run import run_spec
-    with session(resolved.spec.training.device) as d:
-        with progress_bars(progress and err.is_terminal and d.main) as factory:
-            records = run_spec(resolved, seed_list, out_dir, factory or plain_progress(), force=force, log=log, d=d)
+    with (session(resolved.spec.training.device) as d,
+          progress_bars(progress and err.is_terminal and d.main) as factory):
+        records = run_spec(resolved, seed_list, out_dir, factory or plain_progress(), force=force, log=log, d=d)
     if d.main:
         print_table(spec_table(whole, out_dir), fmt)  # the whole table: rows trained now beside the others
         err.print(f"{len(records)} run(s) under {Path(out_dir or resolved.spec.output.dir) / resolved.spec.name}",
@@ -179,7 +180,8 @@ def train_as_jobs(resolved, seeds, out_dir, force, settings, dry_run, fmt, log, 
 def status(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML)"),
            seeds: str | None = typer.Option(None, help="comma-separated seeds overriding the spec's"),
            rows: str | None = typer.Option(None, help=ROWS_HELP),
-           out_dir: Path | None = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)")):
+           out_dir: Path | None = typer.Option(None, "--out",
+                                               help="results directory (default: the spec's output.dir)")):
     """Where each (method, seed) run of SPEC stands: done, running, failed (with the last line of its job's
     log), missing or diverged, and the id of its latest job (from `mtlbench train --launcher ...`). A missing
     run with a saved training state says at which iteration it was saved: `mtlbench train` resumes it."""
@@ -344,7 +346,8 @@ def print_param_counts(spec: Path) -> None:
 @app.command()
 @user_errors
 @takes_plugins
-def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE", help="a run spec (YAML) or a paper table name (mtlbench list tables)"),
+def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE",
+                                         help="a run spec (YAML) or a paper table name (mtlbench list tables)"),
             fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv"),
             results: Path | None = typer.Option(None, help="results directory (default: the spec's output.dir)"),
             metric: str | None = typer.Option(None, help="metric to show (default: the dataset's primary metric)"),
@@ -407,7 +410,8 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
            iterations: int = typer.Option(10, min=1, help="iterations per timed block"),
            blocks: int = typer.Option(5, min=1, help="timed blocks (median and range are reported)"),
            warmup: int = typer.Option(3, min=0, help="discarded warm-up iterations per method and mode"),
-           out_dir: Path | None = typer.Option(None, "--out", help="results directory (default: the spec's output.dir)"),
+           out_dir: Path | None = typer.Option(None, "--out",
+                                               help="results directory (default: the spec's output.dir)"),
            fmt: str = typer.Option("rich", "--format", help="rich | markdown | latex | csv")):
     """Seconds per 100 training and inference iterations for each method of SPEC, with each method's ratio to
     the reference measured in the same run. Batches are drawn before the clock starts (timed apart, the "data"
@@ -436,8 +440,10 @@ def timing(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spe
 @app.command()
 @user_errors
 @takes_plugins
-def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record, a method's run folder, or a spec's results folder"),
-           plots: bool = typer.Option(True, help="write one heat-map PNG per layer and matrix (needs matplotlib: pip install 'mtlbench[plot]')"),
+def report(run: Path = typer.Argument(..., metavar="RUN",
+                                      help="a result record, a method's run folder, or a spec's results folder"),
+           plots: bool = typer.Option(True, help="write one heat-map PNG per layer and matrix "
+                                                 "(needs matplotlib: pip install 'mtlbench[plot]')"),
            figures: Path | None = typer.Option(None, help="folder for the PNGs (default: <run folder>/figures)"),
            matrix: str = typer.Option("distance", help="which matrices: distance | cosine | both"),
            top: int = typer.Option(5, min=1, help="most isolated tasks listed per layer")):
@@ -466,8 +472,9 @@ def report(run: Path = typer.Argument(..., metavar="RUN", help="a result record,
 @takes_plugins
 def check(spec: Path | None = typer.Argument(None, metavar="SPEC.yaml", help="the run spec whose records are "
                                                 "checked (with --claims: only the claims whose evidence uses it)"),
-          against: Path = typer.Option(..., help="reference results folder, e.g. results/reference (records under "
-                                                 "DIR/<spec name>/, and timing.json beside them if ratios are checked)"),
+          against: Path = typer.Option(..., help="reference results folder, e.g. results/reference (records "
+                                                 "under DIR/<spec name>/, and timing.json beside them if ratios "
+                                                 "are checked)"),
           results: Path | None = typer.Option(None, help="fresh results folder (default: the spec's output.dir)"),
           metric: str | None = typer.Option(None, help="metric compared (default: check.metric or the primary)"),
           split: str | None = typer.Option(None, help="test | val (default: check.split)"),

@@ -5,7 +5,6 @@ import functools
 import inspect
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -55,7 +54,7 @@ def takes_plugins(fn):
     """Decorator (under ``user_errors``): the command gets ``--plugin FILE.py`` (repeatable), and the files are
     loaded before it runs -- one declaration for every command that reads a spec or builds a model."""
     signature = inspect.signature(fn)
-    option = inspect.Parameter("plugin", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[Path]],
+    option = inspect.Parameter("plugin", inspect.Parameter.KEYWORD_ONLY, annotation=list[Path] | None,
                                default=typer.Option(None, "--plugin", metavar="FILE.py", help=PLUGIN_HELP))
 
     @functools.wraps(fn)
@@ -65,7 +64,7 @@ def takes_plugins(fn):
         return fn(*args, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), option])
-    wrapper.__annotations__ = {**fn.__annotations__, "plugin": Optional[list[Path]]}
+    wrapper.__annotations__ = {**fn.__annotations__, "plugin": list[Path] | None}
     return wrapper
 
 

@@ -54,12 +54,12 @@ def line_map(node: yaml.Node, loc: Loc = ()) -> dict[Loc, int]:
     lines = {loc: node.start_mark.line + 1}
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
-            sub = loc + (k.value,)
+            sub = (*loc, k.value)
             lines.update(line_map(v, sub))
             lines[sub] = k.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
-            lines.update(line_map(v, loc + (i,)))
+            lines.update(line_map(v, (*loc, i)))
     return lines
 
 

@@ -28,7 +28,8 @@ class DataSpec(Strict):
     """The one dataset of the spec: its name, where its prepared files are, its split and its own options."""
 
     dataset: str = Field(description="a registered dataset (mtlbench list datasets)")
-    path: Path | None = Field(default=None, description="directory written by `mtlbench prepare` (relative to the working directory)")
+    path: Path | None = Field(default=None, description="directory written by `mtlbench prepare` "
+                                                        "(relative to the working directory)")
     split_seed: Seed = Field(default=0, description="seed of the train/val/test split")
     options: dict[str, Any] = Field(default_factory=dict, description="the dataset's own options")
 

@@ -47,7 +47,8 @@ class SyntheticOptions(BaseModel):
                                            "one entry per task, e.g. YouTube-8M's 16 vertical sizes for timing)")
     latent_dim: int = Field(default=8, ge=1)
     task_noise: float = Field(default=0.3, ge=0.0, description="task-specific perturbation of group weights")
-    data_seed: int = Field(default=1234, ge=0, le=SEED_MAX, description="seed of the generating functions (not of the split)")
+    data_seed: int = Field(default=1234, ge=0, le=SEED_MAX,
+                           description="seed of the generating functions (not of the split)")
 
     @property
     def n_tasks(self) -> int:
@@ -140,7 +141,7 @@ class SyntheticVector(DatasetSource):
     def load(cls, options: SyntheticVectorOptions, split_seed: int, path: Path | None = None) -> MTLData:
         o = options
         gen = torch.Generator().manual_seed(o.data_seed)
-        names, nonlin, meta = task_layout(o)
+        names, nonlin, _ = task_layout(o)
         # Inputs lie near a latent_dim-dimensional subspace (as real video features are strongly correlated):
         # x = u A^T + noise, and every task's targets are a function of the latent u alone.
         u = torch.randn(o.n_examples, o.latent_dim, generator=gen)
@@ -188,7 +189,7 @@ class SyntheticImage(DatasetSource):
     def load(cls, options: SyntheticImageOptions, split_seed: int, path: Path | None = None) -> MTLData:
         o = options
         gen = torch.Generator().manual_seed(o.data_seed)
-        names, nonlin, meta = task_layout(o)
+        names, nonlin, _ = task_layout(o)
         n_max = max(class_counts(o, len(names)))
         banks = {fn: smooth_patterns(n_max, o.image_size, gen) for fn in dict.fromkeys(nonlin)}
         weights = task_weights(o, nonlin, gen, o.image_size ** 2)

@@ -95,7 +95,7 @@ def read_video_meta(files: list[Path]) -> dict[str, np.ndarray]:
         base += int(p["label_ptr"][-1])
     width = max(p["id"].dtype.itemsize for p in parts)
     return {"id": np.concatenate([p["id"].astype(f"S{width}") for p in parts]),
-            "label_ptr": np.concatenate(ptrs + [np.array([base])]).astype(np.int64),
+            "label_ptr": np.concatenate([*ptrs, np.array([base])]).astype(np.int64),
             "label_idx": np.concatenate([p["label_idx"] for p in parts]).astype(np.int64),
             "partition": np.concatenate([p["partition"] for p in parts])}
 

@@ -266,7 +266,8 @@ def eps_problems(name: str, factorisation: str, eps_or_k, backbone, info) -> lis
         modes = len(stacked_shape(layer)) + 1  # + the task axis
         n_svd = {"LAF": 1, "Tucker": modes, "TT": modes - 1}[factorisation]
         if len(eps_or_k) != n_svd:
-            problems.append(f"{name}: eps_or_k lists {len(eps_or_k)} values but layer {layer.name} ({modes}-mode tensor) "
+            problems.append(f"{name}: eps_or_k lists {len(eps_or_k)} values but layer {layer.name} "
+                            f"({modes}-mode tensor) "
                             f"needs {n_svd} for {factorisation} -- give one value per SVD or a single value")
             break
     return problems

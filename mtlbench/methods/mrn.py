@@ -10,7 +10,8 @@ covariances fixed, the regularizer in per-task matrix form (W_t in R^{D2 x D1}, 
 computed as M_t = Omega_out W_t Omega_in (batched), R = sum_t <W_t, sum_s Omega_task[t,s] M_s> -- no Kronecker
 product is ever formed. The loss gets ``c * R``. The paper's MAP objective is sum_n J + R / 2 with the
 data term *summed* over examples; the trainer averages the loss, so the paper's weighting is c = 1 / (2 N) for
-N training examples over all tasks -- set ``c`` so for an exact match. Every ``update_interval`` optimizer steps (``after_step``) the precisions are
+N training examples over all tasks -- set ``c`` so for an exact match. Every ``update_interval`` optimizer steps
+(``after_step``) the precisions are
 re-estimated in the order task -> out -> in, each from the freshly updated others, without gradient:
 - ``update_rule: paper``: the closed-form flip-flop MLE, e.g.
   Sigma_task[s,t] = tr(W_s^T Omega_out W_t Omega_in) / (D1 D2) + eps delta_st, inverted exactly (eigh, float64).
@@ -37,7 +38,8 @@ Measured behaviour (tests/test_mrn.py, 6 tasks in 2 planted groups, Adam): with 
 strength grows as the weights shrink (Omega ~ 1 / variance) and at the MLE the penalty is c times the number
 of regularised weights, so a large ``c`` collapses the regularised weights (toy: c = 1e-2 did, 1e-3 did not).
 On our YouTube-8M copy (3 x 128 MLP, 300 iterations, mAP@10; STL 0.754): paper rule c = 1e-3 0.523, 1e-4
-0.598, 1e-5 0.668, 1e-6 0.759; official rule c = 1e-3 0.757 (MRN_full: 1e-5 0.712, 1e-6 0.745, official 0.756). MRN_full estimates three covariances from one weight tensor; when
+0.598, 1e-5 0.668, 1e-6 0.759; official rule c = 1e-3 0.757 (MRN_full: 1e-5 0.712, 1e-6 0.745, official 0.756).
+MRN_full estimates three covariances from one weight tensor; when
 D1 is close to T * D2 the input covariance is nearly singular and with the default ``eps`` the learned task
 covariance can come out unstructured (seed-dependent); ``eps: 1e-2`` recovered the planted groups there.
 """

@@ -52,8 +52,8 @@ the gradients phi (g_1 + g_2) and (1 - phi)(g_1 + g_2): the same direction for e
 same update, the filters stay identical (cosine 1, always selected), theta_12 gets the gradient
 (g_1 + g_2) . (w_1 - w_2) = 0 and never moves: the trunk is Hard-Share's, not a learned sharing. Measured on two
 tasks, 30 SGD steps (tests/test_mtal.py): the two tasks' kernels are still bitwise identical in every layer,
-every filter is selected and every theta is exactly 0. With more tasks the gradients differ only by each task's own share
-(g_i / 2 against the others' mean), so the filters drift apart slowly while staying above delta (a prototype:
+every filter is selected and every theta is exactly 0. With more tasks the gradients differ only by each task's own
+share (g_i / 2 against the others' mean), so the filters drift apart slowly while staying above delta (a prototype:
 100% sharing after 1,000 steps with 7 tasks). ``shared_noise`` breaks the symmetry by noise; ``independent``
 draws each task's trunk on its own, as Algorithm 1 does. With independent random filters, chance similarity
 reaches delta = 0.4 mainly in low-dimensional kernels (P(cos >= 0.4) about 12.5% for 9-d, one input channel

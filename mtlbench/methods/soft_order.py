@@ -32,6 +32,7 @@ Shared layers that contain BatchNorm share its statistics across the depths they
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -127,7 +128,7 @@ class SoftOrder(MTLMethod):
         layers = nn.ModuleList(conv_layer(c, c, spec, pool=False) for _ in range(self.n_layers))
         h, w = conv_spatial(h, spec, self.depth), conv_spatial(w, spec, self.depth)
         dims = [c * h * w, *map(spec.scaled, spec.dense)]
-        post = nn.ModuleList(dense_layer(a, b, spec) for a, b in zip(dims, dims[1:]))
+        post = nn.ModuleList(dense_layer(a, b, spec) for a, b in itertools.pairwise(dims))
         return encoders, layers, post, dims[-1]
 
     # -- forward --------------------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ class SoftOrder(MTLMethod):
         weights = self.mixing()[row_task_index(segments, y.device)]  # [rows, D, L]
         shape = (len(y),) + (1,) * (y.dim() - 1)
         for d in range(self.depth):
-            y = sum(weights[:, d, l].view(shape) * layer(y, segments) for l, layer in enumerate(self.layers))
+            y = sum(weights[:, d, k].view(shape) * layer(y, segments) for k, layer in enumerate(self.layers))
             y = self.pool(y)
         y = y.flatten(1)
         for block in self.post:

@@ -54,7 +54,8 @@ class BackboneSpec(BaseModel):
     kind: Literal["auto", "mlp", "conv", "vgg"] = "auto"
     hidden: list[Width] = Field(default=[1024, 1024, 1024], min_length=1, description="MLP hidden widths")
     channels: list[Width] = Field(default=[6, 12, 24, 64], min_length=1, description="conv channels per block")
-    stages: list[Annotated[list[Width], Field(min_length=1)]] = Field(default=VGG16_STAGES, min_length=1, description="vgg: conv widths per stage")
+    stages: list[Annotated[list[Width], Field(min_length=1)]] = Field(default=VGG16_STAGES, min_length=1,
+                                                                      description="vgg: conv widths per stage")
     kernel_size: int = Field(default=3, ge=1)
     padding: int = Field(default=0, ge=0, description="conv kind: 0 = 'valid' convolutions as in the TAAN code "
                                                       "(vgg always pads to keep the size)")

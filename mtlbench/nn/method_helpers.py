@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -40,7 +40,7 @@ def raise_if_refused(cls: Any, info: DataInfo, backbone: BackboneSpec, params: A
 # -- fuse positions (Cross-Stitch, NDDR) ------------------------------------------------------------------------
 # stages: every stage end (every layer of the mlp and conv kinds, the pooling stages of vgg); all: every layer;
 # or a list of layer indices / names (fc1, conv3_3)
-Positions = Union[Literal["stages", "all"], list[int | str]]
+Positions = Literal["stages", "all"] | list[int | str]
 
 
 def resolve_positions(plan: Plan, positions: Positions) -> list[int]:

@@ -92,12 +92,13 @@ def npz_jobs(src: Path) -> tuple[list[TaskJob], list[Path], str]:
             n_chars, n_draw = block.shape[:2]
             x = (~block).reshape(-1, 1, SIDE, SIDE).astype(np.uint8)
             y = np.repeat(np.arange(n_chars), n_draw)
-            key = np.repeat(np.arange(a["first"], a["last"] + 1), n_draw) * 100 + np.tile(np.arange(1, n_draw + 1), n_chars)
+            key = (np.repeat(np.arange(a["first"], a["last"] + 1), n_draw) * 100
+                   + np.tile(np.arange(1, n_draw + 1), n_chars))
             return TaskArrays(a["name"], x, y, key, [f"character{c + 1:02d}" for c in range(n_chars)],
                               extra={"set": a["set"], "char_ids": [a["first"], a["last"]]})
         return TaskJob(a["name"], build)
 
-    return [job(a) for a in alphabets], files + [src / "alphabets.csv"], "npz"
+    return [job(a) for a in alphabets], [*files, src / "alphabets.csv"], "npz"
 
 
 # -- the original PNG layout (folders or zips) -------------------------------------------------------------

@@ -193,7 +193,7 @@ def prepare_youtube8m(src: Path | list[Path], vocabulary: Path, out: Path, seed:
     spaces = label_spaces(vocab, vocabulary)
     files, root = find_tfrecords(srcs)
     split = resolve_split(split, files)
-    sources = sources_entry(files + [vocabulary], root, progress)
+    sources = sources_entry([*files, vocabulary], root, progress)
     request = {"dataset": "youtube8m", "format_version": FORMAT_VERSION, "sources": sources["tree_sha256"],
                "seed": seed, "split": split, "group_bytes": GROUP_BYTES}
     with PreparedWriter(out, request, force=force) as writer:
@@ -248,4 +248,4 @@ def finish(writer: PreparedWriter, shards: list[str], vocab, spaces, sources, se
                 "split": {"seed": seed, "file": "split.h5",
                           "schemes": {"default": {**scheme, "sizes": split_counts(codes)}}},
                 "tasks": tasks, "metadata": {"source": "YouTube-8M video-level features", "split_mode": split}}
-    return writer.finish(manifest, shards + ["split.h5"])
+    return writer.finish(manifest, [*shards, "split.h5"])

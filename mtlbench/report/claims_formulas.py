@@ -25,7 +25,7 @@ def taan_lemma1_printed() -> tuple[bool, str, str]:
     points = [(0.0, 1.0, 1.5), (0.5, 1.2, 1.0), (-0.7, 0.8, 2.0)]
     errors = [lemma1_printed_b0_bb(*pt) - b0_bb_by_quadrature(*pt) for pt in points]
     shown = "; ".join(f"mu={m:g}, sigma={s:g}, b={b:g}: {e:+.2e}" for (m, s, b), e in zip(points, errors))
-    return all(abs(e) < 1e-9 for e in errors), f"printed − quadrature: {shown}", "quadrature, 3 points"
+    return all(abs(e) < 1e-9 for e in errors), f"printed − quadrature: {shown}", "quadrature, 3 points"  # noqa: RUF001 (the rendered minus sign)
 
 
 def taan_lemma1_expected_error(mu: float, sigma: float) -> float:

@@ -16,7 +16,8 @@ from mtlbench.results import RunRecord
 
 RATIOS = {"pair_entries": "(a) shared pairs %", "filters_with_partner": "(b) filters with a partner %",
           "compression": "(c) compression %"}
-TOTALS = {"mean": "Total", "by_filters": "Total, weighted by filters", "by_params": "Total, weighted by kernel parameters"}
+TOTALS = {"mean": "Total", "by_filters": "Total, weighted by filters",
+          "by_params": "Total, weighted by kernel parameters"}
 # VGG-16's conv layers as (filters, input channels), for what the paper's rows imply as totals
 VGG16_CONV = [(64, 3), (64, 64), (128, 64), (128, 128), (256, 128), (256, 256), (256, 256), (512, 256), (512, 512),
               (512, 512), (512, 512), (512, 512), (512, 512)]

@@ -78,7 +78,8 @@ def sweep_png(points: list[SweepPoint], sweep: dict, metric: str, path: Path) ->
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise MTLBenchError("the sweep figure needs matplotlib: pip install 'mtlbench[plot]' (or use --no-plot)") from None
+        raise MTLBenchError("the sweep figure needs matplotlib: pip install 'mtlbench[plot]' "
+                            "(or use --no-plot)") from None
     done = [p for p in points if p.seeds]
     if not done or not all(isinstance(p.value, (int, float)) for p in done):
         raise MTLBenchError("the sweep figure needs finished points with numeric values")

@@ -152,7 +152,8 @@ def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, dive
     scale = 100.0 if "(%)" in paper.get("metric", "") else 1.0
     aliases = paper.get("column_aliases") or {}
     mapped = [our_column(c, tasks, aliases) for c in cols]
-    unavailable = {c: how for c, how in paper.get("unavailable", {}).items() if our_column(c, tasks, aliases) not in tasks}
+    unavailable = {c: how for c, how in paper.get("unavailable", {}).items()
+                   if our_column(c, tasks, aliases) not in tasks}
     table = Table(paper["title"], ["method", "source", *cols], [], notes=[f"metric: {paper.get('metric', metric)}"])
     order = list(dict.fromkeys([*ours, *paper["rows"]]))
     index = {}
@@ -160,7 +161,8 @@ def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, dive
         if row in ours:
             index[row] = len(table.rows)
             table.rows.append([row, f"ours (n={seeds.get(row, 0)})",
-                               *[NA if c in unavailable else our_paper_cell(agg, params, row, c, m, scale, row in diverged)
+                               *[NA if c in unavailable
+                                 else our_paper_cell(agg, params, row, c, m, scale, row in diverged)
                                  for c, m in zip(cols, mapped)]])
         if row in paper["rows"]:
             table.rows.append([row, "paper", *[fmt_paper(v) for v in paper["rows"][row]]])
@@ -170,7 +172,8 @@ def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, dive
     table.notes += [f"{NA}: {c} -- {how}" for c, how in unavailable.items()]
     renamed = {c: a for c, a in aliases.items() if c in cols}
     if renamed:
-        table.notes.append("paper columns shown with our tasks: " + ", ".join(f"{c} = our {a}" for c, a in renamed.items()))
+        table.notes.append("paper columns shown with our tasks: "
+                           + ", ".join(f"{c} = our {a}" for c, a in renamed.items()))
     missing = [r for r in ours if r not in seeds]
     if missing:
         table.notes.append(f"no result yet for {', '.join(missing)}: run `mtlbench train {spec_hint}`")

@@ -22,8 +22,8 @@ def build_timing_table(timing: dict, paper: dict | None = None) -> Table:
         header += ["paper train s", "paper infer s"]
     table = Table(title, header, [])
     for r in timing["results"]:
-        row = [r["row"], fmt_seconds(r["train_s"]), fmt_range(r["train_min"], r["train_max"]), fmt_seconds(r["infer_s"]),
-               fmt_range(r["infer_min"], r["infer_max"]), f"{r['data_s']:.3f}",
+        row = [r["row"], fmt_seconds(r["train_s"]), fmt_range(r["train_min"], r["train_max"]),
+               fmt_seconds(r["infer_s"]), fmt_range(r["infer_min"], r["infer_max"]), f"{r['data_s']:.3f}",
                DASH if r["ratio_train"] is None else f"{r['ratio_train']:.2f}x",
                DASH if r["ratio_infer"] is None else f"{r['ratio_infer']:.2f}x", fmt_params(r["n_params"])]
         row += [fmt_seconds(r.get("fit_s"))] if fits else []

@@ -17,7 +17,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Union
 
 import crc32c
 import numpy as np
@@ -27,7 +26,7 @@ from mtlbench.errors import DataError
 _MASK_DELTA = 0xA282EAD8
 _HEADER = struct.Struct("<QI")
 _FOOTER = struct.Struct("<I")
-FeatureValue = Union[list, np.ndarray]
+FeatureValue = list | np.ndarray
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -50,7 +49,7 @@ def iter_records(path: Path) -> Iterator[tuple[int, int, bytes]]:
     Raises DataError at the first record whose framing or checksums are wrong."""
     path = Path(path)
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 -- opened apart from `with f:` below so only open()'s OSError is mapped
     except OSError as e:
         raise DataError(f"{path}: cannot open TFRecord file ({e.strerror})") from None
     with f:

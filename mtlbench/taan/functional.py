@@ -90,10 +90,7 @@ def trace_norm_reg(alpha: torch.Tensor, *, fidelity: str = "paper") -> torch.Ten
     alpha = _tensor(alpha)
     _check_fidelity(fidelity)
     a = alpha.to(torch.float64)
-    if fidelity == "taan_code":
-        value = torch.linalg.vector_norm(a, dim=1).sum()
-    else:
-        value = torch.linalg.svdvals(a).sum()
+    value = torch.linalg.vector_norm(a, dim=1).sum() if fidelity == "taan_code" else torch.linalg.svdvals(a).sum()
     return value.to(alpha.dtype)
 
 

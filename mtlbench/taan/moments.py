@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
 
 import torch
 
-Number = Union[float, int, torch.Tensor]
+Number = float | int | torch.Tensor
 # A Gaussian mixture as (weight, mu, sigma) components; None means the standard normal N(0, 1).
-GMM = Union[Sequence[Sequence[float]], None]
+GMM = Sequence[Sequence[float]] | None
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
