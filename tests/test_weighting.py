@@ -24,8 +24,8 @@ from mtlbench.cli import app
 from mtlbench.config.loader import load_spec
 from mtlbench.registry import WEIGHTINGS
 from mtlbench.results import read_record
-from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.run import load_data, run_spec
+from mtlbench.training.run_plan import plan_cells
 from mtlbench.training.trainer import train_run
 from mtlbench.training.weighted import per_task_gradients
 from mtlbench.weighting.base import StepContext

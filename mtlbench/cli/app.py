@@ -383,8 +383,8 @@ def compare(target: str = typer.Argument(..., metavar="SPEC_OR_TABLE",
 @user_errors
 @takes_plugins
 def export(spec: Path = typer.Argument(..., metavar="SPEC.yaml", help="a run spec (YAML) whose records are exported"),
-           results: Optional[Path] = typer.Option(None, help="results directory (default: the spec's output.dir)"),
-           out_file: Optional[Path] = typer.Option(None, "--out", metavar="CSV", help="write here (default: stdout)")):
+           results: Path | None = typer.Option(None, help="results directory (default: the spec's output.dir)"),
+           out_file: Path | None = typer.Option(None, "--out", metavar="CSV", help="write here (default: stdout)")):
     """Every stored score of SPEC's records as one long CSV table: one row per method, label, weighting, seed,
     task, split and metric, with the selected step and the code version and run identity (pandas.read_csv reads
     it as it is). Never trains."""

@@ -96,7 +96,7 @@ def weighting_sweep_problems(sw, method, rows, problems) -> None:
             problems.add(("sweep", "values", i), f"expected a weighting name or {{name, options}}: "
                                                  f"{e.errors()[0]['msg']} (got {value!r})")
             continue
-        for where, reason in weighting_problems(entry, method.cls):
+        for _where, reason in weighting_problems(entry, method.cls):
             problems.add(("sweep", "values", i), reason)
 
 

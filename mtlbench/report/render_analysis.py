@@ -13,8 +13,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mtlbench.report.analysis import (Isolation, LayerMatrices, group_separation, isolation, isolation_over_seeds,
-                                      layer_matrices)
+from mtlbench.report.analysis import (
+    Isolation,
+    LayerMatrices,
+    group_separation,
+    isolation,
+    isolation_over_seeds,
+    layer_matrices,
+)
 from mtlbench.report.weights import print_task_weights
 from mtlbench.results import RunRecord
 

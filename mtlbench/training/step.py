@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlbench.config.resolved import ResolvedSpec
-from mtlbench.store.dataset import TaskInfo
 from mtlbench.nn.method import MTLMethod
+from mtlbench.store.dataset import TaskInfo
 from mtlbench.training.distributed import SINGLE, Dist, unwrap
-from mtlbench.training.precision import Precision
 from mtlbench.training.optim import optimizer_groups
-from mtlbench.training.weighted import weighted_step  # noqa: I001 -- the block's order predates this line
+from mtlbench.training.precision import Precision
+from mtlbench.training.weighted import weighted_step
 from mtlbench.weighting.base import Weighting
 
 

@@ -11,8 +11,8 @@ optimizer stepped), in three parts:
    - a gradient weighting: the per-task gradients of the shared parameters from ONE ordinary backward pass
      where the tasks' rows are disjoint in the shared layers (task_blocks.py: Hard-Share, TAAN without
      BatchNorm), else the Jacobian of every parameter in one batched backward (``is_grads_batched``) where the
-     graph allows it, else one pass per task; summed over ranks (the one-process Jacobian), unscaled under fp16, then the
-     shared parameters' rows aggregated (``MTLMethod.shared_params``) and each other parameter given its own task's
+     graph allows it, else one pass per task; summed over ranks (the one-process Jacobian), unscaled under fp16, then
+     the shared parameters' rows aggregated (``MTLMethod.shared_params``) and each other parameter given its own task's
      gradient; the regularizer's gradient is added after;
 3. the optimizer step (the fp16 scaler skips it when a gradient is not finite), the method's after_step, and
    the weighting's (FAMO recomputes the batch's losses for it: one more forward, no backward).
