@@ -32,6 +32,14 @@ RECORD_SCHEMA = 2
 # Bumped when a change alters what a run trains or stores, so that older records stop counting as finished
 # runs of the current code. Part of the code version, with the package version.
 TRAINING_VERSION = 1
+# Per-method computation versions, bumped when what one method computes changes, so that its older records
+# stop counting as finished runs of the current code while every other row keeps its identity (the package's
+# TRAINING_VERSION would change them all). Above 1 a version is part of the run key and stored in the record;
+# `compare` marks a row's records of an older version. Kept here, not on the method classes, so that reading
+# records needs no torch.
+# DMTRL 2: the SVD factors train at 0.03 x lr by default (``factors_lr_mult``; version 1 trained them at lr),
+# and the dense layers apply their factors to the inputs (the [in, out, T] tensor is never rebuilt).
+METHOD_VERSIONS = {"dmtrl_laf": 2, "dmtrl_tucker": 2, "dmtrl_tt": 2}
 # training.* fields that say how a run is executed, not what is trained: not part of a run's identity.
 HOW_TO_RUN = ("threads", "device", "eval_batch", "checkpoint_every", "sync_batchnorm")
 # training.* fields added after records existed, with the value every earlier run had: left out of the key at
@@ -41,6 +49,11 @@ ADDED_LATER = {"amp": "none"}
 
 def code_version(package: str | None = __version__) -> str:
     return f"{package}+t{TRAINING_VERSION}"
+
+
+def method_version(method: str) -> int:
+    """The computation version of a registered method name (``METHOD_VERSIONS``; 1 unless it was bumped)."""
+    return METHOD_VERSIONS.get(method, 1)
 
 
 class MetricScores(BaseModel):
@@ -100,12 +113,14 @@ class RunRecord(BaseModel):
     # sha256 of the code of each of the row's entries from outside the package, e.g. {"method": "1f0c..."}
     # (mtlbench/plugins.py); absent for a row of built-ins only
     plugins: dict[str, str] | None = None
+    # the method's computation version when it was > 1 (``MTLMethod.version``); absent: version 1
+    method_version: int | None = None
     path: Path | None = Field(default=None, exclude=True)  # where it was read from or written to
 
     @model_serializer(mode="wrap")
     def _without_absent_reuse(self, handler):
         out = handler(self)  # a record trained here stores no reused_from at all (the layout records always had)
-        for key in ("reused_from", "plugins"):
+        for key in ("reused_from", "plugins", "method_version"):
             if out.get(key) is None:
                 out.pop(key, None)
         return out
@@ -185,8 +200,11 @@ def experiment_key(spec: dict, row: str) -> dict:
             "training": training, "metrics": (spec.get("evaluation") or {}).get("metrics")}
 
 
-def run_key(spec: dict, row: str, seed: int, code: str) -> dict:
-    return {"experiment": experiment_key(spec, row), "seed": seed, "code": code}
+def run_key(spec: dict, row: str, seed: int, code: str, method_version: int = 1) -> dict:
+    """``method_version`` (the method's ``MTLMethod.version``) enters the key only above 1, so a method whose
+    computation changed gets new identities while every other row keeps its own."""
+    key = {"experiment": experiment_key(spec, row), "seed": seed, "code": code}
+    return key if method_version <= 1 else {**key, "method_version": method_version}
 
 
 def identity_hash(key: dict) -> str:

@@ -9,7 +9,8 @@ to gradcheck in tests/test_taan_kernels.py; here TAAN runs its eager kernels, wh
 DMTRL-Tucker's three entries and DMTRL-TT's two were re-recorded when dense layers came to be applied through
 their factors instead of building the weight tensor: the first step's loss moved by ~5e-7 (float32 rounding),
 30 Adam steps grew that to at most 0.5% of the eval logits; tests/test_dmtrl.py holds the two paths equal in
-float64, in value and gradient."""
+float64, in value and gradient. All eight DMTRL entries were re-recorded at DMTRL version 2, whose SVD factors train at
+0.03 x lr by default (mtlbench/methods/dmtrl.py, FACTORS_LR_MULT); every other entry is unchanged."""
 from __future__ import annotations
 
 import json

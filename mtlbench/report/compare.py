@@ -14,7 +14,7 @@ from mtlbench.errors import UsageError
 from mtlbench.report.cells import Table, aggregate
 from mtlbench.report.sharing import sharing_table
 from mtlbench.report.tables import build_table
-from mtlbench.results import RunRecord, experiment_key, load_records, tidy
+from mtlbench.results import RunRecord, experiment_key, load_records, method_version, tidy
 
 BENCHMARKS = Path("benchmarks")
 
@@ -82,6 +82,22 @@ def spec_records(spec, results: Path | None) -> tuple[list[RunRecord], list[RunR
     return [r for r in records if r not in stale], stale
 
 
+def old_version_note(records: list[RunRecord]) -> str | None:
+    """A note naming the rows whose records were made by an older computation of their method
+    (results.METHOD_VERSIONS): they are shown, marked; `train` refuses to skip or overwrite them without --force."""
+    old = [r for r in records if (r.method_version or 1) < method_version(r.method)]
+    if not old:
+        return None
+    rows = ", ".join(sorted({r.row for r in old}))
+    by_version: dict[tuple[int, int], set[str]] = {}
+    for r in old:
+        by_version.setdefault((r.method_version or 1, method_version(r.method)), set()).add(r.method)
+    versions = "; ".join(f"{', '.join(sorted(names))} version {was}, now {now}"
+                         for (was, now), names in sorted(by_version.items()))
+    return (f"old computation: {len(old)} record(s) of {rows} were made by an older version of their method "
+            f"({versions}); shown as made; `mtlbench train --force --rows ROW` retrains them")
+
+
 def stale_note(stale: list[RunRecord]) -> str:
     return (f"left out {len(stale)} record(s) made with other settings of the same rows (e.g. {stale[0].path}); "
             "re-run them or move them away")
@@ -105,6 +121,8 @@ def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, s
                             reference=reference_row(spec, vs, paper), correction=correction)
     if stale:
         table.notes.append(stale_note(stale))
+    if (note := old_version_note(records)) is not None:
+        table.notes.append(note)
     return table
 
 
@@ -138,6 +156,8 @@ def sweep_report(resolved, results: Path | None, metric: str | None, split: str,
     table = sweep_table(points, sweep, records[0].tasks if records else [], metric, split)
     if stale:
         table.notes.append(stale_note(stale))
+    if (note := old_version_note(records)) is not None:
+        table.notes.append(note)
     if plot is not None:
         table.notes.append(f"figure: {sweep_png(points, sweep, metric, Path(plot))}")
     return table

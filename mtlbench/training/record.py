@@ -29,4 +29,4 @@ def make_record(resolved: ResolvedSpec, cell: RunCell, data: MTLData, model: MTL
         paper_faithful=tr.select_on == "test" or bool(data.info.metadata.get("val_is_test")),
         deterministic=tr.deterministic, n_params=count_parameters(model), data_checksum=data.info.checksum,
         env={**fingerprint(device), **(env_extra or {})}, summary=model.summary() if ok else {},
-        plugins=cell.key.get("plugins"), **outcome)
+        plugins=cell.key.get("plugins"), method_version=cell.key.get("method_version"), **outcome)

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from mtlbench.config.resolved import ResolvedMethod, ResolvedSpec
 from mtlbench.config.schema import RunSpec
 from mtlbench.plugins import row_plugins, with_plugins
-from mtlbench.results import RunRecord, code_version, identity_hash, key_differences, record_path, run_key
+from mtlbench.results import (RunRecord, code_version, identity_hash, key_differences, method_version, record_path,
+                              run_key)
 
 
 @dataclass
@@ -50,8 +51,8 @@ def plan_cells(resolved: ResolvedSpec, seeds: list[int], out_dir: Path) -> list[
     plugins = {m.entry.row: row_plugins(spec, m.entry.row, {"method": m.cls, "dataset": resolved.dataset})
                for m in resolved.methods}
     return [RunCell(m, seed, record_path(out_dir, resolved.spec.name, m.entry.row, seed),
-                    with_plugins(run_key(spec, m.entry.row, seed, code), plugins[m.entry.row]), spec,
-                    str(resolved.file))
+                    with_plugins(run_key(spec, m.entry.row, seed, code, method_version(m.entry.name)),
+                                 plugins[m.entry.row]), spec, str(resolved.file))
             for m in resolved.methods for seed in seeds]
 
 
@@ -62,7 +63,8 @@ def stored_key(record: RunRecord) -> dict | None:
         spec = RunSpec.model_validate(record.spec).model_dump(mode="json")
     except ValidationError:
         return None
-    return with_plugins(run_key(spec, record.row, record.seed, record.written_by), record.plugins)
+    return with_plugins(run_key(spec, record.row, record.seed, record.written_by, record.method_version or 1),
+                        record.plugins)
 
 
 def skipped_line(cell: RunCell, record: RunRecord) -> str:
