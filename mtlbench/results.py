@@ -41,7 +41,7 @@ TRAINING_VERSION = 1
 # and the dense layers apply their factors to the inputs (the [in, out, T] tensor is never rebuilt).
 METHOD_VERSIONS = {"dmtrl_laf": 2, "dmtrl_tucker": 2, "dmtrl_tt": 2}
 # training.* fields that say how a run is executed, not what is trained: not part of a run's identity.
-HOW_TO_RUN = ("threads", "device", "eval_batch", "checkpoint_every", "sync_batchnorm")
+HOW_TO_RUN = ("threads", "device", "eval_batch", "checkpoint_every", "sync_batchnorm", "kernel")
 # training.* fields added after records existed, with the value every earlier run had: left out of the key at
 # that value, so earlier records and state files keep their identity (and compare keeps their rows).
 ADDED_LATER = {"amp": "none"}

@@ -838,3 +838,21 @@ def test_a_cuda_index_beyond_the_devices_is_refused(tmp_path):
     assert result.exit_code == 2
     assert result.output == (f"error: {spec}:9: training.device: 'cuda:99' asked for, but this machine has "
                              f"{torch.cuda.device_count()} CUDA device(s)\n")
+
+
+@pytest.mark.parametrize("command", ["validate", "train"])
+def test_a_fused_kernel_without_conv_blocks_is_refused(tmp_path, command):
+    spec = spec_file(tmp_path, GOOD.replace("threads: 1}", "threads: 1, kernel: fused}"))
+    result = runner.invoke(app, [command, str(spec)])
+    assert result.exit_code == 2
+    assert result.output == (f"error: {spec}:9: training.kernel: fused runs conv blocks, and every trunk of this "
+                             f"spec is mlp; use auto or eager\n")
+
+
+def test_a_fused_kernel_under_mixed_precision_is_refused(tmp_path):
+    text = IMAGES.replace("{kind: mlp, hidden: [8]}", "{channels: [4], dense: [8]}")
+    spec = spec_file(tmp_path, text.replace("threads: 1}", "threads: 1, kernel: fused, amp: bf16}"))
+    result = runner.invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 2
+    assert result.output.endswith("training.kernel: fused runs float32 and float64 blocks, not amp: bf16; use "
+                                  "auto (eager under amp) or eager\n"), result.output

@@ -23,7 +23,7 @@ from mtlbench.config.schema import RunSpec
 from mtlbench.config.sweep import option_names, sweep_problems
 from mtlbench.errors import MTLBenchError, SpecError
 from mtlbench.metrics import get_metric
-from mtlbench.nn.layer_plan import backbone_problems
+from mtlbench.nn.layer_plan import backbone_problems, trunk_kind
 from mtlbench.registry import DATASETS, METHODS, UnknownNameError
 from mtlbench.store.dataset import DataInfo, DatasetSource
 
@@ -269,6 +269,7 @@ def load_spec(path: str | Path, check_data: bool = True) -> ResolvedSpec:
     check_optimizer_groups(spec, methods, problems)
     if info is not None:
         check_methods(spec, methods, info, problems)
+        check_kernel(spec, methods, info, problems)
     check_metrics(spec, info, problems)
     check_weightings(spec, methods, problems)
     check_data_parallel(spec, methods, problems)
@@ -388,6 +389,19 @@ def check_weightings(spec: RunSpec, methods: list[ResolvedMethod], problems: Pro
         i = spec.methods.index(m.entry)
         for where, reason in weighting_problems(m.entry.weighting, m.cls):
             problems.add(("methods", i, "weighting", *where), reason)
+
+
+def check_kernel(spec: RunSpec, methods: list[ResolvedMethod], info: DataInfo, problems: Problems) -> None:
+    """``training.kernel: fused`` needs a conv block to run on and float32/float64 activations."""
+    if spec.training.kernel != "fused":
+        return
+    kinds = {trunk_kind(info, spec.backbone_for(m.entry)) for m in methods if not m.cls.raw_inputs}
+    if kinds and not kinds & {"conv", "vgg"}:
+        problems.add(("training", "kernel"), f"fused runs conv blocks, and every trunk of this spec is "
+                     f"{'/'.join(sorted(kinds))}; use auto or eager")
+    elif spec.training.amp != "none":
+        problems.add(("training", "kernel"), f"fused runs float32 and float64 blocks, not amp: "
+                     f"{spec.training.amp}; use auto (eager under amp) or eager")
 
 
 def check_metrics(spec: RunSpec, info: DataInfo | None, problems: Problems) -> None:

@@ -167,6 +167,10 @@ class TrainingSpec(Strict):
                                                             "same record on CPU)")
     amp: Literal["none", "bf16", "fp16"] = Field(
         default="none", description="mixed precision: autocast to bfloat16 or float16 (fp16 with a loss scaler)")
+    kernel: Literal["auto", "eager", "fused"] = Field(
+        default="auto", description="conv blocks: fused (channels_last, pooling before BatchNorm's affine map "
+        "and ReLU: the same function, fewer passes), eager (the blocks as written: the reference), auto (fused "
+        "on conv and vgg trunks)")
     sync_batchnorm: bool = Field(
         default=False, description="data-parallel runs (torchrun): BatchNorm statistics over the global batch "
                                    "instead of each rank's slice")

@@ -94,6 +94,8 @@ Segments = Sequence[tuple[int, int]]
 class ReLU(nn.Module):
     """ReLU taking the row segments that task-aware activations need (and ignoring them)."""
 
+    commutes_with_max_pool = True  # non-decreasing: the fast conv path pools first (mtlbench.nn.fast_conv)
+
     def forward(self, z: torch.Tensor, segments: Segments | None = None) -> torch.Tensor:
         return torch.relu(z)
 

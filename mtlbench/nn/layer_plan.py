@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlbench.errors import SpecError
+from mtlbench.nn import fast_conv
 from mtlbench.nn.backbone import ActFactory, BackboneSpec, Segments, TrunkInput, init_shared, relu_factory
 from mtlbench.store.dataset import DataInfo
 
@@ -190,6 +191,8 @@ class Bias(nn.Module):
 
 
 class Block(nn.Module):
+    fast = False  # the fast conv path (mtlbench.nn.fast_conv.configure sets it per block)
+
     def __init__(self, affine: nn.Module, norm: nn.Module, act: nn.Module, pool: nn.Module, dropout: float):
         super().__init__()
         self.affine, self.norm, self.act, self.pool = affine, norm, act, pool
@@ -197,9 +200,13 @@ class Block(nn.Module):
 
     def finish(self, z: torch.Tensor, segments: Segments | None = None) -> torch.Tensor:
         """Everything after the affine map: BatchNorm, activation, pooling, dropout."""
+        if self.fast:
+            return fast_conv.finish(self, z, segments)
         return self.drop(self.pool(self.act(self.norm(z), segments)))
 
     def forward(self, x: torch.Tensor, segments: Segments | None = None) -> torch.Tensor:
+        if self.fast:
+            return fast_conv.forward(self, x, segments)
         return self.finish(self.affine(x), segments)
 
 

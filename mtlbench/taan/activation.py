@@ -107,13 +107,23 @@ def adaptive_activation(z: torch.Tensor, alpha: torch.Tensor, b: torch.Tensor, s
     blocks = row_blocks(segments, z.shape[0], alpha.shape[0])
     if alpha.shape[-1] != b.numel():
         raise ValueError(f"alpha has {alpha.shape[-1]} coefficients per task but b has {b.numel()} hinges")
-    x2 = z.reshape(z.shape[0], -1)
-    if not x2.is_contiguous():
-        x2 = x2.contiguous()
+    x2, back = rows_of(z)
     lay = Layout.build(alpha, b, blocks, grid, x2.dtype, x2.device)
     if not (torch.is_grad_enabled() and (z.requires_grad or alpha.requires_grad or b.requires_grad)):
-        return run_kernel(kernel, x2, "values", x2, lay).view(z.shape)  # inference: nothing saved
-    return _FastAdaptiveActivation.apply(x2, alpha, b, lay, kernel).view(z.shape)
+        return back(run_kernel(kernel, x2, "values", x2, lay))  # inference: nothing saved
+    return back(_FastAdaptiveActivation.apply(x2, alpha, b, lay, kernel))
+
+
+def rows_of(z: torch.Tensor):
+    """(z as contiguous rows [N, D], the map from such rows back to z's shape and layout). A channels_last
+    feature map is read in its own memory order (a view, no copy): F acts elementwise and its tables depend on
+    the row's task only, so the order of a row's elements does not matter."""
+    n = z.shape[0]
+    if z.dim() == 4 and not z.is_contiguous() and z.is_contiguous(memory_format=torch.channels_last):
+        nhwc = z.permute(0, 2, 3, 1)
+        return nhwc.reshape(n, -1), lambda y: y.view(nhwc.shape).permute(0, 3, 1, 2)
+    x2 = z.reshape(n, -1)
+    return (x2 if x2.is_contiguous() else x2.contiguous()), lambda y: y.view(z.shape)
 
 
 def naive_adaptive_activation(z: torch.Tensor, alpha: torch.Tensor, b: torch.Tensor, segments: Segments

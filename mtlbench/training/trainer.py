@@ -25,6 +25,7 @@ import torch
 from mtlbench.config.resolved import ResolvedMethod, ResolvedSpec
 from mtlbench.errors import UsageError
 from mtlbench.metrics import get_metric
+from mtlbench.nn import fast_conv
 from mtlbench.nn.method import MTLMethod
 from mtlbench.results import RunRecord
 from mtlbench.store.dataset import MTLData
@@ -74,7 +75,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def build_model(resolved: ResolvedSpec, method: ResolvedMethod, data: MTLData, seed: int = 0) -> MTLMethod:
-    return method.cls(data.info, resolved.spec.backbone_for(method.entry), method.params_for(seed))
+    model = method.cls(data.info, resolved.spec.backbone_for(method.entry), method.params_for(seed))
+    return fast_conv.configure(model, resolved.spec.training.kernel)
 
 
 def check_finite(iteration: int, loss: float, reg: torch.Tensor | None, precision: Precision | None = None) -> None:
