@@ -70,7 +70,17 @@ def test_the_fused_path_is_taken():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("name", CONV_METHODS)
 def test_fused_equals_eager(name, dtype):
-    eager, fused, data = pair(name, dtype)
+    check_equal(*pair(name, dtype), dtype)
+
+
+@pytest.mark.parametrize("name", ["hard_share", "mtal", "taan"])
+def test_fused_equals_eager_on_a_vgg_trunk(name):
+    """VGG stages: convolutions without pooling inside a stage (BatchNorm and the activation, no pool)."""
+    vgg = BackboneSpec(kind="vgg", stages=[[4], [8, 8]], dense=[16])
+    check_equal(*pair(name, torch.float64, backbone=vgg), torch.float64)
+
+
+def check_equal(eager, fused, data, dtype):
     torch.manual_seed(1)
     outs_e, evals_e = run(eager, data, dtype)
     torch.manual_seed(1)
