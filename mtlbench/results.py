@@ -113,7 +113,7 @@ class RunRecord(BaseModel):
     # sha256 of the code of each of the row's entries from outside the package, e.g. {"method": "1f0c..."}
     # (mtlbench/plugins.py); absent for a row of built-ins only
     plugins: dict[str, str] | None = None
-    # the method's computation version when it was > 1 (``MTLMethod.version``); absent: version 1
+    # the method's computation version when it was > 1 (METHOD_VERSIONS); absent: version 1
     method_version: int | None = None
     path: Path | None = Field(default=None, exclude=True)  # where it was read from or written to
 
