@@ -151,3 +151,15 @@ def test_sweep_needs_a_sweep_section_and_works_for_any_method_option(write_spec,
     points = expand_sweep(load_spec(taan))
     assert [m.entry.row for m in points.methods] == ["TAAN+L_dis reg_coef=0.1", "TAAN+L_dis reg_coef=0.2"]
     assert [m.params.reg_coef for m in points.methods] == [0.1, 0.2] and points.methods[0].params.reg == "dis"
+
+
+def test_table6_note_says_the_papers_ratios_are_multiples_of_one_24th():
+    from mtlbench.report.sharing import paper_denominator_note
+    note = paper_denominator_note(get_paper_table("mtal_table6_sharing_ratio"))
+    assert "multiple of 1/24 (8.3 = 2/24, 12.5 = 3/24, 16.7 = 4/24)" in note
+    # Conv1_1's 12.5% is 8 of its 64 filters; the 16.7% and 8.3% rows are no whole number of their filters
+    assert "not a layer's filter count" in note and "Conv2_1, Conv3_1" in note and "Conv1_1" not in note
+    # percentages that are whole numbers of each layer's filters (k/64 ... k/512) give no such finding
+    from mtlbench.report.sharing import VGG16_CONV
+    planted = {"rows": {f"L{i}": [round(100 * 3 / f, 1)] for i, (f, _) in enumerate(VGG16_CONV)}}
+    assert "filter count" not in paper_denominator_note(planted)

@@ -137,3 +137,18 @@ def test_every_parameter_gets_a_gradient(shape, spec):
     model = SoftOrder(info_of([shape] * 3), spec, SoftOrder.Params())
     sum(o.square().mean() for o in model([torch.randn(4, *shape) for _ in range(3)])).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_batchnorm_statistics_belong_to_the_layer_not_the_depth():
+    """Meyerson & Miikkulainen's y_d = sum_l s_{t,d,l} F_l(y_{d-1}) applies the same function F_l at every depth,
+    and the TAAN code's SoftOrderNet reuses one module per soft layer at both depths (its BatchNorm, commented out,
+    sits inside that module): a layer's BatchNorm is one set of running statistics, updated at every depth."""
+    torch.manual_seed(2)
+    info = info_of([(1, 16, 16)] * 2)
+    spec = BackboneSpec(channels=[4, 4, 4, 4], padding=1, dense=[5], conv_batch_norm=True)
+    model = SoftOrder(info, spec, SoftOrder.Params(depth=2)).train()
+    norms = [m for m in model.layers.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == model.n_layers == 3  # one per shared layer, none per depth
+    model([torch.randn(6, 1, 16, 16) for _ in range(2)])
+    # every shared layer ran once per depth (all tasks' rows in one call): D updates of its one statistics
+    assert [int(n.num_batches_tracked) for n in norms] == [model.depth] * 3

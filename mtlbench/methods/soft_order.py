@@ -28,7 +28,9 @@ Known limits: the TAAN Omniglot Soft-Order net is not published, so the conv map
 backbone must be given equal channels and shape-preserving padding; ``check`` says so otherwise); a ``vgg``
 backbone is refused (its stages differ in width, so its layers cannot be reordered). A training
 step costs D x L shared-layer applications (L times a plain network), all tasks' rows in one call each.
-Shared layers that contain BatchNorm share its statistics across the depths they are applied at.
+A shared layer's BatchNorm is one set of running statistics, updated at every depth the layer is applied at:
+the paper's F_l is one function at every depth, and the TAAN code's SoftOrderNet reuses one module (its
+BatchNorm, commented out there, inside it) per soft layer at both depths; statistics belong to the layer.
 """
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ def fmt_paper_ratio(v) -> str:
 
 
 def sharing_notes(paper: dict, records: list[RunRecord], rows: list[str], ours: list[str], spec_hint: str) -> list[str]:
-    notes = [paper_total_note(paper),
+    notes = [paper_total_note(paper), *filter(None, [paper_denominator_note(paper)]),
              "(a) shared (filter, unordered task pair) entries / all entries, beside the paper's column; (b) filters "
              "with at least one partner / (tasks x filters); (c) 1 - distinct effective kernels / (tasks x filters), "
              "the real compression; mean ± std over seeds, in percent"]
@@ -97,3 +97,29 @@ def paper_total_note(paper: dict) -> str:
         by_p = sum(v * w for v, w in zip(values, params)) / sum(params)
         text += f" nor weighted by VGG-16's filters ({by_f:.2f}) or kernel parameters ({by_p:.2f})"
     return text + "; it is shown beside our simple mean over layers"
+
+
+def paper_denominator_note(paper: dict) -> str | None:
+    """What the paper's per-layer percentages can be fractions of: the smallest denominator that gives every
+    printed value (12.5 = 3/24, 16.7 = 4/24, 8.3 = 2/24), and whether a layer's filter count could."""
+    rows = {name: float(v[0]) for name, v in paper["rows"].items() if name != "Total" and v[0] is not None}
+    if not rows:
+        return None
+    values = sorted(set(rows.values()))
+    denominator = next((d for d in range(2, 1001) if all(prints_as(v, d) is not None for v in values)), None)
+    if denominator is None:
+        return None
+    parts = ", ".join(f"{v:g} = {prints_as(v, denominator)}/{denominator}" for v in values)
+    text = f"every value of the paper's column is a multiple of 1/{denominator} ({parts})"
+    if len(rows) == len(VGG16_CONV):
+        misfit = [name for (name, v), (filters, _) in zip(rows.items(), VGG16_CONV) if prints_as(v, filters) is None]
+        if misfit:
+            text += (f": its denominator is not a layer's filter count (the values of {', '.join(misfit)} are "
+                     f"no whole number of that layer's VGG-16 filters, 64 ... 512)")
+    return text
+
+
+def prints_as(percent: float, denominator: int) -> int | None:
+    """k when k / denominator, in percent to one decimal, prints as ``percent``; else None."""
+    k = round(percent * denominator / 100)
+    return k if round(100 * k / denominator, 1) == round(percent, 1) else None
