@@ -259,3 +259,32 @@ def test_mtda_on_the_prepared_mtal_related_set():
     for t, s in enumerate(data.split("test")):
         x, y = s.batch(torch.arange(len(s)))
         assert (model.forward_task(x, t).argmax(1) == y).double().mean() > 0.75, data.info.tasks[t].name
+
+
+def test_mtda_trains_one_seed_and_renders_n_1_without_spread_or_p_value(write_spec, tmp_path):
+    """No seed changes MTDA's run (a deterministic fit; the split is data.split_seed's): another seed gives the
+    same record, so a row of it trains the first seed alone and renders n = 1, never 'n=3, ± 0.000' and a p-value
+    from copies; the STL row beside it still trains every seed."""
+    text = SPEC.replace("OUT", str(tmp_path / "runs")).replace("output:", "seeds: [0, 1, 2]\noptimizer: {lr: 0.01}\noutput:")
+    spec = write_spec(text)
+    result = runner.invoke(app, ["train", str(spec)])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "runs" / "mtda_run"
+    assert sorted(p.name for p in (folder / "MTDA").glob("seed*.json")) == ["seed0.json"]
+    assert sorted(p.name for p in (folder / "STL").glob("seed*.json")) == ["seed0.json", "seed1.json", "seed2.json"]
+    other = write_spec(text.replace(str(tmp_path / "runs"), str(tmp_path / "other")), "other.yaml")
+    assert runner.invoke(app, ["train", str(other), "--seeds", "7", "--rows", "MTDA"]).exit_code == 0
+    metrics = [json.loads(p.read_text())["metrics"] for p in
+               (folder / "MTDA" / "seed0.json", tmp_path / "other" / "mtda_run" / "MTDA" / "seed7.json")]
+    assert metrics[0] == metrics[1]  # seed 7 is the same run as seed 0
+    # records written before `train` knew it (five copies) render as the one run too
+    for seed in (1, 2):
+        (folder / "MTDA" / f"seed{seed}.json").write_text(
+            (folder / "MTDA" / "seed0.json").read_text().replace('"seed": 0', f'"seed": {seed}'))
+    shown = runner.invoke(app, ["compare", str(spec), "--format", "markdown", "--vs", "STL"]).output
+    mtda = next(line for line in shown.splitlines() if line.startswith("| MTDA † |"))
+    # columns: tasks, mean, pooled, params, seeds, p vs STL
+    assert "±" not in mtda and mtda.rstrip().endswith("| 1 | — |"), mtda
+    stl = next(line for line in shown.splitlines() if line.startswith("| STL |"))
+    assert "±" in stl and "| 3 | ref |" in stl, stl
+    assert "MTDA: deterministic" in shown

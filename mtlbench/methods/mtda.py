@@ -235,6 +235,7 @@ class MTDA(MTLMethod):
     Params = MTDAParams
     closed_form = True
     raw_inputs = True
+    uses_seed = False  # the fit draws no random numbers and the split is data.split_seed's, not the run seed's
 
     def __init__(self, info, backbone, params: MTDAParams):
         super().__init__(info, backbone, params)

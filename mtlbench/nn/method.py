@@ -38,6 +38,9 @@ class MTLMethod(nn.Module):
     # True for a method that reads every task's raw input and builds no trunk (a shallow method such as a
     # discriminant analysis on flattened inputs): no layer plan, identity stems, the backbone is not checked.
     raw_inputs: ClassVar[bool] = False
+    # False for a method whose run draws no random numbers (a deterministic closed-form fit on the spec's fixed
+    # split): every seed would repeat the same run, so a row of it trains and renders one seed (n = 1).
+    uses_seed: ClassVar[bool] = True
     # Named optimizer groups of the method's own parameters: group -> fnmatch patterns of parameter names
     # (TAAN's {"alpha": ("*.act.alpha",)}). Matched first; every other parameter is in "heads" (heads.*),
     # "stems" (stems.*) or "trunk" (the rest: the shared trunk, or the per-task towers). Specs scale a group's

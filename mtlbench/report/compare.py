@@ -79,7 +79,32 @@ def spec_records(spec, results: Path | None) -> tuple[list[RunRecord], list[RunR
     current = spec.model_dump(mode="json")
     records = [r for r in records if r.row in rows]
     stale = [r for r in records if experiment_key(r.spec, r.row) != experiment_key(current, r.row)]
-    return [r for r in records if r not in stale], stale
+    return one_run_of_seed_free_rows(spec, [r for r in records if r not in stale]), stale
+
+
+def seed_free_rows(spec) -> list[str]:
+    """The rows of methods whose run no seed changes (MTAL's MTDA: a deterministic fit on the fixed split)."""
+    from mtlbench.registry import METHODS
+    return [m.row for m in spec.methods if m.name in METHODS and not METHODS.get(m.name).uses_seed]
+
+
+def one_run_of_seed_free_rows(spec, records: list[RunRecord]) -> list[RunRecord]:
+    """A seed-free row's records are copies of one run (records written before `train` knew it): its lowest
+    seed's stands for the row, so it renders n = 1, without a spread or a paired test."""
+    free = set(seed_free_rows(spec))
+    first = {}
+    for r in records:
+        if r.row in free:
+            first[r.row] = min(first.get(r.row, r.seed), r.seed)
+    return [r for r in records if r.row not in free or r.seed == first[r.row]]
+
+
+def seed_free_note(spec, records: list[RunRecord]) -> str | None:
+    rows = [row for row in seed_free_rows(spec) if any(r.row == row for r in records)]
+    if not rows:
+        return None
+    return (f"{', '.join(rows)}: deterministic (no random numbers, and the split is data.split_seed's): one run "
+            "stands for every seed, n = 1, no spread and no paired test")
 
 
 def old_version_note(records: list[RunRecord]) -> str | None:
@@ -119,6 +144,8 @@ def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, s
     else:
         table = build_table(records, metric, split, paper, rows, spec_hint=str(file),
                             reference=reference_row(spec, vs, paper), correction=correction)
+    if note := seed_free_note(spec, records):
+        table.notes.append(note)
     if stale:
         table.notes.append(stale_note(stale))
     if (note := old_version_note(records)) is not None:

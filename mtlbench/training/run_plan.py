@@ -53,7 +53,13 @@ def plan_cells(resolved: ResolvedSpec, seeds: list[int], out_dir: Path) -> list[
     return [RunCell(m, seed, record_path(out_dir, resolved.spec.name, m.entry.row, seed),
                     with_plugins(run_key(spec, m.entry.row, seed, code, method_version(m.entry.name)),
                                  plugins[m.entry.row]), spec, str(resolved.file))
-            for m in resolved.methods for seed in seeds]
+            for m in resolved.methods for seed in seeds_of(m, seeds)]
+
+
+def seeds_of(method: ResolvedMethod, seeds: list[int]) -> list[int]:
+    """The seeds a row trains: all, or the first alone for a method whose run no seed changes (MTDA's fit):
+    more seeds would be identical copies, a spread of 0 and a p-value from nothing."""
+    return seeds if method.cls.uses_seed else seeds[:1]
 
 
 def stored_key(record: RunRecord) -> dict | None:
