@@ -22,6 +22,7 @@ import torch
 
 from mtlbench.config.loader import load_spec
 from mtlbench.training.evaluate import evaluate
+from mtlbench.training.plan import seeds_of
 from mtlbench.training.run import load_data
 from mtlbench.training.timing import build_timed, stage_batches
 from mtlbench.training.trainer import seed_everything
@@ -46,7 +47,8 @@ def row_cost(resolved, method, data, staged, steps: int, blocks: int) -> dict:
     evaluations = tr.iterations // tr.eval_every + (tr.iterations % tr.eval_every != 0)
     total = tr.iterations * step + evaluations * evaluation + 2 * evaluation  # + final val and test scoring
     return {"row": method.entry.row, "step_s": step, "eval_s": evaluation, "iterations": tr.iterations,
-            "evaluations": evaluations, "seed_total_s": total, "all_seeds_total_s": total * len(spec.seeds)}
+            "evaluations": evaluations, "seed_total_s": total,
+            "all_seeds_total_s": total * len(seeds_of(method, spec.seeds))}
 
 
 def main() -> None:
@@ -61,20 +63,22 @@ def main() -> None:
     resolved = load_spec(args.spec)
     data = load_data(resolved)
     seed_everything(0, deterministic=False)
-    staged, _ = stage_batches(data, resolved.spec.training.batch_per_task, 4, torch.device("cpu"))
     wanted = [r for r in args.rows.split(",") if r]
     rows = []
     for method in resolved.methods:
         if wanted and method.entry.row not in wanted:
             continue
-        rows.append(row_cost(resolved, method, data, staged, args.steps, args.blocks))
+        row_data = data.only_tasks(method.entry.tasks)  # a row of some tasks (one run per task group)
+        staged, _ = stage_batches(row_data, resolved.spec.training.batch_per_task, 4, torch.device("cpu"))
+        rows.append(row_cost(resolved, method, row_data, staged, args.steps, args.blocks))
         r = rows[-1]
         print(f"{r['row']:<22} {r['step_s']:7.3f} CPU s/step  {r['eval_s']:7.2f} CPU s/evaluation  "
               f"{r['seed_total_s'] / 60:7.1f} min/seed ({r['iterations']} steps, {r['evaluations']} evaluations)",
               flush=True)
     seed = sum(r["seed_total_s"] for r in rows)
+    every = sum(r["all_seeds_total_s"] for r in rows)
     print(f"{'all rows':<22} {sum(r['step_s'] for r in rows):7.3f} CPU s/step  {seed / 60:7.1f} min/seed, "
-          f"{seed * len(resolved.spec.seeds) / 3600:.1f} h for {len(resolved.spec.seeds)} seeds (one core)")
+          f"{every / 3600:.1f} h for {len(resolved.spec.seeds)} seeds (one core)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"spec": args.spec, "threads": 1, "rows": rows}, f, indent=1)

@@ -41,7 +41,7 @@ def test_benchmark_spec_is_valid(path):
         load_spec(path)
     if spec.table:
         paper_rows = row_labels(paper_tables()[spec.table])
-        assert not near_misses([m.row for m in spec.methods], paper_rows), f"rows of {path.name} mislabelled"
+        assert not near_misses([m.shown_as for m in spec.methods], paper_rows), f"rows of {path.name} mislabelled"
 
 
 def test_near_misses_catch_a_typo_but_not_an_extra_baseline():

@@ -351,8 +351,18 @@ def group_listing(has: dict[str, list[str]]) -> str:
 
 def check_methods(spec: RunSpec, methods: list[ResolvedMethod], info: DataInfo, problems: Problems) -> None:
     reported: set = set()
+    full = info
     for m in methods:
         i = spec.methods.index(m.entry)
+        if unknown := unknown_tasks(full, m.entry.tasks):
+            problems.add(("methods", i, "tasks"), f"dataset {full.name!r} has no task {unknown[0]!r} (its tasks: "
+                                                  f"{', '.join(full.task_names)})")
+            continue
+        info = full.only_tasks(m.entry.tasks)  # the tasks this row trains
+        if not info.tasks:
+            problems.add(("methods", i, "tasks"), f"none of {m.entry.tasks} is prepared (missing: "
+                                                  f"{', '.join(full.metadata.get('missing_tasks', []))})")
+            continue
         if not m.cls.raw_inputs and not backbone_fits(spec, i, info, problems, reported):
             continue
         # a `{seed}` option is checked once per seed (each seed may name its own checkpoint)
@@ -361,6 +371,13 @@ def check_methods(spec: RunSpec, methods: list[ResolvedMethod], info: DataInfo, 
                                                              type(m.params).model_validate_json(v))]
         for reason in dict.fromkeys(reasons):
             problems.add(("methods", i, "name"), reason)
+
+
+def unknown_tasks(info: DataInfo, names: list[str] | None) -> list[str]:
+    """The names that are no task of the data; a default task left out because it is not prepared (MTAL's
+    Office-Home Art) is not unknown: its row trains the others, and tables say the task is missing."""
+    known = {*info.task_names, *info.metadata.get("missing_tasks", [])}
+    return [n for n in names or [] if n not in known]
 
 
 def backbone_fits(spec: RunSpec, i: int, info: DataInfo, problems: Problems, reported: set) -> bool:

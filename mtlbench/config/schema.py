@@ -64,6 +64,12 @@ class MethodEntry(Strict):
         default_factory=WeightingEntry, description="how the task losses are combined (default ew: their mean); "
         "a list crosses the row with each weighting: one row per weighting, labelled '<row> (<weighting>)' "
         "(the ew one keeps the row's label)")
+    tasks: list[str] | None = Field(default=None, min_length=1, description=(
+        "the tasks this row trains, jointly (names of the data's tasks; default: all of them), e.g. one run per "
+        "task group as MTAL's Tables 2 and 4 train their baselines"))
+    table_row: str | None = Field(default=None, description=(
+        "the table row this run fills: the rows naming one table_row render as that one row, each filling its "
+        "own tasks' cells (a baseline trained as one run per task group)"))
 
     @field_validator("label")
     @classmethod
@@ -79,6 +85,18 @@ class MethodEntry(Strict):
         return self.label or self.name
 
     @property
+    def shown_as(self) -> str:
+        """The row of the rendered table this run appears in."""
+        return self.table_row or self.row
+
+    @field_validator("tasks")
+    @classmethod
+    def tasks_unique(cls, tasks: list[str] | None) -> list[str] | None:
+        if tasks is not None and len(set(tasks)) != len(tasks):
+            raise ValueError(f"a task is named twice in {tasks}")
+        return tasks
+
+    @property
     def weighting_name(self) -> str:
         return self.weighting.name if isinstance(self.weighting, WeightingEntry) else "ew"
 
@@ -89,6 +107,10 @@ class MethodEntry(Strict):
         out = handler(self)
         if isinstance(self.weighting, WeightingEntry) and self.weighting.is_default:
             out.pop("weighting", None)
+        # tasks / table_row left out while unset, so records written before they existed keep their run identity
+        for key in ("tasks", "table_row"):
+            if out.get(key, 0) is None:
+                out.pop(key)
         return out
 
 
@@ -253,6 +275,20 @@ class RunSpec(Strict):
         dup = sorted({r for r in rows if rows.count(r) > 1})
         if dup:
             raise ValueError(f"two methods have the row name {dup[0]!r}; give them distinct 'label's")
+        for m in methods:
+            if m.table_row is None:
+                continue
+            if m.table_row in rows:
+                raise ValueError(f"table_row {m.table_row!r} of row {m.row!r} is another row's label; a joined "
+                                 "row needs a name of its own")
+            if m.tasks is None:
+                raise ValueError(f"row {m.row!r} has a table_row but no tasks: a joined row's runs fill the cells "
+                                 "of their own tasks")
+            parts = [p for p in methods if p.table_row == m.table_row]
+            named = [t for p in parts for t in p.tasks or []]
+            if len(set(named)) != len(named):
+                raise ValueError(f"the rows joined as {m.table_row!r} name a task twice ({named}): each fills "
+                                 "its own tasks' cells")
         return methods
 
     def backbone_for(self, entry: MethodEntry) -> BackboneSpec:

@@ -12,6 +12,7 @@ import yaml
 from mtlbench.config.paper_tables import get_paper_table, paper_tables, timing_paper_table
 from mtlbench.errors import UsageError
 from mtlbench.report.cells import Table, aggregate
+from mtlbench.report.joined import join_records, table_rows
 from mtlbench.report.sharing import sharing_table
 from mtlbench.report.tables import build_table
 from mtlbench.results import RunRecord, experiment_key, load_records, method_version, tidy
@@ -60,10 +61,11 @@ def reference_row(spec, vs: str | None, paper: dict | None = None) -> str | None
     """The row every other row is tested against: ``vs`` (a row label; '' for none), by default the row of the
     spec's hard_share method, else the reference a sweep table's grid names (TAAN Figure 3: the unregularised
     TAAN) when the spec has that row; none otherwise."""
-    rows = [m.row for m in spec.methods]
+    rows = table_rows(spec)
     if vs is None:
         grid_ref = ((paper or {}).get("grid") or {}).get("reference")
-        return next((m.row for m in spec.methods if m.name == "hard_share"), grid_ref if grid_ref in rows else None)
+        return next((m.shown_as for m in spec.methods if m.name == "hard_share"),
+                    grid_ref if grid_ref in rows else None)
     if vs and vs not in rows:
         raise UsageError(f"--vs: {spec.name} has no row {vs!r} (rows: {', '.join(rows)}; '' for no test)")
     return vs or None
@@ -100,7 +102,8 @@ def one_run_of_seed_free_rows(spec, records: list[RunRecord]) -> list[RunRecord]
 
 
 def seed_free_note(spec, records: list[RunRecord]) -> str | None:
-    rows = [row for row in seed_free_rows(spec) if any(r.row == row for r in records)]
+    shown = {m.row: m.shown_as for m in spec.methods}
+    rows = list(dict.fromkeys(shown[row] for row in seed_free_rows(spec) if any(r.row == shown[row] for r in records)))
     if not rows:
         return None
     return (f"{', '.join(rows)}: deterministic (no random numbers, and the split is data.split_seed's): one run "
@@ -136,7 +139,8 @@ def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, s
     paper = get_paper_table(spec.table) if spec.table else None
     records, stale = spec_records(spec, results)
     check_metric_stored(records, metric, split, Path(results or spec.output.dir) / spec.name)
-    rows = [m.row for m in spec.methods]
+    records, joined = join_records(spec, records)
+    rows = table_rows(spec)
     if paper and metric and records and metric != records[0].primary_metric:
         paper = None  # the paper's numbers are of its own metric: never print them beside another one
     if paper and paper.get("layout") == "kernel_sharing":  # MTAL's Table 6: ratios from the records' summaries
@@ -144,6 +148,7 @@ def table_for_spec(spec, file: Path, results: Path | None, metric: str | None, s
     else:
         table = build_table(records, metric, split, paper, rows, spec_hint=str(file),
                             reference=reference_row(spec, vs, paper), correction=correction)
+    table.notes += joined
     if note := seed_free_note(spec, records):
         table.notes.append(note)
     if stale:

@@ -8,7 +8,7 @@ its own tensor, possibly of its own shape.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -57,6 +57,17 @@ class DataInfo:
     def same_input_shape(self) -> bool:
         return len({t.input_shape for t in self.tasks}) == 1
 
+    def only_tasks(self, names: list[str] | None) -> "DataInfo":
+        """This description narrowed to ``names`` (a row that trains some tasks: MethodEntry.tasks), in the data's
+        order, with the prior task groups among them; all of it for None."""
+        if names is None:
+            return self
+        keep = set(names)
+        meta = dict(self.metadata)
+        if "groups" in meta:  # MTAL_R's candidate pairs
+            meta["groups"] = [g for g in ([n for n in grp if n in keep] for grp in meta["groups"]) if g]
+        return replace(self, tasks=[t for t in self.tasks if t.name in keep], metadata=meta)
+
 
 @dataclass
 class TaskSplit:
@@ -84,6 +95,13 @@ class MTLData:
 
     def split(self, name: str) -> list[TaskSplit]:
         return self.splits[name]
+
+    def only_tasks(self, names: list[str] | None) -> "MTLData":
+        """The data of ``names`` alone: each task's splits are its own (drawn per task), so they do not change."""
+        if names is None:
+            return self
+        index = [i for i, t in enumerate(self.info.tasks) if t.name in set(names)]
+        return MTLData(self.info.only_tasks(names), {s: [parts[i] for i in index] for s, parts in self.splits.items()})
 
 
 class NoOptions(BaseModel):

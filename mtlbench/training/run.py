@@ -102,6 +102,7 @@ def train_cell(resolved: ResolvedSpec, cell: RunCell, data: MTLData, progress: P
     total = 1 if cell.method.cls.closed_form else spec.training.iterations
     cb = progress(cell.row, cell.seed, total) if progress else None
     save = (lambda state: state.save(cell.state_path, cell.identity, cell.key)) if d.main else (lambda state: None)
+    data = data.only_tasks(cell.method.entry.tasks)  # a row of some tasks (one run per task group)
     try:
         record, model = train_run(resolved, cell, data, cb, resume, save, d)
     except UnfitState as e:  # train_run seeds and builds everything anew: a clean start
