@@ -99,7 +99,7 @@ class RunRecord(BaseModel):
     metrics: dict[str, dict[str, MetricScores]] | None  # split -> metric -> scores
     best_iteration: int | None
     iterations_run: int
-    history: list[dict[str, Any]]  # one entry per evaluation: iteration, loss, reg, <split>_<metric>
+    history: list[dict[str, Any]]  # one entry per evaluation: iteration, loss, reg, <split>_<metric>, task_loss
     n_params: int
     train_time_s: float
     wall_time_s: float

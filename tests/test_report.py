@@ -33,7 +33,8 @@ def test_report_draws_a_heat_map_per_layer(trained):
     assert result.exit_code == 0, result.output
     pngs = sorted(p.name for p in (trained / "TAAN" / "figures").glob("*.png"))
     assert pngs == ["seed0_layer0_cosine.png", "seed0_layer0_distance.png",
-                    "seed0_layer1_cosine.png", "seed0_layer1_distance.png"]
+                    "seed0_layer1_cosine.png", "seed0_layer1_distance.png",
+                    "seed0_task_loss.png"]  # and each task's training loss (MTAL Figure 12)
     assert (trained / "TAAN" / "figures" / pngs[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "layer 0 (fc1) task distance" in result.output and "planted groups" in result.output
 

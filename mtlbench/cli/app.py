@@ -452,9 +452,9 @@ def report(run: Path = typer.Argument(..., metavar="RUN",
     task and the most isolated tasks (a matrix too wide for the terminal is summarised so, beside its heat map;
     for a folder of several runs, by its most isolated tasks only -- report one record for the nearest-task
     table), per layer over the seeds of a row, and, on planted synthetic data, how well the matrices recover the
-    planted task groups."""
+    planted task groups. With plots, each run's training loss per task at every evaluation too (MTAL Figure 12)."""
     from mtlbench.report.analysis import KINDS, records_at
-    from mtlbench.report.render_analysis import print_over_seeds, print_record_analysis
+    from mtlbench.report.render_analysis import print_over_seeds, print_record_analysis, task_loss_figure
     kinds = KINDS if matrix == "both" else (matrix,)
     if any(k not in KINDS for k in kinds):
         raise UsageError(f"--matrix: expected distance, cosine or both (got {matrix!r})")
@@ -464,6 +464,8 @@ def report(run: Path = typer.Argument(..., metavar="RUN",
     records = records_at(run)
     for record in records:
         print_record_analysis(out, record, kinds, plots, figures, top, neighbours=len(records) == 1)
+        if plots and (png := task_loss_figure(record, figures)):  # MTAL Figure 12
+            out.print(f"{record.row} seed {record.seed}: training loss per task {png}", highlight=False, soft_wrap=True)
     print_over_seeds(out, records, top)
 
 

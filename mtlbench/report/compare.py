@@ -44,7 +44,7 @@ def table_for(target: str, results: Path | None, metric: str | None, split: str,
         if difflib.get_close_matches(target, list(paper_tables()), n=1, cutoff=0.6):
             get_paper_table(target)  # raises the "did you mean" error for a near-miss table name
         raise UsageError(f"{target}: neither a spec file nor a paper table (mtlbench list tables)")
-    drawn = grid_plot(spec, target, results, split, plot) if plot is not None else None
+    drawn = table_plot(spec, target, results, split, plot) if plot is not None else None
     table = table_for_spec(spec, path, results, metric, split, vs, correction)
     if note:
         table.notes.append(note)
@@ -193,6 +193,45 @@ def sweep_report(resolved, results: Path | None, metric: str | None, split: str,
     if plot is not None:
         table.notes.append(f"figure: {sweep_png(points, sweep, metric, Path(plot))}")
     return table
+
+
+def table_plot(spec, target: str, results: Path | None, split: str, path: Path) -> Path:
+    """The figure a paper table has: MTAL Figure 8 for a table with ``figure: task_spread``, else the line plot of
+    a table with a grid."""
+    paper = get_paper_table(spec.table) if spec.table else None
+    if paper and paper.get("figure") == "task_spread":
+        return spread_plot(spec, paper, results, split, path)
+    return grid_plot(spec, target, results, split, path)
+
+
+def spread_plot(spec, paper: dict, results: Path | None, split: str, path: Path) -> Path:
+    """MTAL Figure 8 from a table's records: per method the mean over tasks of its task means over seeds, the
+    spread over tasks as an error bar; the paper's printed row beside it (a column it prints as n/a is left out)."""
+    from mtlbench.report.plots import task_spread_png
+    from mtlbench.report.tables import our_column
+    records, _ = spec_records(spec, results)
+    records, _ = join_records(spec, records)
+    metric = records[0].primary_metric if records else "accuracy"
+    agg = aggregate(tidy(records, split), metric) if records else pd.DataFrame()
+    tasks = max((r.tasks for r in records), key=len, default=[])
+    series = []
+    for row in table_rows(spec):
+        columns = [our_column(c, tasks, paper.get("column_aliases")) for c in paper["columns"]]
+        ours = [agg.loc[(row, c), "mean"] for c in columns if (row, c) in agg.index]
+        series.append((row, "ours", ours))
+        series.append((row, "paper", [v for v in map(paper_number, paper["rows"].get(row, [])) if v is not None]))
+    return task_spread_png(series, f"{paper['title']} (MTAL Figure 8: mean and spread over tasks)",
+                           f"{metric} on {split}, mean over tasks ± std over tasks", path)
+
+
+def paper_number(text) -> float | None:
+    """A printed cell as a number: '0.76±0.025' -> 0.76, '1' -> 1.0, None for a cell it does not print."""
+    if text is None:
+        return None
+    try:
+        return float(str(text).split("±")[0])
+    except ValueError:
+        return None
 
 
 def grid_plot(spec, target: str, results: Path | None, split: str, path: Path) -> Path:

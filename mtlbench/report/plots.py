@@ -77,3 +77,52 @@ def grid_png(series, title: str, x_label: str, y_label: str, path: Path) -> Path
     save(fig, path)
     plt.close(fig)
     return path
+
+
+def task_spread_png(series, title: str, y_label: str, path: Path) -> Path:
+    """MTAL Figure 8: per method, the mean over tasks of its task scores with their spread over tasks (std) as
+    an error bar -- ours and, where given, the paper's beside it. ``series``: (method, source, [task scores])."""
+    plt = pyplot("--plot", "figures", "leave out --plot")
+    methods = list(dict.fromkeys(m for m, _, _ in series))
+    sources = list(dict.fromkeys(s for _, s, _ in series))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(methods) + 2), 4.5))
+    width = 0.8 / max(1, len(sources))
+    for k, source in enumerate(sources):
+        xs, means, stds = [], [], []
+        for m, s, scores in series:
+            if s == source and scores:
+                xs.append(methods.index(m) + (k - (len(sources) - 1) / 2) * width)
+                means.append(float(np.mean(scores)))
+                stds.append(float(np.std(scores)))
+        ax.bar(xs, means, width=width * 0.9, yerr=stds, capsize=4, label=source, color=f"C{k}",
+               alpha=1.0 if source == "ours" else 0.6)
+    ax.set_xticks(range(len(methods)), methods, rotation=20)
+    ax.set_ylabel(y_label)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def task_loss_png(history: list[dict], tasks: list[str], title: str, path: Path) -> Path:
+    """MTAL Figure 12: each task's training loss at every evaluation of one run (the records' ``task_loss``)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, task in enumerate(tasks):
+        points = [(h["iteration"], h["task_loss"][task]) for h in history
+                  if task in (h.get("task_loss") or {}) and h["task_loss"][task] is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", markersize=3, color=f"C{k}", label=task)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training loss (the step's batch)")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, path)
+    plt.close(fig)
+    return path

@@ -141,3 +141,15 @@ def print_over_seeds(console: Console, records: list[RunRecord], top: int = TOP)
             t.add_row(lms[0].title, best.task, f"{best.first}/{best.seeds} seeds",
                       ", ".join(f"{r.task} {r.mean_rank:.1f}" for r in ranking[:top]))
         console.print(t)
+
+
+def task_loss_figure(record: RunRecord, figures: Path | None) -> Path | None:
+    """MTAL Figure 12 for one run: each task's training loss at every evaluation; None for a record whose history
+    holds no per-task losses (written before they were kept, or a closed-form fit)."""
+    if not any(h.get("task_loss") for h in record.history):
+        return None
+    from mtlbench.report.plots import task_loss_png
+    path = Path(record.path)
+    out = (figures or path.parent / "figures") / f"{path.stem}_task_loss.png"
+    return task_loss_png(record.history, record.tasks, f"{record.row} seed {record.seed}: training loss per task",
+                         out)

@@ -50,14 +50,16 @@ class Objective(nn.Module):
         with self.precision.autocast():
             logits = self.method([x for x, _ in batches])
         losses = [task_loss(lg, y, task, n) for lg, (_, y), task, n in zip(logits, batches, self.tasks, totals)]
+        self.last_task_losses = [t.detach() for t in losses]  # this step's loss of each task (history keeps them)
         return torch.stack(losses), self.method.regularizer()
 
     def forward(self, batches, totals: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         totals = totals or [None] * len(self.tasks)
         with self.precision.autocast():
             logits = self.method([x for x, _ in batches])
-        loss = sum(task_loss(lg, y, task, n) for lg, (_, y), task, n in zip(logits, batches, self.tasks, totals))
-        return loss / len(self.tasks), self.method.regularizer()
+        losses = [task_loss(lg, y, task, n) for lg, (_, y), task, n in zip(logits, batches, self.tasks, totals)]
+        self.last_task_losses = [t.detach() for t in losses]  # this step's loss of each task (history keeps them)
+        return sum(losses) / len(self.tasks), self.method.regularizer()
 
 
 def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batches, step: int,

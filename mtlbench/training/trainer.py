@@ -29,7 +29,7 @@ from mtlbench.nn import fast_conv
 from mtlbench.nn.method import MTLMethod
 from mtlbench.results import RunRecord
 from mtlbench.store.dataset import MTLData
-from mtlbench.training.distributed import SINGLE, Dist, convert_batchnorm, wrap
+from mtlbench.training.distributed import SINGLE, Dist, convert_batchnorm, unwrap, wrap
 from mtlbench.training.evaluate import evaluate, metric_names
 from mtlbench.training.precision import Precision
 from mtlbench.training.record import make_record
@@ -161,7 +161,7 @@ def run_steps(state: TrainState, objective, data: MTLData, resolved: ResolvedSpe
             check_weights(state.model, it)
             info["select"] = selection_score(state, data, tr, device, d)
             entry = {"iteration": it, "loss": info["loss"], "reg": None if reg is None else reg.item(),
-                     score_key: info["select"]}
+                     score_key: info["select"], "task_loss": task_losses(objective, data.info.task_names, d)}
             if state.precision.scaler is not None:
                 entry["skipped_steps"] = state.precision.skipped
             if state.weighting is not None:  # ew runs store no weights: their records are as before
@@ -182,6 +182,11 @@ def weighting_entry(weighting) -> dict:
     weights = weighting.last_weights
     return {"task_weights": None if weights is None else [float(v) for v in weights.cpu()],
             "backward_passes": weighting.backward_passes}
+
+
+def task_losses(objective, names: list[str], d: Dist) -> dict[str, float]:
+    """Each task's loss at this step (MTAL Figure 12's curves), summed over data-parallel ranks as the loss is."""
+    return dict(zip(names, d.sum(torch.stack(unwrap(objective).last_task_losses)).tolist()))
 
 
 def selection_score(state: TrainState, data: MTLData, tr, device: torch.device, d: Dist) -> float:
