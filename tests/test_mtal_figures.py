@@ -29,7 +29,8 @@ def drawn(monkeypatch):
                                                           if not l.get_label().startswith("_")},
                       "bars": {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers
                                if hasattr(c, "patches")},
-                      "xticks": [t.get_text() for t in ax.get_xticklabels()]} for ax in fig.axes])
+                      "xticks": [t.get_text() for t in ax.get_xticklabels()],
+                      "images": [np.asarray(im.get_array()) for im in ax.images]} for ax in fig.axes])
         return real(fig, path)
     monkeypatch.setattr(plots, "save", save)
     return seen
@@ -122,3 +123,54 @@ def test_figure_12_each_tasks_training_loss_at_every_evaluation(write_spec, tmp_
     assert set(ax["lines"]) == set(tasks)
     for task in tasks:
         assert ax["lines"][task] == [[h["iteration"], h["task_loss"][task]] for h in record["history"]]
+
+
+VGG = """
+name: acts
+data:
+  dataset: synthetic_image
+  options: {n_groups: 1, tasks_per_group: 2, outlier: false, image_size: 16, size_step: 4, per_class: 10, n_classes: 3}
+backbone: {kind: vgg, width: 0.0625, dense: [16], input: {channels: 1, size: 32}}
+methods:
+  - {name: mtal, label: MTAL, params: {delta: 0.0}}
+training: {iterations: 4, batch_per_task: 4, eval_every: 2, threads: 1}
+output: {dir: OUT}
+"""
+
+
+def test_figures_10_11_show_each_shared_pairs_filters_on_their_tasks_images(write_spec, tmp_path, drawn):
+    """delta 0 shares every pair of positive cosine: the first layer's figure shows shared pairs, each panel the
+    activation of that task's filter on that task's first test image (recomputed here from the saved weights)."""
+    import torch
+
+    from mtlbench.training.run import load_data
+    from mtlbench.training.trainer import build_model
+    out = tmp_path / "runs"
+    spec = write_spec(VGG.replace("OUT", str(out)))
+    assert runner.invoke(app, ["train", str(spec)]).exit_code == 0
+    record = out / "acts" / "MTAL" / "seed0.json"
+    result = runner.invoke(app, ["report", str(record), "--activations", "--no-plots", "--figures", str(tmp_path / "f")])
+    assert result.exit_code == 0, result.output
+    pngs = sorted(p.name for p in (tmp_path / "f").glob("*.png"))
+    assert pngs == ["seed0_activations_conv1_1.png", "seed0_activations_conv1_2.png"], pngs
+    first = drawn[-2]
+    assert len(first) % 4 == 0 and len(first) >= 4
+    titles = [ax["title"] for ax in first]
+    assert all("(shared, cos" in t for t in titles[1::2]), titles
+    resolved = load_spec(spec)
+    data = load_data(resolved)
+    model = build_model(resolved, resolved.methods[0], data)
+    model.load_state_dict(torch.load(record.with_suffix(".pt"), weights_only=True))
+    model.eval()
+    names = data.info.task_names
+    for row in range(len(first) // 4):
+        for side in (0, 1):
+            title = first[4 * row + 2 * side + 1]["title"]
+            task = names.index(title.split(" filter ")[0])
+            k = int(title.split(" filter ")[1].split(" ")[0])
+            seen = []
+            hook = model.trunks[task].blocks[0].act.register_forward_hook(lambda m, i, o: seen.append(o))
+            with torch.no_grad():
+                model.forward_task(data.split("test")[task].batch(torch.arange(1))[0], task)
+            hook.remove()
+            np.testing.assert_allclose(first[4 * row + 2 * side + 1]["images"][0], seen[0][0, k].numpy(), rtol=1e-6)

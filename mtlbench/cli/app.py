@@ -446,7 +446,8 @@ def report(run: Path = typer.Argument(..., metavar="RUN",
                                                  "(needs matplotlib: pip install 'mtlbench[plot]')"),
            figures: Path | None = typer.Option(None, help="folder for the PNGs (default: <run folder>/figures)"),
            matrix: str = typer.Option("distance", help="which matrices: distance | cosine | both"),
-           top: int = typer.Option(5, min=1, help="most isolated tasks listed per layer")):
+           top: int = typer.Option(5, min=1, help="most isolated tasks listed per layer"),
+           activations: bool = typer.Option(False, help="MTAL runs: draw the first two conv layers' kernel pairs and their activation maps (Figures 10-11; needs the run's weights and its prepared data)")):
     """Print the per-layer task-distance and cosine matrices stored with finished runs (TAAN Figures 2 and 4;
     MTAL: the mean kernel cosine of every task pair per conv layer, distance = 1 - cosine), each task's nearest
     task and the most isolated tasks (a matrix too wide for the terminal is summarised so, beside its heat map;
@@ -458,14 +459,19 @@ def report(run: Path = typer.Argument(..., metavar="RUN",
     kinds = KINDS if matrix == "both" else (matrix,)
     if any(k not in KINDS for k in kinds):
         raise UsageError(f"--matrix: expected distance, cosine or both (got {matrix!r})")
-    if plots:
+    if plots or activations:
         from mtlbench.report.plots import pyplot
-        pyplot()
+        pyplot("--plots" if plots else "--activations")
     records = records_at(run)
     for record in records:
         print_record_analysis(out, record, kinds, plots, figures, top, neighbours=len(records) == 1)
         if plots and (png := task_loss_figure(record, figures)):  # MTAL Figure 12
             out.print(f"{record.row} seed {record.seed}: training loss per task {png}", highlight=False, soft_wrap=True)
+        if activations:  # MTAL Figures 10-11
+            from mtlbench.report.activations import activation_figures
+            for png in activation_figures(record, figures):
+                out.print(f"{record.row} seed {record.seed}: kernel pairs and activations {png}", highlight=False,
+                          soft_wrap=True)
     print_over_seeds(out, records, top)
 
 

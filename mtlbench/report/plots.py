@@ -126,3 +126,30 @@ def task_loss_png(history: list[dict], tasks: list[str], title: str, path: Path)
     save(fig, path)
     plt.close(fig)
     return path
+
+
+def pair_maps_png(pairs, title: str, path: Path) -> Path:
+    """MTAL Figures 10-11: one row per kernel pair -- task i's image and its filter's activation map, then task j's."""
+    plt = pyplot()
+    rows = max(1, len(pairs))
+    fig, axes = plt.subplots(rows, 4, figsize=(10, 2.6 * rows), squeeze=False)
+    for r, p in enumerate(pairs):
+        state = "shared" if p.shared else "not shared"
+        for c, (image, kind) in enumerate([(p.images[0], "input"), (p.maps[0], "map"),
+                                            (p.images[1], "input"), (p.maps[1], "map")]):
+            side = c // 2
+            ax = axes[r][c]
+            ax.imshow(image.detach().cpu().numpy(), cmap="gray" if kind == "input" else "viridis")
+            name = p.tasks[side]
+            ax.set_title(f"{name} image" if kind == "input" else
+                         f"{name} filter {p.filters[side]} ({state}, cos {p.cosine:.2f})", fontsize=8)
+            ax.axis("off")
+    if not pairs:
+        axes[0][0].set_title("no kernel pair to show", fontsize=9)
+        for ax in axes[0]:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save(fig, path)
+    plt.close(fig)
+    return path
