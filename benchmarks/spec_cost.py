@@ -22,8 +22,8 @@ import torch
 
 from mtlbench.config.loader import load_spec
 from mtlbench.training.evaluate import evaluate
-from mtlbench.training.run_plan import seeds_of
 from mtlbench.training.run import load_data
+from mtlbench.training.run_plan import seeds_of
 from mtlbench.training.timing import build_timed, stage_batches
 from mtlbench.training.trainer import seed_everything
 

@@ -207,8 +207,8 @@ def table_plot(spec, target: str, results: Path | None, split: str, path: Path) 
 def spread_plot(spec, paper: dict, results: Path | None, split: str, path: Path) -> Path:
     """MTAL Figure 8 from a table's records: per method the mean over tasks of its task means over seeds, the
     spread over tasks as an error bar; the paper's printed row beside it (a column it prints as n/a is left out)."""
-    from mtlbench.report.plots import task_spread_png
     from mtlbench.report.cells import our_column
+    from mtlbench.report.plots import task_spread_png
     records, _ = spec_records(spec, results)
     records, _ = join_records(spec, records)
     metric = records[0].primary_metric if records else "accuracy"

@@ -57,7 +57,7 @@ class DataInfo:
     def same_input_shape(self) -> bool:
         return len({t.input_shape for t in self.tasks}) == 1
 
-    def only_tasks(self, names: list[str] | None) -> "DataInfo":
+    def only_tasks(self, names: list[str] | None) -> DataInfo:
         """This description narrowed to ``names`` (a row that trains some tasks: MethodEntry.tasks), in the data's
         order, with the prior task groups among them; all of it for None."""
         if names is None:
@@ -96,7 +96,7 @@ class MTLData:
     def split(self, name: str) -> list[TaskSplit]:
         return self.splits[name]
 
-    def only_tasks(self, names: list[str] | None) -> "MTLData":
+    def only_tasks(self, names: list[str] | None) -> MTLData:
         """The data of ``names`` alone: each task's splits are its own (drawn per task), so they do not change."""
         if names is None:
             return self
