@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from mtlbench.cli.launcher_options import with_launcher_options
 from mtlbench.cli.console import OneLineUsageErrors, err, error_line, out, takes_plugins
 from mtlbench.cli.console import user_errors as _user_errors
 from mtlbench.errors import UsageError
@@ -71,6 +72,7 @@ def progress_bars(enabled: bool):
 @app.command()
 @user_errors
 @takes_plugins
+@with_launcher_options
 def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml",
                                       help="a run spec (YAML), e.g. benchmarks/quickstart.yaml"),
           seeds: str | None = typer.Option(None, help="comma-separated seeds overriding the spec's, e.g. 0,1,2"),
@@ -80,18 +82,7 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml",
           fmt: str = typer.Option("rich", "--format", help="table format after training: rich|markdown|latex|csv"),
           force: bool = typer.Option(False, "--force", help="retrain every run from scratch, over finished records, "
                                      "records of other settings and saved training states"),
-          launcher: str | None = typer.Option(None, help="inprocess | local (parallel processes on this "
-                                                 "machine) | slurm (one cluster job per run); default: the spec's "
-                                                 "launcher.kind, itself inprocess by default"),
-          workers: int | None = typer.Option(None, help="local: runs at once"),
-          cpus_per_job: int | None = typer.Option(None, help="cores (= torch threads) per job"),
-          gpus_per_job: int | None = typer.Option(None, help="GPUs per job"),
-          time_min: int | None = typer.Option(None, "--time", help="minutes one job may run (slurm --time)"),
-          mem_gb: float | None = typer.Option(None, help="slurm: memory per job in GB"),
-          partition: str | None = typer.Option(None, help="slurm partition"),
-          max_parallel: int | None = typer.Option(None, help="slurm: jobs of one array running at once"),
-          sbatch: list[str] | None = typer.Option(None, help="slurm: another sbatch option as KEY=VALUE "
-                                                     "(repeatable), e.g. account=my_lab"),
+          launcher_flags: dict = None,  # --launcher, --workers, ...: cli/launcher_options.py
           dry_run: bool = typer.Option(False, "--dry-run", help="with --launcher: print the jobs it would start "
                                        "(and their sbatch parameters) and start nothing")):
     """Train every method of SPEC for every seed, write one result record per run, and print the table.
@@ -114,9 +105,7 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml",
     resolved = only_rows(whole, row_patterns)
     if not dry_run:
         results_folder(resolved, out_dir)
-    settings = with_flags(resolved.spec.launcher, dict(
-        kind=launcher, workers=workers, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job, time_min=time_min,
-        mem_gb=mem_gb, partition=partition, max_parallel=max_parallel, sbatch=sbatch or None))
+    settings = with_flags(resolved.spec.launcher, launcher_flags)
     log = lambda line: err.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
     if settings.kind != "inprocess" or dry_run:
         return train_as_jobs(resolved, seed_list, out_dir, force, settings, dry_run, fmt, log, whole)

@@ -38,7 +38,7 @@ class LauncherSpec(BaseModel):
                                          "on this machine; slurm: one cluster job per cell")
     workers: int | None = Field(default=None, ge=1, description="local: cells running at once")
     cpus_per_job: int | None = Field(default=None, ge=1, description="cores (and torch threads) per job")
-    gpus_per_job: int = Field(default=0, ge=0)
+    gpus_per_job: int = Field(default=0, ge=0, description="GPUs per job")
     time_min: int = Field(default=1440, ge=1, description="wall-clock limit of one job, in minutes")
     mem_gb: float | None = Field(default=None, gt=0, description="slurm: memory per job")
     partition: str | None = Field(default=None, description="slurm partition")
