@@ -55,25 +55,42 @@ def grid_layout(agg: pd.DataFrame, seeds: dict, ours: list[str], paper: dict, sp
     table = Table(paper["title"], ["method", "source", *cols], [], notes=[f"metric: {paper.get('metric', '')}"],
                   summary=col)
     for row, printed in paper["rows"].items():
-        labels = [our_label(row, grid, c) for c in cols]
-        n = sorted({seeds[lab] for lab in labels if lab in seeds})
-        table.rows.append([row, f"ours (n={'/'.join(map(str, n)) or 0})",
-                           *[DIVERGED if lab in diverged else cell(agg, lab, col, 1.0) if lab in ours else DASH
-                             for lab in labels]])
+        table.rows.append(our_grid_row(agg, seeds, ours, row, [our_label(row, grid, c) for c in cols], col, diverged))
         table.rows.append([row, "paper", *[fmt_paper(v) for v in printed]])
-    table.notes.append(f"ours: mean ± sample std over seeds of the "
-                       f"{'pooled accuracy' if col == 'pooled' else 'mean over tasks'}; "
-                       f"our row for (R, c) is labelled R + the column's suffix (e.g. "
-                       f"{our_label(list(paper['rows'])[-1], grid, cols[-1])!r})")
-    missing = [lab for row in paper["rows"] for c in cols if (lab := our_label(row, grid, c)) in ours
-               and lab not in seeds]
-    if missing:
-        table.notes.append(f"no result yet for {', '.join(missing)}: run `mtlbench train {spec_hint}`")
-    absent = [our_label(r, grid, c) for r, printed in paper["rows"].items() for c, v in zip(cols, printed)
-              if v is not None and our_label(r, grid, c) not in ours]
-    if absent:
-        table.notes.append(f"paper cells without a row in this spec: {', '.join(absent)}")
+    table.notes += grid_notes(seeds, ours, paper, col, spec_hint)
     return table
+
+
+def our_grid_row(agg: pd.DataFrame, seeds: dict, ours: list[str], row: str, labels: list[str], col: str,
+                 diverged: set[str]) -> list[str]:
+    """Paper row ``row``'s line of ours: per column, the cell of our row labelled for it."""
+    n = sorted({seeds[lab] for lab in labels if lab in seeds})
+    return [row, f"ours (n={'/'.join(map(str, n)) or 0})",
+            *[DIVERGED if lab in diverged else cell(agg, lab, col, 1.0) if lab in ours else DASH for lab in labels]]
+
+
+def grid_notes(seeds: dict, ours: list[str], paper: dict, col: str, spec_hint: str) -> list[str]:
+    """How our cells are labelled and summarised, which have no result yet, which paper cells have no row."""
+    grid, cols = paper["grid"], list(paper["grid"]["columns"])
+    summary = "pooled accuracy" if col == "pooled" else "mean over tasks"
+    notes = [f"ours: mean ± sample std over seeds of the {summary}; "
+             f"our row for (R, c) is labelled R + the column's suffix (e.g. "
+             f"{our_label(list(paper['rows'])[-1], grid, cols[-1])!r})"]
+    labels = [our_label(row, grid, c) for row in paper["rows"] for c in cols]
+    missing = [lab for lab in labels if lab in ours and lab not in seeds]
+    if missing:
+        notes.append(f"no result yet for {', '.join(missing)}: run `mtlbench train {spec_hint}`")
+    absent = absent_cells(paper, ours)
+    if absent:
+        notes.append(f"paper cells without a row in this spec: {', '.join(absent)}")
+    return notes
+
+
+def absent_cells(paper: dict, ours: list[str]) -> list[str]:
+    """The labels of printed paper cells that no row of the spec fills."""
+    grid, cols = paper["grid"], list(paper["grid"]["columns"])
+    return [our_label(r, grid, c) for r, printed in paper["rows"].items() for c, v in zip(cols, printed)
+            if v is not None and our_label(r, grid, c) not in ours]
 
 
 def grid_series(agg: pd.DataFrame, paper: dict) -> list[Series]:

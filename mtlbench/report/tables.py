@@ -26,8 +26,8 @@ from mtlbench.report.cells import (
     fmt_params,
     our_column,
     our_paper_cell,
-    p_cell,
 )
+from mtlbench.report.paired_tests import add_tests
 from mtlbench.results import RunRecord, tidy
 
 
@@ -37,40 +37,16 @@ def build_table(records: list[RunRecord], metric: str | None = None, split: str 
     """``reference``: a row every other row is tested against (a paired t-test over seeds, significance.py);
     ``correction``: how the p-values are adjusted for their number ("none" | "holm")."""
     df = tidy(records, split)
-    tasks = records[0].tasks if records else []
     metric = metric or (records[0].primary_metric if records else "")
     agg = aggregate(df, metric) if len(df) else pd.DataFrame()
-    params, seeds, diverged = {}, {}, {}
-    for r in records:
-        params.setdefault(r.row, r.n_params)
-        seeds.setdefault(r.row, set()).add(r.seed)
-        if r.status == "diverged":
-            diverged.setdefault(r.row, []).append(r.seed)
+    params, seeds, diverged = per_row(records)
     ours = rows or list(dict.fromkeys(r.row for r in records))
-    faithful = sorted({r.row for r in records if r.paper_faithful})
+    tasks = records[0].tasks if records else []
     table = build_layout(agg, params, {row: len(s) for row, s in seeds.items()}, ours, tasks, paper, metric, split,
                          spec_hint, set(diverged))
-    missing = sorted({t for r in records for t in r.data_metadata.get("missing_tasks", [])})
-    if missing and not paper:
-        table.notes.append(f"not in these runs (data not prepared): {', '.join(missing)}")
-    if faithful:
-        for row in faithful:  # the row's name carries the label too, wherever the table is pasted
-            if row in table.ours:
-                table.rows[table.ours[row]][0] += f" {FAITHFUL}"
-        table.notes.append(f"{FAITHFUL} paper_faithful (selected on test rows, as the original code did): "
-                           f"{', '.join(faithful)}")
-    mark_reimplementations(table, {r.row: r.summary["reimplementation"] for r in records
-                                   if r.summary.get("reimplementation")})
-    for row, bad in diverged.items():
-        table.notes.append(f"{row} diverged (non-finite loss or weights; no score) for seed(s) "
-                           f"{', '.join(map(str, sorted(bad)))}")
-    for (row, warning), warned in method_warnings(records).items():
-        table.notes.append(f"{row} seed(s) {', '.join(map(str, sorted(warned)))}: {warning}")
-    if reference is not None and paper and paper.get("grid"):
-        from mtlbench.report.grid import add_grid_paired_tests
-        add_grid_paired_tests(table, df[df.metric == metric], paper, reference, set(diverged), correction)
-    elif reference is not None and table.ours:
-        add_paired_tests(table, df[df.metric == metric], reference, set(diverged), correction)
+    add_record_notes(table, records, paper, diverged)
+    if reference is not None:
+        add_tests(table, df[df.metric == metric], paper, reference, set(diverged), correction)
     if not (paper and paper.get("grid")):  # a grid's cells are no per-task scores
         add_summary_columns(table, df[df.metric == metric], tasks, metric, records, set(diverged))
     return table
@@ -88,6 +64,44 @@ def add_summary_columns(table: Table, df: pd.DataFrame, tasks: list[str], metric
         by_index = {i: cells.get(row, DASH) for row, i in table.ours.items()}
         for i, r in enumerate(table.rows):
             r.append(by_index.get(i, DASH))
+
+
+def per_row(records: list[RunRecord]) -> tuple[dict[str, int], dict[str, set[int]], dict[str, list[int]]]:
+    """Each row's parameter count, its seeds, and its diverged seeds (rows without any left out)."""
+    params, seeds, diverged = {}, {}, {}
+    for r in records:
+        params.setdefault(r.row, r.n_params)
+        seeds.setdefault(r.row, set()).add(r.seed)
+        if r.status == "diverged":
+            diverged.setdefault(r.row, []).append(r.seed)
+    return params, seeds, diverged
+
+
+def add_record_notes(table: Table, records: list[RunRecord], paper: dict | None,
+                     diverged: dict[str, list[int]]) -> None:
+    """What the records say beyond their scores: tasks without data, paper_faithful and reimplemented rows,
+    diverged seeds, the methods' own warnings."""
+    missing = sorted({t for r in records for t in r.data_metadata.get("missing_tasks", [])})
+    if missing and not paper:
+        table.notes.append(f"not in these runs (data not prepared): {', '.join(missing)}")
+    mark_faithful(table, sorted({r.row for r in records if r.paper_faithful}))
+    mark_reimplementations(table, {r.row: r.summary["reimplementation"] for r in records
+                                   if r.summary.get("reimplementation")})
+    for row, bad in diverged.items():
+        table.notes.append(f"{row} diverged (non-finite loss or weights; no score) for seed(s) "
+                           f"{', '.join(map(str, sorted(bad)))}")
+    for (row, warning), warned in method_warnings(records).items():
+        table.notes.append(f"{row} seed(s) {', '.join(map(str, sorted(warned)))}: {warning}")
+
+
+def mark_faithful(table: Table, faithful: list[str]) -> None:
+    if not faithful:
+        return
+    for row in faithful:  # the row's name carries the label too, wherever the table is pasted
+        if row in table.ours:
+            table.rows[table.ours[row]][0] += f" {FAITHFUL}"
+    table.notes.append(f"{FAITHFUL} paper_faithful (selected on test rows, as the original code did): "
+                       f"{', '.join(faithful)}")
 
 
 def method_warnings(records: list[RunRecord]) -> dict[tuple[str, str], list[int]]:
@@ -120,6 +134,11 @@ def build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hin
         return grid_layout(agg, seeds, ours, paper, spec_hint, diverged)
     if paper:
         return paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, diverged)
+    return task_layout(agg, params, seeds, ours, tasks, metric, split, spec_hint, diverged)
+
+
+def task_layout(agg, params, seeds, ours, tasks, metric, split, spec_hint, diverged) -> Table:
+    """No paper table: one column per task, the mean (and the pooled accuracy where recorded)."""
     cols = tasks + ["mean"] + (["pooled"] if (not agg.empty and "pooled" in agg.index.get_level_values(1)) else [])
     short = len(tasks) > 8 and max(map(len, tasks)) > 10  # e.g. YouTube-8M's verticals: t1..t16 + a legend
     heads = [f"t{i + 1}" for i in range(len(tasks))] + cols[len(tasks):] if short else cols
@@ -132,10 +151,14 @@ def build_layout(agg, params, seeds, ours, tasks, paper, metric, split, spec_hin
                            fmt_params(params[row]) if row in params else DASH, str(seeds.get(row, 0))])
     mark_best(table, agg, ours, cols, offset=1)
     table.summary_at = 1 + cols.index("mean")
+    note_missing(table, ours, seeds, spec_hint)
+    return table
+
+
+def note_missing(table: Table, ours: list[str], seeds: dict, spec_hint: str) -> None:
     missing = [r for r in ours if r not in seeds]
     if missing:
         table.notes.append(f"no result yet for {', '.join(missing)}: run `mtlbench train {spec_hint}`")
-    return table
 
 
 def mark_best(table: Table, agg: pd.DataFrame, rows: list[str], cols: list[str], offset: int,
@@ -148,57 +171,51 @@ def mark_best(table: Table, agg: pd.DataFrame, rows: list[str], cols: list[str],
 
 
 def paper_layout(agg, params, seeds, ours, tasks, paper, metric, spec_hint, diverged) -> Table:
-    cols = [c for c in paper["columns"]]
-    scale = 100.0 if "(%)" in paper.get("metric", "") else 1.0
+    """Our rows beside the paper's: per paper column, our task it shows (``column_aliases``), or n/a."""
+    cols = list(paper["columns"])
     aliases = paper.get("column_aliases") or {}
     mapped = [our_column(c, tasks, aliases) for c in cols]
-    unavailable = {c: how for c, how in paper.get("unavailable", {}).items()
-                   if our_column(c, tasks, aliases) not in tasks}
+    unavailable = unavailable_columns(paper, tasks, aliases)
     table = Table(paper["title"], ["method", "source", *cols], [], notes=[f"metric: {paper.get('metric', metric)}"])
-    order = list(dict.fromkeys([*ours, *paper["rows"]]))
+    scale = 100.0 if "(%)" in paper.get("metric", "") else 1.0
     index = {}
-    for row in order:
+    for row in dict.fromkeys([*ours, *paper["rows"]]):
         if row in ours:
             index[row] = len(table.rows)
             table.rows.append([row, f"ours (n={seeds.get(row, 0)})",
-                               *[NA if c in unavailable
-                                 else our_paper_cell(agg, params, row, c, m, scale, row in diverged)
-                                 for c, m in zip(cols, mapped)]])
+                               *our_paper_cells(agg, params, row, zip(cols, mapped), unavailable, scale,
+                                                row in diverged)])
         if row in paper["rows"]:
             table.rows.append([row, "paper", *[fmt_paper(v) for v in paper["rows"][row]]])
     mark_best(table, agg, [r for r in ours if r in seeds], mapped, offset=2, row_index=index)
-    table.ours, table.summary = index, next((c for c in ("pooled", "mean") if c in mapped), "mean")
+    table.ours, table.summary = index, "pooled" if "pooled" in mapped else "mean"
     table.summary_at = 2 + mapped.index(table.summary) if table.summary in mapped else 0
+    add_paper_notes(table, paper, cols, unavailable, ours, seeds, spec_hint)
+    return table
+
+
+def unavailable_columns(paper: dict, tasks: list[str], aliases: dict) -> dict[str, str]:
+    """{paper column: how to get its data} for the columns the paper declares unavailable offline and the
+    records do not hold."""
+    return {c: how for c, how in paper.get("unavailable", {}).items() if our_column(c, tasks, aliases) not in tasks}
+
+
+def our_paper_cells(agg, params, row: str, columns, unavailable: dict, scale: float, diverged: bool) -> list[str]:
+    return [NA if c in unavailable else our_paper_cell(agg, params, row, c, m, scale, diverged) for c, m in columns]
+
+
+def add_paper_notes(table: Table, paper: dict, cols: list[str], unavailable: dict[str, str], ours: list[str],
+                    seeds: dict, spec_hint: str) -> None:
+    """Unavailable and renamed columns, rows without results, paper rows the spec does not run, the setup."""
     table.notes += [f"{NA}: {c} -- {how}" for c, how in unavailable.items()]
-    renamed = {c: a for c, a in aliases.items() if c in cols}
+    renamed = {c: a for c, a in (paper.get("column_aliases") or {}).items() if c in cols}
     if renamed:
         table.notes.append("paper columns shown with our tasks: "
                            + ", ".join(f"{c} = our {a}" for c, a in renamed.items()))
-    missing = [r for r in ours if r not in seeds]
-    if missing:
-        table.notes.append(f"no result yet for {', '.join(missing)}: run `mtlbench train {spec_hint}`")
+    note_missing(table, ours, seeds, spec_hint)
     absent = [r for r in paper["rows"] if r not in ours]
     if absent:
         table.notes.append(f"paper rows not in this spec: {', '.join(absent)}")
     if "setup" in paper:
         table.notes.append(f"paper setup: {paper['setup']}")
-    return table
-
-
-def add_paired_tests(table: Table, df: pd.DataFrame, reference: str, diverged: set[str],
-                     correction: str = "none") -> None:
-    """A "p vs <reference>" column: each of our rows against the reference row, paired over seeds, on the
-    table's summary column (adjusted as a family by ``correction``); the summary cell (else the row name) gets the
-    rich marker."""
-    from mtlbench.report.significance import marker, p_label, seed_values, test_family, test_notes
-    names = {i: row for row, i in table.ours.items()}
-    tested = {i: row for i, row in names.items() if row != reference and row not in diverged}
-    tests = test_family(tested, seed_values(df, table.summary), reference, correction)
-    table.p_column = len(table.header)
-    table.header.append(p_label(reference, correction))
-    for i, r in enumerate(table.rows):
-        r.append(p_cell(tests.get(i), names.get(i) == reference, DASH if names.get(i) in diverged else ""))
-        if i in tests and marker(tests[i].p):
-            table.marks[(i, table.summary_at)] = marker(tests[i].p)
-    table.notes += test_notes(reference, table.summary, [(tested[i], t) for i, t in tests.items()], "row", correction)
 
