@@ -48,13 +48,22 @@ def imported(module: str, path: Path, modules: dict[str, Path], package: str) ->
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                up = here.split(".")[: len(here.split(".")) - (node.level - 1)]
-                base = ".".join(up + ([node.module] if node.module else []))
-            for a in node.names:
-                found.add(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base)
-    return {m for m in found if m in modules and m != module and (m == package or m.startswith(package + "."))}
+            base = from_module(node, here)
+            found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names)
+    return {m for m in found if m in modules and m != module and in_package(m, package)}
+
+
+def from_module(node: ast.ImportFrom, here: str) -> str:
+    """The absolute name of the module a ``from ... import`` reads (``here``: the importing module's package)."""
+    if not node.level:
+        return node.module or ""
+    parts = here.split(".")
+    up = parts[: len(parts) - (node.level - 1)]
+    return ".".join(up + ([node.module] if node.module else []))
+
+
+def in_package(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
 
 
 def part(module: str, package: str) -> str:

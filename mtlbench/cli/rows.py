@@ -16,11 +16,15 @@ def only_rows(resolved: ResolvedSpec, patterns: list[str] | None) -> ResolvedSpe
     if patterns is None:
         return resolved
     rows = [m.entry.row for m in resolved.methods]
-    hits = {p: [r for r in rows if fnmatch.fnmatchcase(r, p) or fnmatch.fnmatchcase(slug(r), p)] for p in patterns}
-    unmatched = [p for p, found in hits.items() if not found]
-    if unmatched:
-        raise UsageError(f"--rows: {unmatched[0]!r} matches no row of {resolved.file}; its rows: {', '.join(rows)}")
-    keep = {r for found in hits.values() for r in found}
+    keep = {r for p in patterns for r in matching(rows, p, resolved)}
     methods = [m for m in resolved.methods if m.entry.row in keep]
     entries = [e for e in resolved.spec.methods if e.row in keep]
     return replace(resolved, spec=resolved.spec.model_copy(update={"methods": entries}), methods=methods)
+
+
+def matching(rows: list[str], pattern: str, resolved: ResolvedSpec) -> list[str]:
+    """The rows ``pattern`` matches by label or by folder name; a pattern matching none is a UsageError."""
+    hits = [r for r in rows if fnmatch.fnmatchcase(r, pattern) or fnmatch.fnmatchcase(slug(r), pattern)]
+    if not hits:
+        raise UsageError(f"--rows: {pattern!r} matches no row of {resolved.file}; its rows: {', '.join(rows)}")
+    return hits
