@@ -10,9 +10,9 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtlbench.cli.launcher_options import with_launcher_options
 from mtlbench.cli.console import OneLineUsageErrors, err, error_line, out, takes_plugins
 from mtlbench.cli.console import user_errors as _user_errors
+from mtlbench.cli.launcher_options import with_launcher_options
 from mtlbench.errors import UsageError
 
 app = typer.Typer(
@@ -82,7 +82,7 @@ def train(spec: Path = typer.Argument(..., metavar="SPEC.yaml",
           fmt: str = typer.Option("rich", "--format", help="table format after training: rich|markdown|latex|csv"),
           force: bool = typer.Option(False, "--force", help="retrain every run from scratch, over finished records, "
                                      "records of other settings and saved training states"),
-          launcher_flags: dict = None,  # --launcher, --workers, ...: cli/launcher_options.py
+          launcher_flags: dict | None = None,  # --launcher, --workers, ...: cli/launcher_options.py
           dry_run: bool = typer.Option(False, "--dry-run", help="with --launcher: print the jobs it would start "
                                        "(and their sbatch parameters) and start nothing")):
     """Train every method of SPEC for every seed, write one result record per run, and print the table.

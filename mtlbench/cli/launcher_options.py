@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Literal, Optional, get_args, get_origin
+from collections.abc import Callable
+from typing import Any, Literal, get_args, get_origin
 
 import typer
 
@@ -38,7 +39,7 @@ def flag_help(name: str) -> str:
 def launcher_parameters() -> list[inspect.Parameter]:
     return [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                               default=typer.Option(None, flag, help=flag_help(name)),
-                              annotation=Optional[flag_type(LauncherSpec.model_fields[name].annotation)])
+                              annotation=flag_type(LauncherSpec.model_fields[name].annotation) | None)
             for name, flag in FLAG_NAMES.items()]
 
 
