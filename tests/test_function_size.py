@@ -53,6 +53,9 @@ KNOWN: dict[str, tuple[int, int]] = {
     "report/claims.py:compare_rows": (15, 13),
     "report/claims_catalogue.py:name_problems": (25, 14),
     "report/compare.py:table_for_spec": (19, 13),
+    "config/schema.py:rows_unique": (20, 15),
+    "report/joined.py:join_records": (17, 19),
+    "report/sharing.py:paper_denominator_note": (15, 14),
     # landed while the gate was being added (loss weighting, per-task gradients); not split yet
     "training/weighted.py:gradient_gradients": (39, 26),
     "training/weighted.py:weighted_step": (23, 16),
