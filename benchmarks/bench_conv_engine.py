@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlbench.config.loader import load_spec
-from mtlbench.training.timing import infer_step_fn, stage_batches, train_step_fn
 from mtlbench.training.evaluate import evaluate
 from mtlbench.training.precision import Precision
 from mtlbench.training.run import load_data
 from mtlbench.training.step import make_optimizer
+from mtlbench.training.timing import infer_step_fn, stage_batches, train_step_fn
 from mtlbench.training.trainer import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def cpu_seconds(fn, batches) -> float:
 
 def interleaved(candidates: dict, staged, blocks: int, warmup: int = 2) -> dict[str, float]:
     """{name: fastest block's CPU seconds per call}; every candidate takes a turn inside every block."""
-    for name, (fn, mode) in candidates.items():
+    for fn, mode in candidates.values():
         mode()
         for i in range(warmup):
             fn(staged[i % len(staged)])
@@ -150,7 +150,7 @@ def main() -> None:
     torch.set_num_threads(1)
     print(machine(), flush=True)
 
-    _, data, resolved, hs_train, hs_infer = mtlbench_steps(OMNIGLOT_SPEC, args.omniglot, "Hard-Share", "fused")
+    _, data, resolved, hs_train, _ = mtlbench_steps(OMNIGLOT_SPEC, args.omniglot, "Hard-Share", "fused")
     models = {}
     steps = {}
     for row in ("Hard-Share", "TAAN"):
@@ -200,8 +200,9 @@ def main() -> None:
         print(f"DMTRL-TT evaluation of the Omniglot test split: {tt_eval:.2f} s (target < 5)")
 
     if args.youtube8m is not None:
-        _, ydata, yres, y_hs, _ = mtlbench_steps(YOUTUBE_SPEC, args.youtube8m, "Hard-Share", "auto")
-        ymodels = {row: mtlbench_steps(YOUTUBE_SPEC, args.youtube8m, row, "auto", ydata) for row in ("Hard-Share", "TAAN")}
+        _, ydata, yres, _, _ = mtlbench_steps(YOUTUBE_SPEC, args.youtube8m, "Hard-Share", "auto")
+        ymodels = {row: mtlbench_steps(YOUTUBE_SPEC, args.youtube8m, row, "auto", ydata)
+                   for row in ("Hard-Share", "TAAN")}
         ystaged, _ = stage_batches(ydata, yres.spec.training.batch_per_task, 4, torch.device("cpu"))
         best = interleaved({row: (v[3], v[0].train) for row, v in ymodels.items()}, ystaged, args.blocks)
         print(f"\nYouTube-8M MLP (Table 1 CPU net) training step: TAAN {best['TAAN']:.4f} s, Hard-Share "

@@ -9,8 +9,8 @@ import copy
 import pytest
 import torch
 
-from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.nn import fast_conv
+from mtlbench.nn.backbone import BackboneSpec
 from mtlbench.registry import METHODS
 from tests.conftest import small_data
 

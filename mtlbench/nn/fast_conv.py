@@ -269,8 +269,5 @@ def relu_block(z: torch.Tensor, norm: nn.Module, k: int) -> torch.Tensor:
     if ss is None:
         return torch.relu(z if k == 1 else F.max_pool2d(z, k))
     scale, shift = ss
-    if k == 1:
-        pooled = z
-    else:
-        pooled = signed_pool(z, scale.detach(), k)[0]
+    pooled = z if k == 1 else signed_pool(z, scale.detach(), k)[0]
     return torch.relu(torch.addcmul(shift.view(1, -1, 1, 1), pooled, scale.view(1, -1, 1, 1)))

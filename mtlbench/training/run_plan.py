@@ -11,8 +11,15 @@ from pydantic import ValidationError
 from mtlbench.config.resolved import ResolvedMethod, ResolvedSpec
 from mtlbench.config.schema import RunSpec
 from mtlbench.plugins import row_plugins, with_plugins
-from mtlbench.results import (RunRecord, code_version, identity_hash, key_differences, method_version, record_path,
-                              run_key)
+from mtlbench.results import (
+    RunRecord,
+    code_version,
+    identity_hash,
+    key_differences,
+    method_version,
+    record_path,
+    run_key,
+)
 
 
 @dataclass
