@@ -71,8 +71,10 @@ def test_group_rows_train_their_tasks_and_render_as_one_row(write_spec, tmp_path
 
 
 @pytest.mark.parametrize("methods, message", [
-    ('  - {name: hard_share, label: HS, tasks: [A1, Z9]}', "methods[1].tasks: dataset 'synthetic_vector' has no task 'Z9'"),
-    ('  - {name: hard_share, label: HS, tasks: [A1], table_row: STL}', "table_row 'STL' of row 'HS' is another row's label"),
+    ('  - {name: hard_share, label: HS, tasks: [A1, Z9]}',
+     "methods[1].tasks: dataset 'synthetic_vector' has no task 'Z9'"),
+    ('  - {name: hard_share, label: HS, tasks: [A1], table_row: STL}',
+     "table_row 'STL' of row 'HS' is another row's label"),
     ('  - {name: hard_share, label: HS, table_row: Hard-Share}', "row 'HS' has a table_row but no tasks"),
     ('  - {name: hard_share, label: H1, tasks: [A1, A2], table_row: HS}\n'
      '  - {name: hard_share, label: H2, tasks: [A2, B1], table_row: HS}', "the rows joined as 'HS' name a task twice"),

@@ -25,8 +25,8 @@ def drawn(monkeypatch):
     real = plots.save
 
     def save(fig, path):
-        seen.append([{"title": ax.get_title(), "lines": {l.get_label(): l.get_xydata().tolist() for l in ax.lines
-                                                          if not l.get_label().startswith("_")},
+        seen.append([{"title": ax.get_title(), "lines": {ln.get_label(): ln.get_xydata().tolist() for ln in ax.lines
+                                                          if not ln.get_label().startswith("_")},
                       "bars": {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers
                                if hasattr(c, "patches")},
                       "xticks": [t.get_text() for t in ax.get_xticklabels()],
@@ -48,8 +48,10 @@ optimizer: {name: sgd, lr: 0.01, momentum: 0.0}
 seeds: [0, 1]
 output: {dir: OUT}
 """
-SCORES = {"Single-task": [{"HD": 0.8, "a": 0.6, "Typographic*": 0.9, "A": 0.7}, {"HD": 0.9, "a": 0.7, "Typographic*": 0.9, "A": 0.7}],
-          "Multi-task": [{"HD": 0.9, "a": 0.9, "Typographic*": 0.9, "A": 0.9}, {"HD": 0.9, "a": 0.9, "Typographic*": 0.9, "A": 0.9}]}
+SCORES = {"Single-task": [{"HD": 0.8, "a": 0.6, "Typographic*": 0.9, "A": 0.7},
+                          {"HD": 0.9, "a": 0.7, "Typographic*": 0.9, "A": 0.7}],
+          "Multi-task": [{"HD": 0.9, "a": 0.9, "Typographic*": 0.9, "A": 0.9},
+                         {"HD": 0.9, "a": 0.9, "Typographic*": 0.9, "A": 0.9}]}
 
 
 def plant(spec_path, out):
@@ -148,7 +150,8 @@ def test_figures_10_11_show_each_shared_pairs_filters_on_their_tasks_images(writ
     spec = write_spec(VGG.replace("OUT", str(out)))
     assert runner.invoke(app, ["train", str(spec)]).exit_code == 0
     record = out / "acts" / "MTAL" / "seed0.json"
-    result = runner.invoke(app, ["report", str(record), "--activations", "--no-plots", "--figures", str(tmp_path / "f")])
+    result = runner.invoke(app, ["report", str(record), "--activations", "--no-plots",
+                                 "--figures", str(tmp_path / "f")])
     assert result.exit_code == 0, result.output
     pngs = sorted(p.name for p in (tmp_path / "f").glob("*.png"))
     assert pngs == ["seed0_activations_conv1_1.png", "seed0_activations_conv1_2.png"], pngs
@@ -169,7 +172,7 @@ def test_figures_10_11_show_each_shared_pairs_filters_on_their_tasks_images(writ
             task = names.index(title.split(" filter ")[0])
             k = int(title.split(" filter ")[1].split(" ")[0])
             seen = []
-            hook = model.trunks[task].blocks[0].act.register_forward_hook(lambda m, i, o: seen.append(o))
+            hook = model.trunks[task].blocks[0].act.register_forward_hook(lambda m, i, o: seen.append(o))  # noqa: B023 -- removed below
             with torch.no_grad():
                 model.forward_task(data.split("test")[task].batch(torch.arange(1))[0], task)
             hook.remove()

@@ -265,7 +265,8 @@ def test_mtda_trains_one_seed_and_renders_n_1_without_spread_or_p_value(write_sp
     """No seed changes MTDA's run (a deterministic fit; the split is data.split_seed's): another seed gives the
     same record, so a row of it trains the first seed alone and renders n = 1, never 'n=3, ± 0.000' and a p-value
     from copies; the STL row beside it still trains every seed."""
-    text = SPEC.replace("OUT", str(tmp_path / "runs")).replace("output:", "seeds: [0, 1, 2]\noptimizer: {lr: 0.01}\noutput:")
+    text = SPEC.replace("OUT", str(tmp_path / "runs")) \
+        .replace("output:", "seeds: [0, 1, 2]\noptimizer: {lr: 0.01}\noutput:")
     spec = write_spec(text)
     result = runner.invoke(app, ["train", str(spec)])
     assert result.exit_code == 0, result.output

@@ -436,7 +436,9 @@ def report(run: Path = typer.Argument(..., metavar="RUN",
            figures: Path | None = typer.Option(None, help="folder for the PNGs (default: <run folder>/figures)"),
            matrix: str = typer.Option("distance", help="which matrices: distance | cosine | both"),
            top: int = typer.Option(5, min=1, help="most isolated tasks listed per layer"),
-           activations: bool = typer.Option(False, help="MTAL runs: draw the first two conv layers' kernel pairs and their activation maps (Figures 10-11; needs the run's weights and its prepared data)")):
+           activations: bool = typer.Option(False, help="MTAL runs: draw the first two conv layers' kernel pairs and "
+                                                        "their activation maps (Figures 10-11; needs the run's weights "
+                                                        "and its prepared data)")):
     """Print the per-layer task-distance and cosine matrices stored with finished runs (TAAN Figures 2 and 4;
     MTAL: the mean kernel cosine of every task pair per conv layer, distance = 1 - cosine), each task's nearest
     task and the most isolated tasks (a matrix too wide for the terminal is summarised so, beside its heat map;
