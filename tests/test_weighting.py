@@ -68,7 +68,9 @@ def test_ew_written_out_retrains_the_committed_record(write_spec, tmp_path):
         cell = next(c for c in plan_cells(resolved, [0], tmp_path / "runs") if c.row == row)
         got, _ = train_run(resolved, cell, load_data(resolved))
         assert got.identity == want.identity  # same run: `train` would skip the committed record
-        assert got.metrics == want.metrics and got.history == want.history
+        # records written before history[].task_loss existed lack it; every field they have must be equal
+        history = [{k: v for k, v in h.items() if k != "task_loss"} for h in got.history]
+        assert got.metrics == want.metrics and history == want.history
         assert "weighting" not in got.spec["methods"][resolved.spec.methods.index(cell.method.entry)]
 
 
