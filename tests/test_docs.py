@@ -65,7 +65,7 @@ def test_methods_page_has_every_method_its_paper_and_options():
         for option, field in cls.Params.model_fields.items():
             assert f"| `{field.alias or option}` |" in text, (name, option)
     assert "Yingru Liu, Xuewen Yang, Dongliang Xie" in text and "| `reg_coef` | float | `0.1` |" in text
-    assert all(f"`{name}`" in (REPO / "docs" / "datasets.md").read_text() for name, _ in DATASETS)
+    assert all(f"`{name}`" in (REPO / "docs" / "data.md").read_text() for name, _ in DATASETS)
 
 
 PRIVATE = ("shared/spec", "protocol.md", "taan.md", "baselines.md", "mtal.md", "architecture.md", "/work/")
