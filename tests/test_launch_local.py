@@ -1,11 +1,14 @@
-"""`mtlbench train --launcher local`: every cell in its own process through submitit's local executor (real
-subprocesses, the job really pickled). Its records equal the in-process run's exactly (metrics, history,
+"""`mtlbench train --launcher local`: cells in parallel worker processes (real spawned subprocesses that train
+cell after cell, the job really pickled). Its records equal the in-process run's exactly (metrics, history,
 weights), a DMTRL cell waits for the STL cell whose weights it factorises, `mtlbench status` names a failed
 job with the last line of its log, and a rerun skips finished cells and resubmits only the failed one."""
 from __future__ import annotations
 
+import functools
 import json
+import pickle
 import re
+import time
 
 import pytest
 import torch
@@ -14,6 +17,9 @@ from typer.testing import CliRunner
 from mtlbench.cli import app
 from mtlbench.config.loader import load_spec
 from mtlbench.launch.cells import dependencies, waves
+from mtlbench.launch.local import Slots
+from mtlbench.launch.status import job_state
+from mtlbench.launch.worker import Worker
 from mtlbench.results import read_record
 from mtlbench.training.run import run_spec
 from mtlbench.training.run_plan import plan_cells
@@ -67,6 +73,9 @@ def test_local_jobs_write_the_records_of_the_in_process_run(write_spec, tmp_path
     jobs = json.loads((tmp_path / "jobs" / "tiny" / "jobs.json").read_text())["cells"]
     assert set(jobs) == {"STL/seed0", "Hard-Share/seed0", "DMTRL-LAF/seed0"}
     assert jobs["DMTRL-LAF/seed0"]["depends_on"] == ["STL/seed0"]
+    # two workers for three cells: the third cell ran in a worker that had trained one already (no fresh start)
+    workers = {jobs[k]["job_id"].split("-")[0] for k in jobs}
+    assert len(workers) == 2 and sorted(j["job_id"].split("-")[1] for j in jobs.values()) == ["1", "1", "2"]
     status = runner.invoke(app, ["status", str(spec)])
     assert status.exit_code == 0 and status.output.count(" done ") == 3, status.output
     again = runner.invoke(app, ["train", str(spec), "--launcher", "local", "--format", "csv"])
@@ -86,7 +95,7 @@ def test_a_failed_job_is_reported_and_the_rerun_resubmits_only_it(write_spec, tm
     assert "RuntimeError: asked to fail by MTLBENCH_TEST_FAIL" in first.output
     assert "error: 1 run(s) did not finish: failed" in first.output
     status = runner.invoke(app, ["status", str(spec)])
-    assert re.search(r"Flaky\s+│ 0\s+│ failed\s+│ \d+\s+│ RuntimeError: asked to fail by MTLBENCH_TEST_FAIL",
+    assert re.search(r"Flaky\s+│ 0\s+│ failed\s+│ \d+-1\s+│ RuntimeError: asked to fail by MTLBENCH_TEST_FAIL",
                      status.output), status.output
     assert re.search(r"Hard-Share\s+│ 0\s+│ done", status.output)
     monkeypatch.delenv("MTLBENCH_TEST_FAIL")
@@ -96,3 +105,37 @@ def test_a_failed_job_is_reported_and_the_rerun_resubmits_only_it(write_spec, tm
     assert "Flaky seed 0: started as local job" in second.output
     assert "Flaky seed 0: done after" in second.output
     assert read_record(tmp_path / "runs" / "tiny" / "Flaky" / "seed0.json").status == "ok"
+
+
+def test_a_cell_past_its_time_limit_is_stopped_and_its_slot_gets_a_fresh_worker(tmp_path):
+    slots = Slots(1, 0)
+    try:
+        first = slots.workers[slots.idle.pop(0)]
+        job_id = first.submit(functools.partial(time.sleep, 60), tmp_path)
+        assert slots.ended(0, limit_s=60) is None  # still running, within its limit
+        time.sleep(0.3)
+        assert slots.ended(0, limit_s=0.2) == (job_id, pytest.approx(0.3, abs=5), True)
+        assert not first.alive() and slots.workers[0] is not first and slots.workers[0].alive()
+        assert slots.idle == [0]
+    finally:
+        slots.stop()
+
+
+def test_a_worker_writes_each_cells_log_and_result_as_a_job_does(tmp_path):
+    worker = Worker()
+    try:
+        ok = worker.submit(functools.partial(print, "hello from the cell"), tmp_path)
+        while not worker.done():
+            time.sleep(0.05)
+        bad = worker.submit(functools.partial(int, "not a number"), tmp_path)
+        while not worker.done():
+            time.sleep(0.05)
+        assert ok.split("-")[0] == bad.split("-")[0] == str(worker.process.pid)  # one process, two cells
+        assert (tmp_path / f"{ok}_0_log.out").read_text() == "hello from the cell\n"
+        assert pickle.loads((tmp_path / f"{ok}_0_result.pkl").read_bytes()) == ("success", None)
+        outcome, text = pickle.loads((tmp_path / f"{bad}_0_result.pkl").read_bytes())
+        assert outcome == "error" and text.strip().splitlines()[-1].startswith("ValueError: invalid literal")
+        assert job_state({"folder": str(tmp_path), "job_id": bad, "launcher": "local"})[0] == "failed"
+    finally:
+        worker.stop()
+    assert not worker.alive()

@@ -36,16 +36,30 @@ class CellJob:
         return rebuild_job, (loaded_files(), cloudpickle.dumps(state))
 
     def __call__(self) -> dict:
-        from mtlbench.training.run import load_data, train_cell
+        from mtlbench.training.run import train_cell
         from mtlbench.training.run_plan import plan_cells, stored_key
         resolved = with_threads(self.resolved, self.threads)
         cell = plan_cells(resolved, self.seeds, self.out_dir)[self.index]
         if not self.force and cell.record_path.exists() and stored_key(read_record(cell.record_path)) == cell.key:
             log(f"{cell.row} seed {cell.seed}: finished, skipped ({cell.record_path})")
             return {"row": cell.row, "seed": cell.seed, "status": read_record(cell.record_path).status}
-        record = train_cell(resolved, cell, load_data(resolved), log_progress, self.force, log)
+        record = train_cell(resolved, cell, cached_data(resolved), log_progress, self.force, log)
         log(f"{cell.row} seed {cell.seed}: {record.status}, record {cell.record_path}")
         return {"row": cell.row, "seed": cell.seed, "status": record.status}
+
+
+_last_data: list = []  # [(the spec's data section, its MTLData)]: a local worker's last dataset
+
+
+def cached_data(resolved: ResolvedSpec):
+    """The cell's dataset, loaded once per worker for a run of cells of one spec (launch/worker.py) -- as the
+    in-process run loads it once for all its cells; a cell of other data loads its own."""
+    from mtlbench.training.run import load_data
+    key = (resolved.dataset, str(resolved.file), resolved.spec.data.model_dump_json(),
+           resolved.options.model_dump_json())
+    if not _last_data or _last_data[0][0] != key:
+        _last_data[:] = [(key, load_data(resolved))]
+    return _last_data[0][1]
 
 
 def rebuild_job(plugin_files: dict[str, str], pickled: bytes) -> CellJob:

@@ -1,10 +1,12 @@
 """What was submitted for a spec: ``<output dir>/<spec name>/jobs.json``, one entry per cell (its job id, the
 launcher, the folder of the job's pickles and logs, the run identity it was submitted for, what it waits for),
-written atomically by the command that submits. The jobs' own files (submitit's: ``<job id>_submitted.pkl``,
-``<job id>_0_result.pkl``, ``<job id>_0_log.out`` / ``.err``) are in ``<output dir>/<spec name>/jobs/``."""
+written atomically by the command that submits. The jobs' own files (``<job id>_0_result.pkl``,
+``<job id>_0_log.out`` / ``.err``, as submitit names them; a local job's id is ``<worker pid>-<n>``, the n-th cell
+of that worker) are in ``<output dir>/<spec name>/jobs/``."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ def valid_entry(entry: Any) -> bool:
     """What status and the launchers read of an entry, of the types job_entry writes."""
     return (isinstance(entry, dict) and entry.get("launcher") in ("local", "slurm")
             and all(isinstance(entry.get(k), str) for k in ("job_id", "folder", "identity"))
-            and (entry["launcher"] != "local" or entry["job_id"].isdigit()))
+            and (entry["launcher"] != "local" or re.fullmatch(r"\d+(-\d+)?", entry["job_id"]) is not None))
 
 
 def add_jobs(folder: Path, entries: dict[str, dict[str, Any]]) -> None:

@@ -5,7 +5,7 @@ it; rerunning ``mtlbench train --launcher ...`` leaves running cells alone and r
 ones.
 
 A job's state is read from its files (submitit's result pickle and logs) and, while it has no result, from the
-process table (local jobs: the job id is the process id) or from ``squeue`` (Slurm jobs)."""
+process table (local jobs: the job id starts with its worker's process id) or from ``squeue`` (Slurm jobs)."""
 from __future__ import annotations
 
 import os
@@ -133,7 +133,7 @@ def read_result(path: Path) -> tuple[str, Any]:
 
 def job_active(entry: dict[str, Any]) -> tuple[bool, str]:
     if entry.get("launcher") == "local":
-        return pid_alive(int(entry["job_id"])), ""
+        return pid_alive(int(entry["job_id"].split("-")[0])), ""  # <worker pid>-<n> (or a pid, before)
     if shutil.which("squeue") is None:
         return True, "no squeue on this machine to ask"
     try:
