@@ -257,9 +257,26 @@ def datasets_table() -> str:
         table(["dataset", "what", "prepared by", "options (defaults)"], rows) + "\n"
 
 
+def weightings_table() -> str:
+    from mtlbench.config.bibliography import cited_by
+    from mtlbench.registry import WEIGHTINGS
+    rows = []
+    for name, cls in WEIGHTINGS:
+        if not cls.__module__.startswith("mtlbench."):
+            continue
+        ref = cited_by(cls)
+        opts = ", ".join(f"`{f.alias or n}: {yaml_text(f.get_default(call_default_factory=True))}`"
+                         for n, f in cls.Options.model_fields.items())
+        rows.append((f"`{name}`", "losses" if cls.kind == "loss" else "per-task gradients",
+                     f"{ref.short()} [{ref.key}]" if ref else one_line(cls.__doc__).split(":")[0],
+                     opts or "—", f"`{cls.install}`" if cls.install else ""))
+    return f"<!-- {HOW.format(source='the weighting registry and mtlbench/config/bibliography.yaml')} -->\n\n" + \
+        table(["weighting", "acts on", "paper", "options (defaults)", "needs"], rows) + "\n"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "spec-keys": spec_keys, "methods-index": methods_index, "methods": methods_reference,
-    "bibliography": bibliography_list, "datasets": datasets_table,
+    "bibliography": bibliography_list, "datasets": datasets_table, "weightings": weightings_table,
 }
 
 

@@ -1,5 +1,6 @@
-"""One bibliography: every method of the package cites an entry of mtlbench/config/bibliography.yaml, the entries
-are complete, and `mtlbench list methods` shows them. The TAAN entry is pinned: it was wrong in code once."""
+"""One bibliography: every method and loss weighting of the package cites an entry of
+mtlbench/config/bibliography.yaml, the entries are complete, and `mtlbench list methods|weightings` shows them.
+The TAAN entry is pinned: it was wrong in code once."""
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,7 @@ from typer.testing import CliRunner
 
 from mtlbench.cli import app
 from mtlbench.config.bibliography import bibliography, cited_by, reference
-from mtlbench.registry import METHODS, UnknownNameError
+from mtlbench.registry import METHODS, WEIGHTINGS, UnknownNameError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mtlbench"
 
@@ -73,3 +74,16 @@ def test_list_methods_shows_the_short_citation():
     out = CliRunner().invoke(app, ["list", "methods"], env={"COLUMNS": "200"}).output
     line = next(row for row in out.splitlines() if " taan " in row)
     assert "Liu et al., AAAI 2020" in line
+
+
+@pytest.mark.parametrize("name", [n for n, cls in WEIGHTINGS if cls.__module__.startswith("mtlbench.") and n != "ew"])
+def test_every_weighting_cites_an_entry(name):
+    ref = cited_by(WEIGHTINGS.get(name))
+    assert ref is not None, f"{name}: set cite = '<key of mtlbench/config/bibliography.yaml>'"
+    assert ref.authors and ref.title and ref.year >= 2017
+
+
+def test_list_weightings_shows_the_short_citation():
+    out = CliRunner().invoke(app, ["list", "weightings"], env={"COLUMNS": "200"}).output
+    assert "Yu et al., NeurIPS 2020" in next(row for row in out.splitlines() if " pcgrad " in row)
+    assert "Kendall et al., CVPR 2018" in next(row for row in out.splitlines() if " uw " in row)

@@ -297,11 +297,11 @@ def list_(what: ListWhat = typer.Argument(..., metavar="methods|datasets|tables|
 
 
 def entry_summary(obj) -> str:
-    """A method's paper in short form (from the bibliography), a weighting's paper, else a dataset's description
-    or first doc line."""
+    """A method's or a weighting's paper in short form (from the bibliography), else a dataset's description or
+    the first line of its doc."""
     from mtlbench.config.bibliography import cited_by
     ref = cited_by(obj)
-    return (ref.short() if ref else getattr(obj, "paper", "") or getattr(obj, "description", "")
+    return (ref.short() if ref else getattr(obj, "description", "")
             or (obj.__doc__ or "").strip().split("\n")[0])
 
 

@@ -44,7 +44,7 @@ class StepContext:
 class Weighting(nn.Module):
     Options: ClassVar[type[WeightingOptions]] = WeightingOptions
     kind: ClassVar[str] = "loss"
-    paper: ClassVar[str] = ""
+    cite: ClassVar[str] = ""  # its paper's key in mtlbench/config/bibliography.yaml ("" for ew)
     # modules it imports only when built (the solver aggregators' cvxpy); `validate` refuses it when missing
     requires: ClassVar[tuple[str, ...]] = ()
     install: ClassVar[str] = ""

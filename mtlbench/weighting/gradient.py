@@ -38,19 +38,16 @@ class AggregatorWeighting(GradientWeighting):
         return agg(jacobian), None
 
 
-def simple(name: str, cls, paper: str, doc: str):
-    """Register an aggregator without options."""
+def simple(name: str, cls, cite: str, doc: str):
+    """Register an aggregator without options (``cite``: its paper's key in mtlbench/config/bibliography.yaml)."""
     weighting = type(cls.__name__ + "Weighting", (AggregatorWeighting,),
-                     {"paper": paper, "__doc__": doc, "make": lambda self, options, ctx: cls()})
+                     {"cite": cite, "__doc__": doc, "make": lambda self, options, ctx: cls()})
     return WEIGHTINGS.register(name)(weighting)
 
 
-simple("pcgrad", A.PCGrad, "Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020 (PCGrad)",
-       "Each task gradient projected off the others it conflicts with, then summed.")
-simple("imtl_g", A.IMTLG, "Liu et al., Towards Impartial Multi-task Learning, ICLR 2021 (IMTL-G)",
-       "The combination whose projections on every task gradient are equal.")
-simple("config", A.ConFIG, "Liu et al., ConFIG: Towards Conflict-free Training of Physics Informed Neural "
-       "Networks, ICLR 2025", "The direction with equal positive cosine to every task gradient.")
+simple("pcgrad", A.PCGrad, "yu2020", "Each task gradient projected off the others it conflicts with, then summed.")
+simple("imtl_g", A.IMTLG, "liu2021imtl", "The combination whose projections on every task gradient are equal.")
+simple("config", A.ConFIG, "liu2025config", "The direction with equal positive cosine to every task gradient.")
 
 
 class MGDAOptions(WeightingOptions):
@@ -63,7 +60,7 @@ class MGDAWeighting(AggregatorWeighting):
     """The minimum-norm point of the convex hull of the task gradients (Frank-Wolfe)."""
 
     Options = MGDAOptions
-    paper = "Sener & Koltun, Multi-Task Learning as Multi-Objective Optimization, NeurIPS 2018 (MGDA)"
+    cite = "sener2018"  # mtlbench/config/bibliography.yaml
 
     def make(self, options, ctx):
         return A.MGDA(epsilon=options.epsilon, max_iters=options.max_iters)
@@ -79,7 +76,7 @@ class AlignedMTLWeighting(AggregatorWeighting):
     """The task gradients' system made well-conditioned (aligned) before combining."""
 
     Options = AlignedOptions
-    paper = "Senushkin et al., Independent Component Alignment for Multi-Task Learning, CVPR 2023 (Aligned-MTL)"
+    cite = "senushkin2023"  # mtlbench/config/bibliography.yaml
 
     def make(self, options, ctx):
         return A.AlignedMTL(scale_mode=options.scale_mode)
@@ -89,7 +86,7 @@ class AlignedMTLWeighting(AggregatorWeighting):
 class UPGradWeighting(AggregatorWeighting):
     """The mean of the task gradients each projected onto the dual cone of all of them."""
 
-    paper = "Quinton & Rey, Jacobian Descent for Multi-Objective Optimization, 2024 (UPGrad)"
+    cite = "quinton2024"  # mtlbench/config/bibliography.yaml
 
     requires = ("qpsolvers", "quadprog")  # its projection onto the dual cone is a quadratic program
     install = SOLVERS_INSTALL
@@ -102,7 +99,7 @@ class UPGradWeighting(AggregatorWeighting):
 class DualProjWeighting(AggregatorWeighting):
     """The mean gradient projected onto the dual cone of the task gradients."""
 
-    paper = "Quinton & Rey, Jacobian Descent for Multi-Objective Optimization, 2024 (DualProj)"
+    cite = "quinton2024"  # mtlbench/config/bibliography.yaml
 
     requires = ("qpsolvers", "quadprog")  # its projection onto the dual cone is a quadratic program
     install = SOLVERS_INSTALL
@@ -119,7 +116,7 @@ class GradDropOptions(WeightingOptions):
 class GradDropWeighting(AggregatorWeighting):
     """Per coordinate, the positive or the negative task gradients dropped at random by their sign purity."""
 
-    paper = "Chen et al., Just Pick a Sign: Optimizing Deep Multitask Models with Gradient Sign Dropout, NeurIPS 2020"
+    cite = "chen2020graddrop"  # mtlbench/config/bibliography.yaml
 
     def make(self, options, ctx):
         return A.GradDrop()
@@ -134,7 +131,7 @@ class GradVacWeighting(AggregatorWeighting):
     """PCGrad towards a running target cosine similarity per task pair instead of zero."""
 
     Options = GradVacOptions
-    paper = "Wang et al., Gradient Vaccine, ICLR 2021 (GradVac)"
+    cite = "wang2021gradvac"  # mtlbench/config/bibliography.yaml
 
     def make(self, options, ctx):
         return A.GradVac(beta=options.beta)
@@ -157,7 +154,7 @@ class FairGradWeighting(AggregatorWeighting):
     """Weights solving the alpha-fair utility maximisation of the tasks' loss decreases (scipy)."""
 
     Options = FairGradOptions
-    paper = "Ban & Ji, Fair Resource Allocation in Multi-Task Learning, ICML 2024 (FairGrad)"
+    cite = "ban2024"  # mtlbench/config/bibliography.yaml
 
     def make(self, options, ctx):
         return A.FairGrad(alpha=options.alpha)
@@ -172,7 +169,7 @@ class CAGradWeighting(AggregatorWeighting):
     """The direction within c ||g0|| of the mean gradient g0 that maximises the worst task's decrease."""
 
     Options = CAGradOptions
-    paper = "Liu et al., Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021 (CAGrad)"
+    cite = "liu2021cagrad"  # mtlbench/config/bibliography.yaml
     requires = ("cvxpy", "clarabel")
     install = SOLVERS_INSTALL
 
@@ -192,7 +189,7 @@ class NashMTLWeighting(AggregatorWeighting):
     problems."""
 
     Options = NashOptions
-    paper = "Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022 (Nash-MTL)"
+    cite = "navon2022"  # mtlbench/config/bibliography.yaml
     requires = ("cvxpy", "ecos")
     install = SOLVERS_INSTALL
 

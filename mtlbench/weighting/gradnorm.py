@@ -31,7 +31,7 @@ class GradNorm(GradientWeighting):
     training rate."""
 
     Options = GradNormOptions
-    paper = "Chen et al., GradNorm: Gradient Normalization for Adaptive Loss Balancing, ICML 2018"
+    cite = "chen2018"  # mtlbench/config/bibliography.yaml
     weighs_task_parameters = True
 
     def __init__(self, options, ctx: StepContext):

@@ -20,8 +20,6 @@ from mtlbench.weighting.base import LossWeighting, StepContext, WeightingOptions
 class EqualWeighting(LossWeighting):
     """The mean of the task losses: the default, run by the plain training step (no weighting object)."""
 
-    paper = "equal weights: the mean of the task losses"
-
     def combine(self, losses):
         return losses.mean()
 
@@ -48,7 +46,7 @@ class Uncertainty(ScalarizerWeighting):
     """sum_t exp(-s_t)/2 L_t + s_t/2 with learned log-variances s (trained by the run's optimizer, lr of the
     spec, no weight decay)."""
 
-    paper = "Kendall, Gal & Cipolla, Multi-Task Learning Using Uncertainty to Weigh Losses, CVPR 2018"
+    cite = "kendall2018"  # mtlbench/config/bibliography.yaml
 
     def make(self, options, ctx):
         return S.UW(ctx.n_tasks)
@@ -61,7 +59,7 @@ class Uncertainty(ScalarizerWeighting):
 class IMTLLoss(ScalarizerWeighting):
     """IMTL-L: learned loss scales e^s_t L_t - s_t (trained by the run's optimizer)."""
 
-    paper = "Liu et al., Towards Impartial Multi-task Learning, ICLR 2021 (IMTL-L)"
+    cite = "liu2021imtl"  # mtlbench/config/bibliography.yaml
 
     def make(self, options, ctx):
         return S.IMTLL(ctx.n_tasks)
@@ -82,7 +80,7 @@ class DynamicWeightAverage(ScalarizerWeighting):
     ``period`` iterations (our runs count iterations, not epochs)."""
 
     Options = DWAOptions
-    paper = "Liu, Johns & Davison, End-to-End Multi-Task Learning with Attention, CVPR 2019 (DWA)"
+    cite = "liu2019"  # mtlbench/config/bibliography.yaml
 
     def make(self, options, ctx):
         self.period = options.period or ctx.iterations_per_epoch
@@ -116,7 +114,7 @@ class FAMOWeighting(ScalarizerWeighting):
     of the same batch's log-losses (recomputed after the step: one more forward, no backward)."""
 
     Options = FAMOOptions
-    paper = "Liu et al., FAMO: Fast Adaptive Multitask Optimization, NeurIPS 2023"
+    cite = "liu2023famo"  # mtlbench/config/bibliography.yaml
     needs_losses_after = True
 
     def make(self, options, ctx):
@@ -142,7 +140,7 @@ class FAMOWeighting(ScalarizerWeighting):
 class RandomLossWeighting(ScalarizerWeighting):
     """Weights softmax(N(0, I)) drawn anew at every step."""
 
-    paper = "Lin et al., Reasonable Effectiveness of Random Weighting, TMLR 2022 (RLW)"
+    cite = "lin2022"  # mtlbench/config/bibliography.yaml
 
     def make(self, options, ctx):
         return S.Random()
@@ -152,7 +150,7 @@ class RandomLossWeighting(ScalarizerWeighting):
 class GeometricMeanLoss(ScalarizerWeighting):
     """(prod_t L_t)^(1/T)."""
 
-    paper = "Chennupati et al., MultiNet++, CVPR Workshops 2019 (geometric loss)"
+    cite = "chennupati2019"  # mtlbench/config/bibliography.yaml
 
     def make(self, options, ctx):
         return S.GeometricMean()
@@ -167,7 +165,7 @@ class SmoothTchebycheff(ScalarizerWeighting):
     """mu log sum_t exp(L_t / (T mu)): a smooth maximum of the (uniformly weighted) task losses."""
 
     Options = STCHOptions
-    paper = "Lin et al., Smooth Tchebycheff Scalarization for Multi-Objective Optimization, ICML 2024"
+    cite = "lin2024stch"  # mtlbench/config/bibliography.yaml
 
     def make(self, options, ctx):
         return S.STCH(options.mu)
