@@ -1,5 +1,6 @@
-"""A method and a dataset from outside mtlbench, in one file: `mtlbench train SPEC --plugin plugin_example.py`
-(or `name: plugin_example:GatedShare` with this folder on PYTHONPATH, or an entry point; see docs/plugins.md).
+"""A method, a dataset and a loss weighting from outside mtlbench, in one file: `mtlbench train SPEC --plugin
+plugin_example.py` (or `name: plugin_example:GatedShare` with this folder on PYTHONPATH, or an entry point; see
+docs/plugins.md).
 
 - ``gated_share``: every hidden layer has a shared and a task-private dense layer; each task mixes the two
   through its own learned gate, h = relu(g * shared(h) + (1 - g) * private_t(h)), g = sigmoid(gate[t, layer]).
@@ -8,6 +9,9 @@
 - ``planted_groups``: tasks in planted groups; every task of a group labels its own Gaussian inputs by the
   group's linear rule (argmax of x @ W_group), a share of labels flipped at random. Tasks of one group can help
   each other; tasks of different groups cannot.
+- ``first_loss_scaled``: each task's loss divided by its loss at the first step, so that every task starts at
+  weight 1/T of a loss of 1 -- a common hand-made baseline; the first losses are a buffer (saved with the run's
+  state, so a resumed run goes on with them).
 """
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from mtlbench.nn.method import MethodParams, MTLMethod
-from mtlbench.registry import DATASETS, METHODS
+from mtlbench.registry import DATASETS, METHODS, WEIGHTINGS
 from mtlbench.store.dataset import SPLITS, DataInfo, DatasetSource, MTLData, TaskInfo, TaskSplit
+from mtlbench.weighting.base import LossWeighting
 
 
 class GatedParams(MethodParams):
@@ -97,3 +102,17 @@ class PlantedGroups(DatasetSource):
         info = DataInfo("planted_groups", tasks, "per_task", "accuracy", {"groups": groups},
                         hashlib.sha256(blob.encode()).hexdigest())
         return MTLData(info, splits)
+
+
+@WEIGHTINGS.register("first_loss_scaled")
+class FirstLossScaled(LossWeighting):
+    """sum_t L_t / (T L_t at the first step): every task's loss measured against where it started."""
+
+    def __init__(self, options, ctx):
+        super().__init__(options, ctx)
+        self.register_buffer("first", torch.zeros(ctx.n_tasks))
+
+    def combine(self, losses):
+        if not bool(self.first.any()):
+            self.first.copy_(losses.detach())
+        return (losses / (len(losses) * self.first.clamp_min(1e-8))).sum()

@@ -93,6 +93,42 @@ def test_the_example_plugin_trains_through_the_cli(tmp_path):
     assert again.exit_code == 0 and again.output.count("finished, skipped") == 2, again.output
 
 
+def test_a_weighting_from_the_plugin_trains_and_resumes_with_its_state(tmp_path, steps_taken):
+    """The example's first_loss_scaled weighting: its code is in the row's identity, its weights are 1/(T L_t at
+    the first step) -- not ew's 1/T -- and its first losses (a buffer) come back with a resumed run's state."""
+    import io
+
+    import torch
+
+    from mtlbench.config.loader import load_spec
+    from mtlbench.plugins import load_plugin_file
+    from mtlbench.training.run import load_data
+    from mtlbench.training.run_plan import plan_cells
+    from mtlbench.training.trainer import train_run
+    from tests.test_resume import Killed, killed_at
+    path = spec_file(tmp_path, method="hard_share", iterations=20)
+    path.write_text(path.read_text().replace("label: Gated}", "label: HS, weighting: first_loss_scaled}"))
+    result = cli("train", path, "--plugin", EXAMPLE, "--no-progress", "--format", "csv", "--rows", "HS")
+    assert result.exit_code == 0, result.output
+    record = read_record(tmp_path / "runs" / "plug" / "HS" / "seed0.json")
+    digest = __import__("hashlib").sha256(EXAMPLE.read_bytes()).hexdigest()[:16]
+    assert record.plugins == {"dataset": digest, "weighting": digest}
+    weights = [h["task_weights"] for h in record.history]
+    assert all(w == weights[0] for w in weights)  # fixed after the first step
+    assert len(set(weights[0])) == 4 and all(0.1 < w < 0.5 and w != 0.25 for w in weights[0])
+    load_plugin_file(EXAMPLE)
+    resolved = load_spec(path)
+    cell = next(c for c in plan_cells(resolved, [0], tmp_path / "again") if c.row == "HS")
+    data = load_data(resolved)
+    box: list = []
+    with pytest.raises(Killed):
+        train_run(resolved, cell, data, checkpoint=killed_at(10, box))
+    steps_taken.clear()
+    resumed, _ = train_run(resolved, cell, data, resume=torch.load(io.BytesIO(box[0]), weights_only=True))
+    assert steps_taken == list(range(11, 21))
+    assert (resumed.history, resumed.metrics) == (record.history, record.metrics)
+
+
 def test_list_says_where_each_entry_comes_from(tmp_path):
     result = cli("list", "methods", "--plugin", EXAMPLE, "--pattern", "*a*_share")
     assert result.exit_code == 0, result.output

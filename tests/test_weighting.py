@@ -130,7 +130,7 @@ def test_gradnorm_step_matches_the_hand_computation():
     torch.testing.assert_close(gn.w.detach(), torch.tensor([0.5, 1.5]))
 
 
-@pytest.mark.parametrize("name", ["uw", "famo", "dwa", "gradnorm"])
+@pytest.mark.parametrize("name", ["uw", "famo", "dwa", "gradnorm", "nash_mtl"])
 def test_resumed_weighted_run_ends_as_the_uninterrupted_run(name, write_spec, tmp_path, steps_taken):
     option = ", options: {period: 3}" if name == "dwa" else ""  # several DWA "epochs" before the kill
     methods = f"  - {{name: taan, label: TAAN, weighting: {{name: {name}{option}}}}}"
