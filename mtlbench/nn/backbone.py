@@ -103,6 +103,8 @@ class ReLU(nn.Module):
 class NoActivation(nn.Module):
     """The identity, with the activation call signature (DMTRL's ``activation: none``)."""
 
+    elementwise = True  # acts on each element alone: the fast conv path runs it on the pool's winners (fast_conv)
+
     def forward(self, z: torch.Tensor, segments: Segments | None = None) -> torch.Tensor:
         return z
 

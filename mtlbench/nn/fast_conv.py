@@ -82,9 +82,28 @@ def finish(block, z: torch.Tensor, segments) -> torch.Tensor:
     k = pool_size(block.pool)
     if getattr(block.act, "commutes_with_max_pool", False) and k is not None:
         y = relu_block(z, block.norm, k)
+    elif getattr(block.act, "elementwise", False) and k is not None and k > 1 and in_training(block.norm) \
+            and torch.is_grad_enabled():
+        y = elementwise_block(z, block.norm, block.act, segments, k)
     else:
         y = block.pool(block.act(affine_norm(z, block.norm), segments))
     return block.drop(y.contiguous(memory_format=torch.channels_last))
+
+
+def elementwise_block(z: torch.Tensor, norm: nn.BatchNorm2d, act: nn.Module, segments, k: int) -> torch.Tensor:
+    """max-pool(act(BN(z))) in training for an elementwise activation that does not commute with the pool
+    (TAAN's): the activation runs on the whole map once without autograd, only to find each window's winner;
+    then BatchNorm and the activation run again, differentiably, on the winners alone. The output is the
+    pooled map (the same elements, the same operations); the backward of the activation (its table sums, the
+    costliest pass) runs on the 4x smaller set, and BatchNorm's on the whole map is one dense pass plus a
+    scatter (as relu_block's). Nothing of the size of the map is saved but z."""
+    mean, rstd = batch_statistics(z, norm)
+    with torch.no_grad():
+        scale, shift = _affine(norm, mean, rstd)
+        y = act(torch.addcmul(shift.view(1, -1, 1, 1), z, scale.view(1, -1, 1, 1)), segments)
+        idx = F.max_pool2d(y, k, return_indices=True)[1]
+        del y
+    return act(_BatchNormAt.apply(z, norm.weight, norm.bias, norm, idx, mean, rstd), segments)
 
 
 def in_training(norm: nn.Module) -> bool:
@@ -202,19 +221,49 @@ class _BatchNormReLUPool(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, gy):
         z, idx, pooled, y, mean, rstd, scale = ctx.saved_tensors
-        n = z.numel() // z.shape[1]
         g = gy * (y > 0)  # the gradient at BatchNorm's output, non-zero only at the pooled positions
-        sum_g = column_sums(g)
-        sum_gx = (column_sums(g, pooled) - mean * sum_g) * rstd
-        dz = None
-        if ctx.needs_input_grad[0]:
-            b = -scale * rstd * sum_gx / n
-            a = -scale * sum_g / n - b * mean
-            dz = torch.addcmul(a.view(1, -1, 1, 1), z, b.view(1, -1, 1, 1))
-            n_, c = z.shape[:2]
-            planes = dz.view(n_, c, -1)
-            planes.scatter_add_(2, idx.reshape(n_, c, -1), (g * scale.view(1, -1, 1, 1)).reshape(n_, c, -1))
-        return (dz, *_norm_grads(ctx.norm, sum_g, sum_gx, ctx.needs_input_grad), None, None)
+        return (*sparse_bn_backward(z, idx, pooled, g, mean, rstd, scale, ctx.norm, ctx.needs_input_grad),
+                None, None)
+
+
+class _BatchNormAt(torch.autograd.Function):
+    """BN(z) at the flat positions ``idx`` [N, C, h, w] of each plane, with the batch statistics (mean, rstd) of
+    the whole z (computed, and the running statistics updated, by the caller). The gradient arrives at those
+    positions only, so the backward's dense part is one pass, B z + A, plus a scatter of scale g."""
+
+    @staticmethod
+    def forward(ctx, z, weight, bias, norm, idx, mean, rstd):
+        scale, shift = _affine(norm, mean, rstd)
+        n, c = z.shape[:2]
+        z_at = z.flatten(2).gather(2, idx.reshape(n, c, -1)).view(idx.shape)
+        ctx.save_for_backward(z, idx, z_at, mean, rstd, scale)
+        ctx.norm = norm
+        return torch.addcmul(shift.view(1, -1, 1, 1), z_at, scale.view(1, -1, 1, 1))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        z, idx, z_at, mean, rstd, scale = ctx.saved_tensors
+        dz, d_weight, d_bias = sparse_bn_backward(z, idx, z_at, g, mean, rstd, scale, ctx.norm,
+                                                  ctx.needs_input_grad)
+        return dz, d_weight, d_bias, None, None, None, None
+
+
+def sparse_bn_backward(z, idx, z_at, g, mean, rstd, scale, norm, needs):
+    """BatchNorm's backward where the gradient g at its output is zero but at the positions idx (whose z
+    values are z_at): the sums over the small tensors, dz = B z + A everywhere plus scale g at idx."""
+    n = z.numel() // z.shape[1]
+    sum_g = column_sums(g)
+    sum_gx = (column_sums(g, z_at) - mean * sum_g) * rstd
+    dz = None
+    if needs[0]:
+        b = -scale * rstd * sum_gx / n
+        a = -scale * sum_g / n - b * mean
+        dz = torch.addcmul(a.view(1, -1, 1, 1), z, b.view(1, -1, 1, 1))
+        n_, c = z.shape[:2]
+        planes = dz.view(n_, c, -1)
+        planes.scatter_add_(2, idx.reshape(n_, c, -1), (g * scale.view(1, -1, 1, 1)).reshape(n_, c, -1))
+    return (dz, *_norm_grads(norm, sum_g, sum_gx, needs))
 
 
 def signed_pool(z: torch.Tensor, scale: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

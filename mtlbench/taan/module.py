@@ -21,6 +21,8 @@ from mtlbench.taan.options import parse_alpha_init, parse_b_init
 
 
 class AdaptiveActivation(nn.Module):
+    elementwise = True  # acts on each element alone: the fast conv path runs it on the pool's winners (fast_conv)
+
     def __init__(self, n_tasks: int, M: int = 64, b_mode: Literal["fixed", "learned"] = "fixed",
                  b_init: Any = None, alpha_init: Any = None, kernel: str = "auto"):
         super().__init__()
