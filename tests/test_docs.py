@@ -109,3 +109,10 @@ def test_adding_examples_train_as_written(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["train", str(spec)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "runs" / "adding" / "my_method" / "seed0.json").exists()
+
+
+def test_every_page_is_in_the_docs_index():
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    index = (docs / "README.md").read_text(encoding="utf-8")
+    missing = [p.name for p in sorted(docs.glob("*.md")) if p.name != "README.md" and f"]({p.name})" not in index]
+    assert not missing, f"docs/README.md does not list {missing}"
